@@ -1,0 +1,12 @@
+//! kvmforge: idempotent, agentless host configuration for KVM hypervisors.
+//!
+//! The engine (this crate's `src/`) parses inventories and playbooks, renders templates, talks
+//! to hosts and runs tasks; the built-in modules (`modules/`) are pure planners that turn
+//! arguments plus observed host state into changes and actions.
+
+pub mod module;
+pub mod params;
+pub mod template;
+
+#[path = "../modules/mod.rs"]
+pub mod modules;

@@ -1,0 +1,369 @@
+//! Handlebars templating in strict mode.
+//!
+//! One registry with kvmforge's helpers renders everything: task arguments, `when:` conditions,
+//! variable values and `template` files. Strict mode makes an undefined variable an error that
+//! names the variable; callers add the task and host.
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, RenderErrorReason,
+};
+use serde_json::Value;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("variable `{0}` is not defined")]
+    Undefined(String),
+    #[error("template syntax error: {0}")]
+    Syntax(String),
+    #[error("template error: {0}")]
+    Render(String),
+}
+
+impl TemplateError {
+    /// The first path segment of an undefined variable (`facts` for `facts.kernel`).
+    pub fn undefined_root(&self) -> Option<&str> {
+        match self {
+            TemplateError::Undefined(v) => Some(var_root(v)),
+            _ => None,
+        }
+    }
+}
+
+/// `facts` for `facts.kernel`, `out` for `out.stdout_lines.[0]`.
+pub fn var_root(path: &str) -> &str {
+    let path = path.trim_start_matches("./").trim_start_matches("this.");
+    let end = path.find(['.', '[', '/']).unwrap_or(path.len());
+    &path[..end]
+}
+
+fn registry() -> &'static Handlebars<'static> {
+    static REG: OnceLock<Handlebars<'static>> = OnceLock::new();
+    REG.get_or_init(|| {
+        let mut h = Handlebars::new();
+        h.set_strict_mode(true);
+        h.register_escape_fn(handlebars::no_escape);
+        h.register_helper("contains", Box::new(contains_helper));
+        h.register_helper("default", Box::new(default_helper));
+        h.register_helper("join", Box::new(join_helper));
+        h.register_helper("upper", Box::new(|h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output| -> HelperResult {
+            out.write(&param_str(h, 0).to_uppercase())?;
+            Ok(())
+        }));
+        h.register_helper("lower", Box::new(|h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output| -> HelperResult {
+            out.write(&param_str(h, 0).to_lowercase())?;
+            Ok(())
+        }));
+        h
+    })
+}
+
+fn param_str(h: &Helper, i: usize) -> String {
+    match h.param(i).map(|p| p.value()) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// `{{contains list "x"}}`, `{{contains "haystack" "needle"}}`, `{{contains map "key"}}`.
+fn contains_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let hay = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
+    let needle = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
+    let found = match (&hay, &needle) {
+        (Value::Array(a), n) => a.iter().any(|x| x == n || x.as_str().is_some_and(|s| Some(s) == n.as_str())),
+        (Value::String(s), Value::String(n)) => s.contains(n.as_str()),
+        (Value::Object(m), Value::String(n)) => m.contains_key(n),
+        _ => false,
+    };
+    out.write(if found { "true" } else { "false" })?;
+    Ok(())
+}
+
+/// `{{default value "fallback"}}`: the fallback when value is null or empty. Undefined variables
+/// stay errors (strict mode), so a typo is never silently defaulted.
+fn default_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let v = param_str(h, 0);
+    out.write(if v.is_empty() { param_str(h, 1) } else { v }.as_str())?;
+    Ok(())
+}
+
+/// `{{join list ","}}`.
+fn join_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let sep = h.param(1).map(|_| param_str(h, 1)).unwrap_or_else(|| " ".into());
+    let joined = match h.param(0).map(|p| p.value()) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(&sep),
+        _ => param_str(h, 0),
+    };
+    out.write(&joined)?;
+    Ok(())
+}
+
+fn convert(e: RenderError, template: &str, vars: &Value) -> TemplateError {
+    match e.reason() {
+        RenderErrorReason::MissingVariable(Some(path)) => TemplateError::Undefined(path.clone()),
+        RenderErrorReason::TemplateError(t) => TemplateError::Syntax(t.to_string()),
+        // A helper given an undefined variable fails without naming it: find it ourselves.
+        _ => match first_undefined(template, vars) {
+            Some(path) => TemplateError::Undefined(path),
+            None => TemplateError::Render(e.to_string()),
+        },
+    }
+}
+
+/// The first variable path used as a helper argument in `template` that `vars` lacks.
+fn first_undefined(template: &str, vars: &Value) -> Option<String> {
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after.find("}}")?;
+        let expr = after[..end].trim_matches(|c: char| c == '~' || c.is_whitespace());
+        rest = &after[end + 2..];
+        if expr.starts_with(['!', '/', '>']) || expr == "else" {
+            continue;
+        }
+        let expr = expr.trim_start_matches(['#', '^']);
+        let mut after_open = true; // the first word, and the first after `(`, name a helper
+        for tok in tokens(expr) {
+            match tok.as_str() {
+                "(" => after_open = true,
+                ")" => {}
+                t => {
+                    let helper = std::mem::replace(&mut after_open, false);
+                    let value = t.split_once('=').map_or(t, |(_, v)| v);
+                    let literal = value.starts_with(['"', '\'', '@'])
+                        || value.parse::<f64>().is_ok()
+                        || matches!(value, "true" | "false" | "null" | "this" | "as" | "")
+                        || value.starts_with("this.")
+                        || value.starts_with("../");
+                    if !helper && !literal && lookup(vars, value).is_none() {
+                        return Some(value.to_string());
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn tokens(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    for c in expr.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                cur.push(c);
+                quote = None;
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                cur.push(c);
+                quote = Some(c);
+            }
+            (None, '(' | ')') => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                out.push(c.to_string());
+            }
+            (None, c) if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Follow a dotted path (`a.b.0`, `a.[0]`) through a value.
+pub fn lookup<'a>(vars: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = vars;
+    for seg in path.split('.').filter(|s| !s.is_empty()) {
+        let seg = seg.trim_start_matches('[').trim_end_matches(']');
+        cur = match cur {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Whether a string contains template syntax at all (most values do not, and skip the engine).
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{")
+}
+
+/// Render one template string against `vars`.
+pub fn render(template: &str, vars: &Value) -> Result<String, TemplateError> {
+    if !is_template(template) {
+        return Ok(template.to_string());
+    }
+    registry()
+        .render_template(template, vars)
+        .map_err(|e| convert(e, template, vars))
+}
+
+/// Render every string inside a value. A string that is exactly one `{{ path }}` expression
+/// keeps the type of what it refers to, so `loop: "{{ packages }}"` yields a list.
+pub fn render_value(v: &Value, vars: &Value) -> Result<Value, TemplateError> {
+    Ok(match v {
+        Value::String(s) => {
+            if let Some(found) = whole_expression(s, vars)? {
+                found
+            } else {
+                Value::String(render(s, vars)?)
+            }
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| render_value(x, vars)).collect::<Result<_, _>>()?),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| Ok((render(k, vars)?, render_value(x, vars)?)))
+                .collect::<Result<_, TemplateError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// If `s` is a single `{{ a.b.c }}` variable reference, the referenced value (any type).
+fn whole_expression(s: &str, vars: &Value) -> Result<Option<Value>, TemplateError> {
+    let t = s.trim();
+    let Some(inner) = t.strip_prefix("{{").and_then(|x| x.strip_suffix("}}")) else {
+        return Ok(None);
+    };
+    let path = inner.trim();
+    if path.is_empty()
+        || inner.contains("{{")
+        || !path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+    {
+        return Ok(None);
+    }
+    let cur = lookup(vars, path).ok_or_else(|| TemplateError::Undefined(path.to_string()))?;
+    Ok(match cur {
+        Value::Array(_) | Value::Object(_) | Value::Bool(_) | Value::Number(_) => Some(cur.clone()),
+        _ => None,
+    })
+}
+
+/// The truth of a rendered condition: anything but empty, `false` and `0`.
+pub fn truthy(rendered: &str) -> bool {
+    let t = rendered.trim();
+    !(t.is_empty() || t.eq_ignore_ascii_case("false") || t == "0")
+}
+
+/// Evaluate a `when:`-style condition. A bare expression without braces (`eq a "b"`) is wrapped
+/// in `{{ }}` for convenience.
+pub fn condition(expr: &Value, vars: &Value) -> Result<bool, TemplateError> {
+    match expr {
+        Value::Bool(b) => Ok(*b),
+        Value::Null => Ok(false),
+        Value::Number(n) => Ok(n.as_f64() != Some(0.0)),
+        Value::String(s) => {
+            let s = s.trim();
+            let wrapped;
+            let t = if is_template(s) {
+                s
+            } else {
+                wrapped = format!("{{{{{s}}}}}");
+                &wrapped
+            };
+            Ok(truthy(&render(t, vars)?))
+        }
+        Value::Array(items) => {
+            // A list of conditions: all must hold, as in Ansible.
+            for i in items {
+                if !condition(i, vars)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        Value::Object(_) => Err(TemplateError::Render("a condition cannot be a mapping".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strict_mode_names_missing_variable() {
+        let e = render("x={{ nope.deep }}", &json!({})).unwrap_err();
+        assert_eq!(e, TemplateError::Undefined("nope.deep".into()));
+        assert_eq!(e.undefined_root(), Some("nope"));
+    }
+
+    #[test]
+    fn no_html_escaping() {
+        assert_eq!(render("{{ a }}", &json!({"a": "<&\"'>"})).unwrap(), "<&\"'>");
+    }
+
+    #[test]
+    fn whole_expression_keeps_type() {
+        let v = render_value(&json!("{{ pkgs }}"), &json!({"pkgs": ["a", "b"]})).unwrap();
+        assert_eq!(v, json!(["a", "b"]));
+        let v = render_value(&json!("x {{ n }}"), &json!({"n": 3})).unwrap();
+        assert_eq!(v, json!("x 3"));
+    }
+
+    #[test]
+    fn conditions() {
+        let vars = json!({"os": "Debian", "list": ["a"], "flag": false});
+        assert!(condition(&json!("{{eq os \"Debian\"}}"), &vars).unwrap());
+        assert!(condition(&json!("eq os \"Debian\""), &vars).unwrap());
+        assert!(!condition(&json!("{{flag}}"), &vars).unwrap());
+        assert!(condition(&json!("contains list \"a\""), &vars).unwrap());
+        assert!(!condition(&json!("contains list \"b\""), &vars).unwrap());
+        assert!(condition(&json!(["{{not flag}}", "eq os \"Debian\""]), &vars).unwrap());
+        assert!(condition(&json!("and (eq os \"Debian\") (not flag)"), &vars).unwrap());
+        assert_eq!(
+            condition(&json!("eq missing 1"), &vars).unwrap_err().undefined_root(),
+            Some("missing")
+        );
+        assert_eq!(
+            condition(&json!("and (eq os \"Debian\") (eq facts.kernel \"x\")"), &vars).unwrap_err(),
+            TemplateError::Undefined("facts.kernel".into())
+        );
+    }
+
+    #[test]
+    fn helpers() {
+        let vars = json!({"l": ["a", "b"], "e": ""});
+        assert_eq!(render("{{join l \",\"}}", &vars).unwrap(), "a,b");
+        assert_eq!(render("{{default e \"x\"}}", &vars).unwrap(), "x");
+    }
+}
