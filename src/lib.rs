@@ -4,8 +4,11 @@
 //! to hosts and runs tasks; the built-in modules (`modules/`) are pure planners that turn
 //! arguments plus observed host state into changes and actions.
 
+pub mod connection;
+pub mod facts;
 pub mod module;
 pub mod params;
+pub mod remote;
 pub mod template;
 
 #[path = "../modules/mod.rs"]

@@ -1,0 +1,220 @@
+//! How the executor reaches a host.
+//!
+//! Every remote interaction is one shell script run by `sh -s` with the script on stdin: the
+//! executor never needs more from a transport than [`Connection::run_script`]. Reading and
+//! writing single files are built on it, with the same atomic write the modules' actions use.
+
+use crate::module::{Action, Attrs, FileState, Observation, Probe};
+use crate::remote::{self, ActionOutcome, Script};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// What running a script produced.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptOutput {
+    /// Exit status; `None` when killed by a signal.
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// The host cannot be reached or logged into; it is reported `unreachable`.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Privilege escalation failed (wrong or missing sudo password, no sudo).
+    #[error("become failed: {0}")]
+    Become(String),
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Protocol(#[from] remote::ProtocolError),
+    #[error("timed out after {0} s")]
+    Timeout(u64),
+}
+
+/// A way to run scripts on one host.
+pub trait Connection: Send {
+    /// Run a POSIX shell script on the host (as root when the connection was opened with become).
+    fn run_script(&mut self, script: &str) -> Result<ScriptOutput, ConnectionError>;
+
+    /// How many remote invocations this connection has made (shown with `-v` and in the JSON
+    /// recap, so round trips can be checked).
+    fn invocations(&self) -> u32;
+
+    /// Run a [`Script`] and parse its report.
+    fn execute(&mut self, script: &Script) -> Result<remote::Report, ConnectionError> {
+        let out = self.run_script(&script.render())?;
+        let report = remote::parse(script, &out.stdout)?;
+        if !report.complete && report.actions.iter().all(|a| *a == ActionOutcome::NotRun) && !script.actions.is_empty() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(ConnectionError::Io(format!(
+                "remote shell stopped early (status {:?}): {}",
+                out.status,
+                err.trim()
+            )));
+        }
+        if !report.complete && script.actions.is_empty() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(ConnectionError::Io(format!(
+                "remote shell did not finish (status {:?}): {}",
+                out.status,
+                err.trim()
+            )));
+        }
+        Ok(report)
+    }
+
+    /// Read one file's state and content.
+    fn read_file(&mut self, path: &str) -> Result<FileState, ConnectionError> {
+        let script = Script {
+            probes: vec![Probe::File(path.into())],
+            ..Default::default()
+        };
+        match self.execute(&script)?.observations.pop() {
+            Some(Observation::File(f)) => Ok(f),
+            Some(Observation::Error(e)) => Err(ConnectionError::Io(format!("{path}: {e}"))),
+            _ => Err(ConnectionError::Io(format!("{path}: no answer"))),
+        }
+    }
+
+    /// Write a file atomically (temporary file + rename; mode and owner of an existing file kept).
+    fn write_file(&mut self, path: &str, content: &[u8], attrs: Attrs) -> Result<(), ConnectionError> {
+        let script = Script {
+            actions: vec![Action::write(path, content, attrs, false)],
+            ..Default::default()
+        };
+        match self.execute(&script)?.actions.pop() {
+            Some(ActionOutcome::Done) => Ok(()),
+            Some(ActionOutcome::Failed(e)) => Err(ConnectionError::Io(format!("{path}: {e}"))),
+            _ => Err(ConnectionError::Io(format!("{path}: write did not complete"))),
+        }
+    }
+}
+
+/// Privilege escalation settings for a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Become {
+    pub enabled: bool,
+    /// The sudo password, sent on stdin only; never logged.
+    pub password: Option<String>,
+}
+
+impl Become {
+    /// The command prefix and stdin preamble to run `sh -s` as root through sudo. Empty when
+    /// become is off or already root.
+    pub fn wrap(&self, already_root: bool) -> (Vec<String>, Vec<u8>) {
+        if !self.enabled || already_root {
+            return (vec!["sh".into(), "-s".into()], Vec::new());
+        }
+        match &self.password {
+            Some(pw) => (
+                ["sudo", "-S", "-p", "", "-k", "--", "sh", "-s"].map(String::from).to_vec(),
+                format!("{pw}\n").into_bytes(),
+            ),
+            None => (
+                ["sudo", "-n", "--", "sh", "-s"].map(String::from).to_vec(),
+                Vec::new(),
+            ),
+        }
+    }
+}
+
+/// Interpret sudo's complaints, which arrive on stderr of the wrapped command.
+pub fn become_failure(stderr: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(stderr);
+    for needle in [
+        "a password is required",
+        "incorrect password",
+        "Sorry, try again",
+        "is not in the sudoers file",
+        "no tty present",
+        "sudo: command not found",
+        "sudo: not found",
+    ] {
+        if s.contains(needle) {
+            return Some(s.lines().find(|l| l.contains("sudo")).unwrap_or(needle).trim().to_string());
+        }
+    }
+    None
+}
+
+/// Runs scripts on the controller itself (`connection: local`).
+pub struct LocalConnection {
+    become_: Become,
+    invocations: u32,
+}
+
+impl LocalConnection {
+    pub fn new(become_: Become) -> Self {
+        LocalConnection {
+            become_,
+            invocations: 0,
+        }
+    }
+}
+
+impl Connection for LocalConnection {
+    fn run_script(&mut self, script: &str) -> Result<ScriptOutput, ConnectionError> {
+        self.invocations += 1;
+        let root = nix::unistd::geteuid().is_root();
+        let (argv, preamble) = self.become_.wrap(root);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ConnectionError::Io(format!("cannot start {}: {e}", argv[0])))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = [preamble, script.as_bytes().to_vec()].concat();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child
+            .wait_with_output()
+            .map_err(|e| ConnectionError::Io(e.to_string()))?;
+        let _ = writer.join();
+        if out.status.code() != Some(0) {
+            if let Some(msg) = become_failure(&out.stderr) {
+                return Err(ConnectionError::Become(msg));
+            }
+        }
+        Ok(ScriptOutput {
+            status: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
+    fn invocations(&self) -> u32 {
+        self.invocations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_read_write_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f").to_str().unwrap().to_string();
+        let mut c = LocalConnection::new(Become::default());
+        c.write_file(&path, b"hello\n", Attrs::default()).unwrap();
+        let st = c.read_file(&path).unwrap();
+        assert_eq!(st.content.as_deref(), Some(&b"hello\n"[..]));
+        assert_eq!(c.invocations(), 2);
+    }
+
+    #[test]
+    fn become_password_goes_to_stdin_not_argv() {
+        let b = Become {
+            enabled: true,
+            password: Some("s3cret".into()),
+        };
+        let (argv, pre) = b.wrap(false);
+        assert!(argv.iter().all(|a| !a.contains("s3cret")));
+        assert_eq!(pre, b"s3cret\n");
+        assert_eq!(b.wrap(true).0, vec!["sh", "-s"]);
+    }
+}

@@ -1,0 +1,287 @@
+//! Host facts, gathered by a shell fragment that rides along with the first observation of a
+//! play (no extra round trip) and exposed to templates as `facts.*`.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Shell fragment printing `KF facts KEY =BASE64` lines. Reads only /proc, /sys, /etc/os-release
+/// and a few standard commands; every read tolerates absence.
+pub const SCRIPT: &str = r#"kf_fact() { printf 'KF facts %s =' "$1"; printf '%s' "$2" | kf_b64; echo; }
+kf_fact hostname "$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname 2>/dev/null)"
+kf_fact os_release "$(cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null)"
+kf_fact kernel "$(uname -r)"
+kf_fact arch "$(uname -m)"
+kf_fact cpu_flags "$(grep -m1 -E '^flags' /proc/cpuinfo 2>/dev/null)"
+kf_fact cpus "$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
+kf_fact meminfo "$(grep -E '^(MemTotal|HugePages_Total|Hugepagesize):' /proc/meminfo 2>/dev/null)"
+kf_fact links "$(ip -o link show 2>/dev/null)"
+kf_fact addrs "$(ip -o addr show 2>/dev/null)"
+kf_fact route "$(ip route show default 2>/dev/null)"
+kf_fact pci "$(for d in /sys/bus/pci/devices/*; do [ -e "$d/vendor" ] || continue; kf_dr=-; kf_g=-; [ -L "$d/driver" ] && kf_dr=$(basename "$(readlink "$d/driver")"); [ -L "$d/iommu_group" ] && kf_g=$(basename "$(readlink "$d/iommu_group")"); echo "${d##*/} $(cat "$d/vendor") $(cat "$d/device") $(cat "$d/class") $kf_dr $kf_g"; done 2>/dev/null)"
+kf_fact iommu_groups "$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
+kf_fact cmdline "$(cat /proc/cmdline 2>/dev/null)"
+kf_fact pkg_mgr "$(if command -v apt-get >/dev/null 2>&1; then echo apt; elif command -v dnf >/dev/null 2>&1; then echo dnf; elif command -v yum >/dev/null 2>&1; then echo yum; fi)"
+kf_fact init "$(if [ -d /run/systemd/system ]; then echo systemd; else cat /proc/1/comm 2>/dev/null; fi)"
+kf_fact virt "$(systemd-detect-virt 2>/dev/null)"
+kf_fact kvm "$([ -e /dev/kvm ] && echo yes)"
+kf_fact user "$(id -un 2>/dev/null)"
+"#;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Interface {
+    pub mac: String,
+    pub mtu: u32,
+    /// `UP`, `DOWN`, `UNKNOWN` as `ip link` reports it.
+    pub state: String,
+    /// Addresses in CIDR notation (`10.0.0.5/24`, `fe80::1/64`).
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PciDevice {
+    /// `0000:3b:00.0`
+    pub address: String,
+    /// `144d:a80a`, as `lspci -nn` and `vfio-pci.ids=` write it.
+    pub id: String,
+    pub vendor: String,
+    pub device: String,
+    /// Class code, e.g. `010802` for NVMe.
+    pub class: String,
+    /// The bound driver, empty when none.
+    pub driver: String,
+    /// The IOMMU group, empty when the IOMMU is off.
+    pub iommu_group: String,
+}
+
+/// What a host is. Serialised as the `facts` variable.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Facts {
+    pub hostname: String,
+    /// `Debian` (Debian, Ubuntu, …), `RedHat` (Fedora, RHEL, Rocky, …), or the distribution's ID.
+    pub os_family: String,
+    /// os-release `ID`: `debian`, `ubuntu`, `fedora`, `rhel`, …
+    pub distribution: String,
+    pub distribution_version: String,
+    pub distribution_codename: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpus: u32,
+    /// `vmx` (Intel VT-x), `svm` (AMD-V) or empty.
+    pub virtualization_flag: String,
+    /// /dev/kvm exists.
+    pub kvm_available: bool,
+    /// systemd-detect-virt's answer (`none`, `kvm`, `systemd-nspawn`, …).
+    pub virtualization_type: String,
+    pub memory_mb: u64,
+    pub hugepages_total: u64,
+    pub hugepage_size_kb: u64,
+    pub interfaces: BTreeMap<String, Interface>,
+    /// Interface of the default route, empty when there is none.
+    pub default_interface: String,
+    pub default_gateway: String,
+    pub pci_devices: Vec<PciDevice>,
+    pub iommu_enabled: bool,
+    pub cmdline: String,
+    /// `apt`, `dnf`, `yum` or empty.
+    pub pkg_mgr: String,
+    /// `systemd` or PID 1's name.
+    pub init_system: String,
+    /// The remote user the engine runs as (after become).
+    pub user: String,
+}
+
+fn os_release(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches(['"', '\'']).to_string()))
+        .collect()
+}
+
+fn os_family(id: &str, like: &str) -> String {
+    let all: Vec<&str> = std::iter::once(id).chain(like.split_whitespace()).collect();
+    if all.iter().any(|x| matches!(*x, "debian" | "ubuntu")) {
+        "Debian".into()
+    } else if all.iter().any(|x| matches!(*x, "rhel" | "fedora" | "centos")) {
+        "RedHat".into()
+    } else if all.iter().any(|x| x.contains("suse")) {
+        "Suse".into()
+    } else {
+        id.to_string()
+    }
+}
+
+/// Parse `ip -o link show` and `ip -o addr show` output.
+fn interfaces(links: &str, addrs: &str) -> BTreeMap<String, Interface> {
+    let mut out: BTreeMap<String, Interface> = BTreeMap::new();
+    for line in links.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_), Some(name)) = (f.next(), f.next()) else { continue };
+        let name = name.trim_end_matches(':');
+        let name = name.split('@').next().unwrap_or(name).to_string();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        };
+        let mac = words
+            .iter()
+            .position(|w| w.starts_with("link/"))
+            .and_then(|i| words.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        out.insert(
+            name,
+            Interface {
+                mac,
+                mtu: after("mtu").parse().unwrap_or(0),
+                state: after("state"),
+                addresses: Vec::new(),
+            },
+        );
+    }
+    for line in addrs.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || !(f[2] == "inet" || f[2] == "inet6") {
+            continue;
+        }
+        let name = f[1].split('@').next().unwrap_or(f[1]);
+        out.entry(name.to_string()).or_default().addresses.push(f[3].to_string());
+    }
+    out
+}
+
+fn kb(meminfo: &str, key: &str) -> u64 {
+    meminfo
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pci(text: &str) -> Vec<PciDevice> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 6 {
+                return None;
+            }
+            let hex = |s: &str| s.trim_start_matches("0x").to_string();
+            let dash = |s: &str| if s == "-" { String::new() } else { s.to_string() };
+            Some(PciDevice {
+                address: f[0].to_string(),
+                id: format!("{}:{}", hex(f[1]), hex(f[2])),
+                vendor: hex(f[1]),
+                device: hex(f[2]),
+                class: hex(f[3]),
+                driver: dash(f[4]),
+                iommu_group: dash(f[5]),
+            })
+        })
+        .collect()
+}
+
+/// Build facts from the `(key, value)` pairs the script printed.
+pub fn parse(pairs: &[(String, String)]) -> Facts {
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let osr = os_release(&get("os_release"));
+    let osv = |k: &str| osr.get(k).cloned().unwrap_or_default();
+    let meminfo = get("meminfo");
+    let flags = get("cpu_flags");
+    let flag_words: Vec<&str> = flags.split_whitespace().collect();
+    let route = get("route");
+    let route_words: Vec<&str> = route.lines().next().unwrap_or("").split_whitespace().collect();
+    let after = |key: &str| {
+        route_words
+            .iter()
+            .position(|w| *w == key)
+            .and_then(|i| route_words.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
+    Facts {
+        hostname: get("hostname"),
+        os_family: os_family(&osv("ID"), &osv("ID_LIKE")),
+        distribution: osv("ID"),
+        distribution_version: osv("VERSION_ID"),
+        distribution_codename: osv("VERSION_CODENAME"),
+        kernel: get("kernel"),
+        arch: get("arch"),
+        cpus: get("cpus").parse().unwrap_or(0),
+        virtualization_flag: ["vmx", "svm"]
+            .into_iter()
+            .find(|f| flag_words.contains(f))
+            .unwrap_or_default()
+            .to_string(),
+        kvm_available: get("kvm") == "yes",
+        virtualization_type: get("virt"),
+        memory_mb: kb(&meminfo, "MemTotal:") / 1024,
+        hugepages_total: kb(&meminfo, "HugePages_Total:"),
+        hugepage_size_kb: kb(&meminfo, "Hugepagesize:"),
+        interfaces: interfaces(&get("links"), &get("addrs")),
+        default_interface: after("dev"),
+        default_gateway: after("via"),
+        pci_devices: pci(&get("pci")),
+        iommu_enabled: get("iommu_groups").parse::<u32>().unwrap_or(0) > 0,
+        cmdline: get("cmdline"),
+        pkg_mgr: get("pkg_mgr"),
+        init_system: get("init"),
+        user: get("user"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn parses_a_debian_kvm_host() {
+        let f = parse(&pairs(&[
+            ("hostname", "kvm1"),
+            ("os_release", "ID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n"),
+            ("cpu_flags", "flags : fpu vme vmx sse"),
+            ("meminfo", "MemTotal:       16384000 kB\nHugePages_Total:       4\nHugepagesize:    2048 kB"),
+            ("links", "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n2: host0@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 4a:1b:2c:3d:4e:5f brd ff:ff:ff:ff:ff:ff link-netnsid 0"),
+            ("addrs", "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n2: host0    inet 10.1.0.5/24 brd 10.1.0.255 scope global host0\\       valid_lft forever preferred_lft forever"),
+            ("route", "default via 10.1.0.1 dev host0 proto static"),
+            ("pci", "0000:3b:00.0 0x144d 0xa80a 0x010802 nvme 12\n0000:00:02.0 0x8086 0x3e92 0x030000 - -"),
+            ("iommu_groups", "40"),
+            ("pkg_mgr", "apt"),
+        ]));
+        assert_eq!(f.os_family, "Debian");
+        assert_eq!(f.distribution_version, "12");
+        assert_eq!(f.virtualization_flag, "vmx");
+        assert_eq!(f.memory_mb, 16000);
+        assert_eq!(f.hugepages_total, 4);
+        assert_eq!(f.interfaces["host0"].mac, "4a:1b:2c:3d:4e:5f");
+        assert_eq!(f.interfaces["host0"].mtu, 1500);
+        assert_eq!(f.interfaces["host0"].addresses, vec!["10.1.0.5/24"]);
+        assert_eq!(f.default_interface, "host0");
+        assert_eq!(f.default_gateway, "10.1.0.1");
+        assert_eq!(f.pci_devices[0].id, "144d:a80a");
+        assert_eq!(f.pci_devices[0].iommu_group, "12");
+        assert_eq!(f.pci_devices[1].driver, "");
+        assert!(f.iommu_enabled);
+    }
+
+    #[test]
+    fn os_family_from_id_like() {
+        assert_eq!(os_family("rocky", "rhel centos fedora"), "RedHat");
+        assert_eq!(os_family("linuxmint", "ubuntu debian"), "Debian");
+        assert_eq!(os_family("arch", ""), "arch");
+    }
+}

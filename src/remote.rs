@@ -1,0 +1,457 @@
+//! The remote side of one invocation: a POSIX shell script that applies actions, observes probes
+//! and gathers facts, and the parser for what it prints.
+//!
+//! Everything a round trip does is one script sent on stdin to `sh -s`, so a host needs nothing
+//! but a shell and coreutils. The script prints one line per item, `KF <id> <kind> <fields>`,
+//! with every free-form field base64-encoded (prefixed `=` so an empty value is still a field):
+//! file contents, command output and paths with any bytes survive unharmed, and nothing the host
+//! prints can be mistaken for a record. The whole body is one brace group reading from
+//! /dev/null, so no command inside can swallow the rest of the script from stdin.
+
+use crate::facts::{self, Facts};
+use crate::module::{Action, Attrs, CommandOutput, FileKind, FileState, Observation, Probe, MAX_CONTENT};
+use crate::module::shell_quote;
+use base64::Engine as _;
+use std::fmt::Write as _;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Shell functions every script defines.
+const PRELUDE: &str = r#"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+LC_ALL=C
+export PATH LC_ALL
+umask 022
+kf_b64() { base64 -w0 2>/dev/null || base64 | tr -d '\n'; }
+kf_file() {
+  kf_l=-
+  [ -L "$2" ] && kf_l="=$(printf %s "$(readlink -- "$2")" | kf_b64)"
+  if [ ! -e "$2" ]; then printf 'KF %s absent %s\n' "$1" "$kf_l"; return; fi
+  if ! kf_s=$(stat -L -c '%a %U %G %s' -- "$2" 2>&1); then
+    printf 'KF %s error =%s\n' "$1" "$(printf %s "$kf_s" | kf_b64)"; return
+  fi
+  if [ -d "$2" ]; then printf 'KF %s dir %s %s\n' "$1" "$kf_l" "$kf_s"; return; fi
+  if [ ! -f "$2" ]; then printf 'KF %s other %s %s\n' "$1" "$kf_l" "$kf_s"; return; fi
+  set -- "$1" "$2" $kf_s
+  if [ "$6" -gt MAXCONTENT ]; then printf 'KF %s big %s %s %s %s %s\n' "$1" "$kf_l" "$3" "$4" "$5" "$6"; return; fi
+  if [ ! -r "$2" ]; then printf 'KF %s error =%s\n' "$1" "$(printf 'permission denied' | kf_b64)"; return; fi
+  printf 'KF %s file %s %s %s %s %s =' "$1" "$kf_l" "$3" "$4" "$5" "$6"; kf_b64 < "$2"; echo
+}
+kf_cmd() {
+  kf_o=$(mktemp) && kf_e=$(mktemp) || { printf 'KF %s error =%s\n' "$1" "$(printf 'mktemp failed' | kf_b64)"; return; }
+  ( eval "$2" ) >"$kf_o" 2>"$kf_e" </dev/null
+  kf_rc=$?
+  printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; kf_b64 < "$kf_o"; printf ' ='; kf_b64 < "$kf_e"; echo
+  rm -f "$kf_o" "$kf_e"
+}
+kf_fail() { printf 'KF %s fail %s =%s\n' "$1" "$2" "$(printf %s "$3" | kf_b64)"; exit 0; }
+kf_try() { kf_i=$1; shift; kf_m=$("$@" 2>&1) || kf_fail "$kf_i" 1 "$kf_m"; }
+kf_tmp=
+trap '[ -n "$kf_tmp" ] && rm -f "$kf_tmp"' EXIT HUP INT TERM
+"#;
+
+/// One invocation's work: actions first (in order, stopping at the first failure), then probes,
+/// then facts.
+#[derive(Debug, Default)]
+pub struct Script {
+    pub actions: Vec<Action>,
+    pub probes: Vec<Probe>,
+    pub facts: bool,
+}
+
+impl Script {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty() && self.probes.is_empty() && !self.facts
+    }
+
+    /// The shell text to send.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        s.push_str("{\n");
+        s.push_str(&PRELUDE.replace("MAXCONTENT", &MAX_CONTENT.to_string()));
+        for (i, a) in self.actions.iter().enumerate() {
+            render_action(&mut s, &format!("a{i}"), a);
+        }
+        for (i, p) in self.probes.iter().enumerate() {
+            match p {
+                Probe::File(path) => writeln!(s, "kf_file p{i} {}", shell_quote(path)),
+                Probe::Command(cmd) => writeln!(s, "kf_cmd p{i} {} cmd", shell_quote(cmd)),
+            }
+            .unwrap();
+        }
+        if self.facts {
+            s.push_str(facts::SCRIPT);
+        }
+        s.push_str("echo 'KF end'\n} </dev/null\n");
+        s
+    }
+}
+
+fn render_attrs(s: &mut String, id: &str, path_var: &str, attrs: &Attrs) {
+    if let Some(m) = attrs.mode {
+        writeln!(s, "kf_try {id} chmod {:04o} -- \"{path_var}\"", m).unwrap();
+    }
+    if let Some(o) = &attrs.owner {
+        writeln!(s, "kf_try {id} chown -h -- {} \"{path_var}\"", shell_quote(o)).unwrap();
+    }
+    if let Some(g) = &attrs.group {
+        writeln!(s, "kf_try {id} chgrp -h -- {} \"{path_var}\"", shell_quote(g)).unwrap();
+    }
+}
+
+fn render_action(s: &mut String, id: &str, action: &Action) {
+    match action {
+        Action::WriteFile {
+            path,
+            content,
+            attrs,
+            backup,
+        } => {
+            let p = shell_quote(path);
+            writeln!(s, "kf_p={p}; kf_d=$(dirname -- \"$kf_p\")").unwrap();
+            writeln!(s, "[ -d \"$kf_d\" ] || kf_try {id} mkdir -p -- \"$kf_d\"").unwrap();
+            writeln!(
+                s,
+                "kf_tmp=$(mktemp \"$kf_d/.kvmforge.XXXXXX\" 2>&1) || kf_fail {id} 1 \"$kf_tmp\""
+            )
+            .unwrap();
+            s.push_str("base64 -d > \"$kf_tmp\" <<'KF_EOF_'\n");
+            let encoded = B64.encode(content);
+            for chunk in encoded.as_bytes().chunks(76) {
+                s.push_str(std::str::from_utf8(chunk).unwrap());
+                s.push('\n');
+            }
+            s.push_str("KF_EOF_\n");
+            writeln!(s, "[ $? -eq 0 ] || kf_fail {id} 1 \"cannot write $kf_tmp\"").unwrap();
+            // An existing file keeps its mode and owner; a new one gets 0644 (mktemp makes 0600).
+            writeln!(
+                s,
+                "if [ -e \"$kf_p\" ]; then kf_try {id} chmod --reference=\"$kf_p\" \"$kf_tmp\"; \
+                 kf_try {id} chown --reference=\"$kf_p\" \"$kf_tmp\"; else kf_try {id} chmod 0644 \"$kf_tmp\"; fi"
+            )
+            .unwrap();
+            if *backup {
+                writeln!(
+                    s,
+                    "if [ -e \"$kf_p\" ]; then kf_try {id} cp -p -- \"$kf_p\" \"$kf_p.$(date +%Y%m%dT%H%M%S)~\"; fi"
+                )
+                .unwrap();
+            }
+            render_attrs(s, id, "$kf_tmp", attrs);
+            writeln!(s, "kf_try {id} mv -f -- \"$kf_tmp\" \"$kf_p\"; kf_tmp=").unwrap();
+            writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
+        }
+        Action::SetAttrs { path, attrs } => {
+            writeln!(s, "kf_p={}", shell_quote(path)).unwrap();
+            render_attrs(s, id, "$kf_p", attrs);
+            writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
+        }
+        Action::MakeDir { path, attrs } => {
+            writeln!(s, "kf_p={}", shell_quote(path)).unwrap();
+            writeln!(s, "kf_try {id} mkdir -p -- \"$kf_p\"").unwrap();
+            render_attrs(s, id, "$kf_p", attrs);
+            writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
+        }
+        Action::Remove { path } => {
+            writeln!(s, "kf_p={}", shell_quote(path)).unwrap();
+            writeln!(
+                s,
+                "case \"$kf_p\" in /|''|/.|/..) kf_fail {id} 1 \"refusing to remove $kf_p\";; esac"
+            )
+            .unwrap();
+            writeln!(s, "kf_try {id} rm -rf -- \"$kf_p\"").unwrap();
+            writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
+        }
+        Action::Symlink { target, link } => {
+            writeln!(s, "kf_p={}; kf_d=$(dirname -- \"$kf_p\")", shell_quote(link)).unwrap();
+            writeln!(s, "kf_tmp=\"$kf_d/.kvmforge.$$.lnk\"").unwrap();
+            writeln!(s, "kf_try {id} ln -s -- {} \"$kf_tmp\"", shell_quote(target)).unwrap();
+            writeln!(s, "kf_try {id} mv -Tf -- \"$kf_tmp\" \"$kf_p\"; kf_tmp=").unwrap();
+            writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
+        }
+        Action::Run { cmd, chdir } => {
+            let full = match chdir {
+                Some(d) => format!("cd {} && {}", shell_quote(d), cmd),
+                None => cmd.clone(),
+            };
+            writeln!(s, "kf_cmd {id} {} run", shell_quote(&full)).unwrap();
+            writeln!(s, "[ \"$kf_rc\" -eq 0 ] || exit 0").unwrap();
+        }
+    }
+}
+
+/// What one action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionOutcome {
+    Done,
+    /// A command ran (its exit code is in the output; non-zero stops the script).
+    Ran(CommandOutput),
+    Failed(String),
+    /// The script stopped before reaching this action.
+    NotRun,
+}
+
+/// Everything one invocation reported.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub actions: Vec<ActionOutcome>,
+    pub observations: Vec<Observation>,
+    pub facts: Option<Facts>,
+    /// The script ran to its end.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("malformed reply from host: {0}")]
+    Malformed(String),
+}
+
+fn decode(field: Option<&str>) -> Result<Vec<u8>, ProtocolError> {
+    let f = field.ok_or_else(|| ProtocolError::Malformed("missing field".into()))?;
+    let f = f
+        .strip_prefix('=')
+        .ok_or_else(|| ProtocolError::Malformed(format!("bad field {f:?}")))?;
+    B64.decode(f.as_bytes())
+        .map_err(|e| ProtocolError::Malformed(format!("bad base64: {e}")))
+}
+
+fn decode_str(field: Option<&str>) -> Result<String, ProtocolError> {
+    Ok(String::from_utf8_lossy(&decode(field)?).into_owned())
+}
+
+fn parse_file(kind: &str, mut f: std::str::SplitWhitespace) -> Result<Observation, ProtocolError> {
+    let link = match f.next() {
+        Some("-") | None => None,
+        l => Some(decode_str(l)?),
+    };
+    if kind == "absent" {
+        let mut st = FileState::absent();
+        st.link_target = link;
+        return Ok(Observation::File(st));
+    }
+    let bad = || ProtocolError::Malformed("bad stat fields".into());
+    let mode = u32::from_str_radix(f.next().ok_or_else(bad)?, 8).map_err(|_| bad())?;
+    let owner = f.next().ok_or_else(bad)?.to_string();
+    let group = f.next().ok_or_else(bad)?.to_string();
+    let size: u64 = f.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let (kind, content) = match kind {
+        "dir" => (FileKind::Dir, None),
+        "other" => (FileKind::Other, None),
+        "big" => (FileKind::File, None),
+        "file" => {
+            let c = decode(f.next())?;
+            (FileKind::File, Some(c))
+        }
+        k => return Err(ProtocolError::Malformed(format!("unknown file kind {k}"))),
+    };
+    let size = content.as_ref().map_or(size, |c| c.len() as u64);
+    Ok(Observation::File(FileState {
+        kind,
+        mode,
+        owner,
+        group,
+        size,
+        link_target: link,
+        content,
+    }))
+}
+
+fn parse_command(mut f: std::str::SplitWhitespace) -> Result<CommandOutput, ProtocolError> {
+    let rc = f
+        .next()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| ProtocolError::Malformed("bad exit code".into()))?;
+    Ok(CommandOutput {
+        rc,
+        stdout: decode_str(f.next())?,
+        stderr: decode_str(f.next())?,
+    })
+}
+
+/// Parse what a [`Script`] printed.
+pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut report = Report {
+        actions: vec![ActionOutcome::NotRun; script.actions.len()],
+        observations: Vec::with_capacity(script.probes.len()),
+        facts: None,
+        complete: false,
+    };
+    let mut observations: Vec<Option<Observation>> = vec![None; script.probes.len()];
+    let mut fact_lines = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("KF ") else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let id = f.next().unwrap_or_default();
+        if id == "end" {
+            report.complete = true;
+            continue;
+        }
+        if id == "facts" {
+            let key = f.next().unwrap_or_default().to_string();
+            fact_lines.push((key, decode_str(f.next())?));
+            continue;
+        }
+        let kind = f.next().unwrap_or_default();
+        let index = |prefix: char| -> Result<usize, ProtocolError> {
+            id.strip_prefix(prefix)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| ProtocolError::Malformed(format!("bad id {id}")))
+        };
+        if id.starts_with('a') {
+            let i = index('a')?;
+            let outcome = match kind {
+                "ok" => ActionOutcome::Done,
+                "run" => ActionOutcome::Ran(parse_command(f)?),
+                "fail" => {
+                    f.next();
+                    ActionOutcome::Failed(decode_str(f.next())?)
+                }
+                k => return Err(ProtocolError::Malformed(format!("unknown action record {k}"))),
+            };
+            *report
+                .actions
+                .get_mut(i)
+                .ok_or_else(|| ProtocolError::Malformed(format!("unexpected {id}")))? = outcome;
+        } else {
+            let i = index('p')?;
+            let obs = match kind {
+                "cmd" => Observation::Command(parse_command(f)?),
+                "error" => Observation::Error(decode_str(f.next())?),
+                k => parse_file(k, f)?,
+            };
+            *observations
+                .get_mut(i)
+                .ok_or_else(|| ProtocolError::Malformed(format!("unexpected {id}")))? = Some(obs);
+        }
+    }
+    if script.facts && report.complete {
+        report.facts = Some(facts::parse(&fact_lines));
+    }
+    if report.complete || observations.iter().all(Option::is_some) {
+        for (i, o) in observations.into_iter().enumerate() {
+            report.observations.push(o.ok_or_else(|| {
+                ProtocolError::Malformed(format!("no answer for probe {:?}", script.probes[i]))
+            })?);
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::io::Write;
+
+    /// Run a script with the local shell: the protocol is exercised for real.
+    fn run(script: &Script) -> Report {
+        let mut child = Command::new("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(script.render().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        parse(script, &out.stdout).unwrap()
+    }
+
+    #[test]
+    fn observes_files_and_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("it's a \"file\"");
+        std::fs::write(&f, b"line1\n\x00binary\xff\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let s = Script {
+            probes: vec![
+                Probe::File(f.to_str().unwrap().into()),
+                Probe::File(dir.path().join("missing").to_str().unwrap().into()),
+                Probe::File(dir.path().to_str().unwrap().into()),
+                Probe::File(link.to_str().unwrap().into()),
+                Probe::Command("echo out; echo err >&2; exit 3".into()),
+                Probe::Command("cat".into()),
+            ],
+            ..Default::default()
+        };
+        let r = run(&s);
+        assert!(r.complete);
+        let Observation::File(st) = &r.observations[0] else { panic!() };
+        assert_eq!(st.kind, FileKind::File);
+        assert_eq!(st.content.as_deref(), Some(&b"line1\n\x00binary\xff\n"[..]));
+        assert_eq!(r.observations[1], Observation::File(FileState::absent()));
+        let Observation::File(d) = &r.observations[2] else { panic!() };
+        assert_eq!(d.kind, FileKind::Dir);
+        let Observation::File(l) = &r.observations[3] else { panic!() };
+        assert_eq!(l.link_target.as_deref(), f.to_str());
+        assert_eq!(l.kind, FileKind::File);
+        assert_eq!(
+            r.observations[4],
+            Observation::Command(CommandOutput { rc: 3, stdout: "out\n".into(), stderr: "err\n".into() })
+        );
+        // stdin is /dev/null: a probe cannot eat the script.
+        assert_eq!(r.observations[5], Observation::Command(CommandOutput::ok("")));
+    }
+
+    #[test]
+    fn applies_actions_atomically_and_stops_at_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        std::fs::write(p("old"), "old\n").unwrap();
+        std::fs::set_permissions(p("old"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        let s = Script {
+            actions: vec![
+                Action::write(&p("sub/new"), "quote ' \" $HOME `x`\n", Attrs { mode: Some(0o600), ..Default::default() }, false),
+                Action::write(&p("old"), "new\n", Attrs::default(), true),
+                Action::run("echo hi"),
+                Action::run("exit 4"),
+                Action::Remove { path: p("old") },
+            ],
+            probes: vec![Probe::File(p("old"))],
+            facts: false,
+        };
+        let r = run(&s);
+        assert_eq!(r.actions[0], ActionOutcome::Done);
+        assert_eq!(std::fs::read_to_string(p("sub/new")).unwrap(), "quote ' \" $HOME `x`\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(p("sub/new")).unwrap().permissions().mode() & 0o777, 0o600);
+        // mode kept on rewrite, backup made
+        assert_eq!(std::fs::metadata(p("old")).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read_to_string(p("old")).unwrap(), "new\n");
+        let backups: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with('~'))
+            .collect();
+        assert_eq!(backups.len(), 1);
+        assert_eq!(r.actions[2], ActionOutcome::Ran(CommandOutput::ok("hi\n")));
+        assert!(matches!(&r.actions[3], ActionOutcome::Ran(c) if c.rc == 4));
+        assert_eq!(r.actions[4], ActionOutcome::NotRun);
+        assert!(!r.complete);
+        assert!(std::path::Path::new(&p("old")).exists());
+        // No temporary files left behind.
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".kvmforge")).count();
+        assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn write_failure_is_reported_not_half_done() {
+        let s = Script {
+            actions: vec![Action::write("/proc/kvmforge-cannot/x", "a", Attrs::default(), false)],
+            ..Default::default()
+        };
+        let r = run(&s);
+        assert!(matches!(&r.actions[0], ActionOutcome::Failed(_)), "{:?}", r.actions);
+    }
+
+    #[test]
+    fn refuses_to_remove_root() {
+        let s = Script { actions: vec![Action::Remove { path: "/".into() }], ..Default::default() };
+        let r = run(&s);
+        assert!(matches!(&r.actions[0], ActionOutcome::Failed(m) if m.contains("refusing")));
+    }
+}
