@@ -5,6 +5,8 @@
 //! arguments plus observed host state into changes and actions.
 
 pub mod connection;
+pub mod error;
+pub mod inventory;
 pub mod facts;
 pub mod module;
 pub mod params;
