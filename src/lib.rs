@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod facts;
 pub mod module;
 pub mod params;
+pub mod playbook;
 pub mod remote;
 pub mod template;
 

@@ -126,7 +126,7 @@ pub enum ParamError {
     NotAMapping(String),
 }
 
-pub(crate) fn did_you_mean_suffix(s: &Option<String>) -> String {
+pub fn did_you_mean_suffix(s: &Option<String>) -> String {
     match s {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
