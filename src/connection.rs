@@ -4,6 +4,7 @@
 //! executor never needs more from a transport than [`Connection::run_script`]. Reading and
 //! writing single files are built on it, with the same atomic write the modules' actions use.
 
+use crate::inventory::{ConnectionKind, ConnectionSpec};
 use crate::module::{Action, Attrs, FileState, Observation, Probe};
 use crate::remote::{self, ActionOutcome, Script};
 use std::io::Write;
@@ -36,8 +37,9 @@ pub enum ConnectionError {
 
 /// A way to run scripts on one host.
 pub trait Connection: Send {
-    /// Run a POSIX shell script on the host (as root when the connection was opened with become).
-    fn run_script(&mut self, script: &str) -> Result<ScriptOutput, ConnectionError>;
+    /// Run a POSIX shell script on the host with `sh -s`; as root when `become_` is set and the
+    /// login user is not root already.
+    fn run_script(&mut self, script: &str, become_: bool) -> Result<ScriptOutput, ConnectionError>;
 
     /// How many remote invocations this connection has made (shown with `-v` and in the JSON
     /// recap, so round trips can be checked).
@@ -45,9 +47,12 @@ pub trait Connection: Send {
 
     /// Run a [`Script`] and parse its report.
     fn execute(&mut self, script: &Script) -> Result<remote::Report, ConnectionError> {
-        let out = self.run_script(&script.render())?;
+        let out = self.run_script(&script.render(), script.become_)?;
         let report = remote::parse(script, &out.stdout)?;
-        if !report.complete && report.actions.iter().all(|a| *a == ActionOutcome::NotRun) && !script.actions.is_empty() {
+        if !report.complete
+            && report.actions.iter().all(|a| *a == ActionOutcome::NotRun)
+            && !script.actions.is_empty()
+        {
             let err = String::from_utf8_lossy(&out.stderr);
             return Err(ConnectionError::Io(format!(
                 "remote shell stopped early (status {:?}): {}",
@@ -80,7 +85,12 @@ pub trait Connection: Send {
     }
 
     /// Write a file atomically (temporary file + rename; mode and owner of an existing file kept).
-    fn write_file(&mut self, path: &str, content: &[u8], attrs: Attrs) -> Result<(), ConnectionError> {
+    fn write_file(
+        &mut self,
+        path: &str,
+        content: &[u8],
+        attrs: Attrs,
+    ) -> Result<(), ConnectionError> {
         let script = Script {
             actions: vec![Action::write(path, content, attrs, false)],
             ..Default::default()
@@ -88,29 +98,42 @@ pub trait Connection: Send {
         match self.execute(&script)?.actions.pop() {
             Some(ActionOutcome::Done) => Ok(()),
             Some(ActionOutcome::Failed(e)) => Err(ConnectionError::Io(format!("{path}: {e}"))),
-            _ => Err(ConnectionError::Io(format!("{path}: write did not complete"))),
+            _ => Err(ConnectionError::Io(format!(
+                "{path}: write did not complete"
+            ))),
         }
     }
 }
 
 /// Privilege escalation settings for a connection.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Become {
-    pub enabled: bool,
     /// The sudo password, sent on stdin only; never logged.
     pub password: Option<String>,
 }
 
+impl std::fmt::Debug for Become {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.password.is_some() {
+            "Become(password: <hidden>)"
+        } else {
+            "Become"
+        })
+    }
+}
+
 impl Become {
-    /// The command prefix and stdin preamble to run `sh -s` as root through sudo. Empty when
-    /// become is off or already root.
-    pub fn wrap(&self, already_root: bool) -> (Vec<String>, Vec<u8>) {
-        if !self.enabled || already_root {
+    /// The command line and stdin preamble that run `sh -s`, through sudo when `enabled` and the
+    /// user is not root already.
+    pub fn wrap(&self, enabled: bool, already_root: bool) -> (Vec<String>, Vec<u8>) {
+        if !enabled || already_root {
             return (vec!["sh".into(), "-s".into()], Vec::new());
         }
         match &self.password {
             Some(pw) => (
-                ["sudo", "-S", "-p", "", "-k", "--", "sh", "-s"].map(String::from).to_vec(),
+                ["sudo", "-S", "-p", "", "-k", "--", "sh", "-s"]
+                    .map(String::from)
+                    .to_vec(),
                 format!("{pw}\n").into_bytes(),
             ),
             None => (
@@ -134,10 +157,52 @@ pub fn become_failure(stderr: &[u8]) -> Option<String> {
         "sudo: not found",
     ] {
         if s.contains(needle) {
-            return Some(s.lines().find(|l| l.contains("sudo")).unwrap_or(needle).trim().to_string());
+            return Some(
+                s.lines()
+                    .find(|l| l.contains("sudo"))
+                    .unwrap_or(needle)
+                    .trim()
+                    .to_string(),
+            );
         }
     }
     None
+}
+
+/// Transport settings from the command line.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Seconds to wait for a connection to be established.
+    pub connect_timeout: u64,
+    /// Seconds one remote invocation may take; `None` waits forever.
+    pub command_timeout: Option<u64>,
+    /// `accept-new` (default), `strict` or `off`; a host's `host_key_checking` variable wins.
+    pub host_key_checking: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: 10,
+            command_timeout: None,
+            host_key_checking: "accept-new".into(),
+        }
+    }
+}
+
+/// Open a connection to a host.
+pub fn connect(
+    name: &str,
+    spec: &ConnectionSpec,
+    become_: &Become,
+    opts: &ConnectOptions,
+) -> Result<Box<dyn Connection>, ConnectionError> {
+    match spec.kind {
+        ConnectionKind::Local => Ok(Box::new(LocalConnection::new(become_.clone()))),
+        ConnectionKind::Ssh => Ok(Box::new(crate::ssh::SshConnection::connect(
+            name, spec, become_, opts,
+        )?)),
+    }
 }
 
 /// Runs scripts on the controller itself (`connection: local`).
@@ -156,10 +221,10 @@ impl LocalConnection {
 }
 
 impl Connection for LocalConnection {
-    fn run_script(&mut self, script: &str) -> Result<ScriptOutput, ConnectionError> {
+    fn run_script(&mut self, script: &str, become_: bool) -> Result<ScriptOutput, ConnectionError> {
         self.invocations += 1;
         let root = nix::unistd::geteuid().is_root();
-        let (argv, preamble) = self.become_.wrap(root);
+        let (argv, preamble) = self.become_.wrap(become_, root);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::piped())
@@ -209,12 +274,13 @@ mod tests {
     #[test]
     fn become_password_goes_to_stdin_not_argv() {
         let b = Become {
-            enabled: true,
             password: Some("s3cret".into()),
         };
-        let (argv, pre) = b.wrap(false);
+        let (argv, pre) = b.wrap(true, false);
         assert!(argv.iter().all(|a| !a.contains("s3cret")));
         assert_eq!(pre, b"s3cret\n");
-        assert_eq!(b.wrap(true).0, vec!["sh", "-s"]);
+        assert_eq!(b.wrap(true, true).0, vec!["sh", "-s"]);
+        assert_eq!(b.wrap(false, false).0, vec!["sh", "-s"]);
+        assert!(!format!("{b:?}").contains("s3cret"));
     }
 }

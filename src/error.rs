@@ -34,7 +34,12 @@ pub fn yaml_error(path: &Path, e: &serde_yaml::Error) -> Error {
         None => msg,
     };
     match e.location() {
-        Some(l) => Error::Yaml(format!("{}:{}:{}: {msg}", path.display(), l.line(), l.column())),
+        Some(l) => Error::Yaml(format!(
+            "{}:{}:{}: {msg}",
+            path.display(),
+            l.line(),
+            l.column()
+        )),
         None => Error::Yaml(format!("{}: {msg}", path.display())),
     }
 }

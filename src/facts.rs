@@ -93,7 +93,12 @@ pub struct Facts {
 fn os_release(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches(['"', '\'']).to_string()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                v.trim().trim_matches(['"', '\'']).to_string(),
+            )
+        })
         .collect()
 }
 
@@ -101,7 +106,10 @@ fn os_family(id: &str, like: &str) -> String {
     let all: Vec<&str> = std::iter::once(id).chain(like.split_whitespace()).collect();
     if all.iter().any(|x| matches!(*x, "debian" | "ubuntu")) {
         "Debian".into()
-    } else if all.iter().any(|x| matches!(*x, "rhel" | "fedora" | "centos")) {
+    } else if all
+        .iter()
+        .any(|x| matches!(*x, "rhel" | "fedora" | "centos"))
+    {
         "RedHat".into()
     } else if all.iter().any(|x| x.contains("suse")) {
         "Suse".into()
@@ -115,7 +123,9 @@ fn interfaces(links: &str, addrs: &str) -> BTreeMap<String, Interface> {
     let mut out: BTreeMap<String, Interface> = BTreeMap::new();
     for line in links.lines() {
         let mut f = line.split_whitespace();
-        let (Some(_), Some(name)) = (f.next(), f.next()) else { continue };
+        let (Some(_), Some(name)) = (f.next(), f.next()) else {
+            continue;
+        };
         let name = name.trim_end_matches(':');
         let name = name.split('@').next().unwrap_or(name).to_string();
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -149,7 +159,10 @@ fn interfaces(links: &str, addrs: &str) -> BTreeMap<String, Interface> {
             continue;
         }
         let name = f[1].split('@').next().unwrap_or(f[1]);
-        out.entry(name.to_string()).or_default().addresses.push(f[3].to_string());
+        out.entry(name.to_string())
+            .or_default()
+            .addresses
+            .push(f[3].to_string());
     }
     out
 }
@@ -171,7 +184,13 @@ fn pci(text: &str) -> Vec<PciDevice> {
                 return None;
             }
             let hex = |s: &str| s.trim_start_matches("0x").to_string();
-            let dash = |s: &str| if s == "-" { String::new() } else { s.to_string() };
+            let dash = |s: &str| {
+                if s == "-" {
+                    String::new()
+                } else {
+                    s.to_string()
+                }
+            };
             Some(PciDevice {
                 address: f[0].to_string(),
                 id: format!("{}:{}", hex(f[1]), hex(f[2])),
@@ -200,7 +219,12 @@ pub fn parse(pairs: &[(String, String)]) -> Facts {
     let flags = get("cpu_flags");
     let flag_words: Vec<&str> = flags.split_whitespace().collect();
     let route = get("route");
-    let route_words: Vec<&str> = route.lines().next().unwrap_or("").split_whitespace().collect();
+    let route_words: Vec<&str> = route
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let after = |key: &str| {
         route_words
             .iter()
@@ -245,7 +269,9 @@ mod tests {
     use super::*;
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]

@@ -75,7 +75,11 @@ pub struct Inventory {
 }
 
 fn var<'a>(vars: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
-    names.iter().rev().find_map(|n| vars.get(*n)).filter(|v| !v.is_null())
+    names
+        .iter()
+        .rev()
+        .find_map(|n| vars.get(*n))
+        .filter(|v| !v.is_null())
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -106,7 +110,10 @@ impl Host {
         let port = match s(&["port", "ansible_port"]) {
             None => None,
             Some(p) => Some(p.parse::<u16>().map_err(|_| {
-                Error::Inventory(format!("host {}: port `{p}` is not a port number", self.name))
+                Error::Inventory(format!(
+                    "host {}: port `{p}` is not a port number",
+                    self.name
+                ))
             })?),
         };
         let become_ = match var(v, &["become", "ansible_become"]) {
@@ -117,7 +124,9 @@ impl Host {
         };
         let jump = match var(v, &["jump", "ansible_ssh_jump"]) {
             None => None,
-            Some(Value::Array(a)) => Some(a.iter().filter_map(scalar).collect::<Vec<_>>().join(",")),
+            Some(Value::Array(a)) => {
+                Some(a.iter().filter_map(scalar).collect::<Vec<_>>().join(","))
+            }
             Some(other) => scalar(other),
         };
         let ssh_options = match var(v, &["ssh_options"]) {
@@ -154,7 +163,9 @@ fn parse_group(
             stack.join(" -> ")
         )));
     }
-    groups.entry(name.to_string()).or_insert_with(|| Group::new(name));
+    groups
+        .entry(name.to_string())
+        .or_insert_with(|| Group::new(name));
     let map = match node {
         serde_yaml::Value::Null => return Ok(()),
         serde_yaml::Value::Mapping(m) => m,
@@ -171,10 +182,16 @@ fn parse_group(
                 let hosts = match v {
                     serde_yaml::Value::Null => continue,
                     serde_yaml::Value::Mapping(m) => m,
-                    _ => return Err(Error::Inventory(format!("group `{name}`: hosts must be a mapping of host names"))),
+                    _ => {
+                        return Err(Error::Inventory(format!(
+                            "group `{name}`: hosts must be a mapping of host names"
+                        )))
+                    }
                 };
                 for (h, hv) in hosts {
-                    let hname = scalar_yaml(h).ok_or_else(|| Error::Inventory(format!("group `{name}`: bad host name")))?;
+                    let hname = scalar_yaml(h).ok_or_else(|| {
+                        Error::Inventory(format!("group `{name}`: bad host name"))
+                    })?;
                     if !host_order.contains(&hname) {
                         host_order.push(hname.clone());
                     }
@@ -197,22 +214,38 @@ fn parse_group(
                 let children = match v {
                     serde_yaml::Value::Null => continue,
                     serde_yaml::Value::Mapping(m) => m,
-                    _ => return Err(Error::Inventory(format!("group `{name}`: children must be a mapping of groups"))),
+                    _ => {
+                        return Err(Error::Inventory(format!(
+                            "group `{name}`: children must be a mapping of groups"
+                        )))
+                    }
                 };
                 for (c, cv) in children {
-                    let cname = scalar_yaml(c).ok_or_else(|| Error::Inventory(format!("group `{name}`: bad child name")))?;
+                    let cname = scalar_yaml(c).ok_or_else(|| {
+                        Error::Inventory(format!("group `{name}`: bad child name"))
+                    })?;
                     stack.push(name.to_string());
                     parse_group(&cname, cv, groups, host_vars, host_order, stack)?;
                     stack.pop();
-                    groups.get_mut(name).expect("inserted").children.insert(cname.clone());
-                    groups.get_mut(&cname).expect("inserted").parents.insert(name.to_string());
+                    groups
+                        .get_mut(name)
+                        .expect("inserted")
+                        .children
+                        .insert(cname.clone());
+                    groups
+                        .get_mut(&cname)
+                        .expect("inserted")
+                        .parents
+                        .insert(name.to_string());
                 }
             }
             other => {
                 let hint = did_you_mean(other, ["hosts", "vars", "children"])
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_else(|| " (expected hosts, vars or children)".into());
-                return Err(Error::Inventory(format!("group `{name}`: unknown key `{other}`{hint}")));
+                return Err(Error::Inventory(format!(
+                    "group `{name}`: unknown key `{other}`{hint}"
+                )));
             }
         }
     }
@@ -254,7 +287,9 @@ pub fn yaml_to_json(v: &serde_yaml::Value) -> Result<Value, Error> {
             }
         }
         serde_yaml::Value::String(s) => Value::String(s.clone()),
-        serde_yaml::Value::Sequence(s) => Value::Array(s.iter().map(yaml_to_json).collect::<Result<_, _>>()?),
+        serde_yaml::Value::Sequence(s) => {
+            Value::Array(s.iter().map(yaml_to_json).collect::<Result<_, _>>()?)
+        }
         serde_yaml::Value::Mapping(m) => {
             let mut out = Map::new();
             for (k, v) in m {
@@ -274,7 +309,8 @@ pub fn yaml_to_json(v: &serde_yaml::Value) -> Result<Value, Error> {
 
 /// Read a YAML file of variables (a mapping).
 pub fn load_vars_file(path: &Path) -> Result<Map<String, Value>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e.to_string()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e.to_string()))?;
     let v: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &e))?;
     Ok(yaml_to_map(&v, &path.display().to_string())?.unwrap_or_default())
 }
@@ -283,7 +319,11 @@ pub fn load_vars_file(path: &Path) -> Result<Map<String, Value>, Error> {
 /// the directory `DIR/NAME/` (sorted).
 fn vars_from_dir(dir: &Path, name: &str) -> Result<Map<String, Value>, Error> {
     let mut out = Map::new();
-    for candidate in [format!("{name}.yml"), format!("{name}.yaml"), name.to_string()] {
+    for candidate in [
+        format!("{name}.yml"),
+        format!("{name}.yaml"),
+        name.to_string(),
+    ] {
         let p = dir.join(&candidate);
         if p.is_file() {
             out.extend(load_vars_file(&p)?);
@@ -305,7 +345,8 @@ fn vars_from_dir(dir: &Path, name: &str) -> Result<Map<String, Value>, Error> {
 impl Inventory {
     /// Load an inventory file and the `group_vars/`, `host_vars/` folders beside it.
     pub fn load(path: &Path) -> Result<Inventory, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e.to_string()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(path.to_path_buf(), e.to_string()))?;
         let mut inv = Inventory::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let (gdir, hdir) = (base.join("group_vars"), base.join("host_vars"));
@@ -326,7 +367,8 @@ impl Inventory {
 
     /// Parse inventory text (without side folders).
     pub fn parse(text: &str, path: &Path) -> Result<Inventory, Error> {
-        let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
         let mut groups = BTreeMap::new();
         let mut host_vars: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         let mut order = Vec::new();
@@ -334,14 +376,32 @@ impl Inventory {
             serde_yaml::Value::Null => {}
             serde_yaml::Value::Mapping(m) => {
                 for (k, v) in m {
-                    let name = scalar_yaml(k).ok_or_else(|| Error::Inventory("top-level keys must be group names".into()))?;
-                    parse_group(&name, v, &mut groups, &mut host_vars, &mut order, &mut Vec::new())?;
+                    let name = scalar_yaml(k).ok_or_else(|| {
+                        Error::Inventory("top-level keys must be group names".into())
+                    })?;
+                    parse_group(
+                        &name,
+                        v,
+                        &mut groups,
+                        &mut host_vars,
+                        &mut order,
+                        &mut Vec::new(),
+                    )?;
                 }
             }
-            _ => return Err(Error::Inventory(format!("{}: an inventory is a mapping of groups (usually `all:`)", path.display()))),
+            _ => {
+                return Err(Error::Inventory(format!(
+                    "{}: an inventory is a mapping of groups (usually `all:`)",
+                    path.display()
+                )))
+            }
         }
-        groups.entry("all".into()).or_insert_with(|| Group::new("all"));
-        groups.entry("ungrouped".into()).or_insert_with(|| Group::new("ungrouped"));
+        groups
+            .entry("all".into())
+            .or_insert_with(|| Group::new("all"));
+        groups
+            .entry("ungrouped".into())
+            .or_insert_with(|| Group::new("ungrouped"));
         // Every top-level group other than all is a child of all.
         let names: Vec<String> = groups.keys().cloned().collect();
         for n in &names {
@@ -365,9 +425,17 @@ impl Inventory {
         };
         // Hosts only listed under `all` are `ungrouped`.
         for h in inv.hosts.clone() {
-            let direct: Vec<&Group> = inv.groups.values().filter(|g| g.hosts.contains(&h.name)).collect();
+            let direct: Vec<&Group> = inv
+                .groups
+                .values()
+                .filter(|g| g.hosts.contains(&h.name))
+                .collect();
             if direct.iter().all(|g| g.name == "all") {
-                inv.groups.get_mut("ungrouped").unwrap().hosts.push(h.name.clone());
+                inv.groups
+                    .get_mut("ungrouped")
+                    .unwrap()
+                    .hosts
+                    .push(h.name.clone());
             }
         }
         inv.resolve(&BTreeMap::new());
@@ -376,7 +444,11 @@ impl Inventory {
 
     fn depth(&self, group: &str) -> usize {
         let g = &self.groups[group];
-        g.parents.iter().map(|p| self.depth(p) + 1).max().unwrap_or(0)
+        g.parents
+            .iter()
+            .map(|p| self.depth(p) + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     fn ancestors(&self, group: &str, out: &mut BTreeSet<String>) {
@@ -394,7 +466,11 @@ impl Inventory {
         for h in &mut self.hosts {
             let mut groups = BTreeSet::new();
             groups.insert("all".to_string());
-            for g in snapshot.groups.values().filter(|g| g.hosts.contains(&h.name)) {
+            for g in snapshot
+                .groups
+                .values()
+                .filter(|g| g.hosts.contains(&h.name))
+            {
                 snapshot.ancestors(&g.name, &mut groups);
             }
             let mut ordered: Vec<&String> = groups.iter().collect();
@@ -420,7 +496,11 @@ impl Inventory {
     /// the local connection, as in Ansible.
     fn implicit(&self, name: &str) -> Option<Host> {
         (name == "localhost").then(|| {
-            let mut vars = self.groups.get("all").map(|g| g.vars.clone()).unwrap_or_default();
+            let mut vars = self
+                .groups
+                .get("all")
+                .map(|g| g.vars.clone())
+                .unwrap_or_default();
             vars.insert("connection".into(), Value::String("local".into()));
             Host {
                 name: "localhost".into(),
@@ -501,9 +581,17 @@ impl Inventory {
                 regex::escape(name).replace(r"\*", ".*").replace(r"\?", ".")
             ))
             .map_err(|e| Error::Pattern(e.to_string()))?;
-            let mut out: Vec<String> = self.hosts.iter().filter(|h| re.is_match(&h.name)).map(|h| h.name.clone()).collect();
+            let mut out: Vec<String> = self
+                .hosts
+                .iter()
+                .filter(|h| re.is_match(&h.name))
+                .map(|h| h.name.clone())
+                .collect();
             out.extend(self.groups.keys().filter(|g| re.is_match(g)).flat_map(|g| {
-                self.hosts.iter().filter(move |h| h.groups.contains(g)).map(|h| h.name.clone())
+                self.hosts
+                    .iter()
+                    .filter(move |h| h.groups.contains(g))
+                    .map(|h| h.name.clone())
             }));
             return Ok(out);
         }
@@ -511,7 +599,11 @@ impl Inventory {
             implicit.push(h);
             return Ok(vec![name.to_string()]);
         }
-        let candidates = self.groups.keys().map(String::as_str).chain(self.hosts.iter().map(|h| h.name.as_str()));
+        let candidates = self
+            .groups
+            .keys()
+            .map(String::as_str)
+            .chain(self.hosts.iter().map(|h| h.name.as_str()));
         Err(Error::Pattern(match did_you_mean(name, candidates) {
             Some(s) => format!("no host or group named `{name}` (did you mean `{s}`?)"),
             None => format!("no host or group named `{name}` in the inventory"),
@@ -574,7 +666,13 @@ all:
     #[test]
     fn patterns() {
         let i = inv();
-        let names = |p: &str| i.select(p).unwrap().into_iter().map(|h| h.name).collect::<Vec<_>>();
+        let names = |p: &str| {
+            i.select(p)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.name)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names("all"), vec!["localhost", "jump1", "kvm1", "kvm2"]);
         assert_eq!(names("kvm"), vec!["kvm1", "kvm2"]);
         assert_eq!(names("jump:kvm1"), vec!["jump1", "kvm1"]);
@@ -593,8 +691,14 @@ all:
         assert_eq!(c.address, "192.168.121.105");
         assert_eq!(c.jump.as_deref(), Some("admin@10.0.0.1"));
         let j = i.host("jump1").unwrap().connection().unwrap();
-        assert_eq!((j.address.as_str(), j.user.as_deref()), ("10.0.0.1", Some("admin")));
-        assert_eq!(i.host("localhost").unwrap().connection().unwrap().kind, ConnectionKind::Local);
+        assert_eq!(
+            (j.address.as_str(), j.user.as_deref()),
+            ("10.0.0.1", Some("admin"))
+        );
+        assert_eq!(
+            i.host("localhost").unwrap().connection().unwrap().kind,
+            ConnectionKind::Local
+        );
     }
 
     #[test]
@@ -606,11 +710,20 @@ all:
 
     #[test]
     fn errors() {
-        let e = Inventory::parse("all:\n  host:\n    a:\n", Path::new("i")).unwrap_err().to_string();
+        let e = Inventory::parse("all:\n  host:\n    a:\n", Path::new("i"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean `hosts`"), "{e}");
-        let e = Inventory::parse("all:\n  hosts:\n    a: [\n", Path::new("inv.yaml")).unwrap_err().to_string();
+        let e = Inventory::parse("all:\n  hosts:\n    a: [\n", Path::new("inv.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("inv.yaml:"), "{e}");
-        let e = Inventory::parse("all:\n  children:\n    a:\n      children:\n        a:\n", Path::new("i")).unwrap_err().to_string();
+        let e = Inventory::parse(
+            "all:\n  children:\n    a:\n      children:\n        a:\n",
+            Path::new("i"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("own descendant"), "{e}");
     }
 
@@ -622,7 +735,11 @@ all:
         std::fs::write(d.path().join("group_vars/all.yaml"), "site: folder\n").unwrap();
         std::fs::write(d.path().join("group_vars/kvm/10.yaml"), "mtu: 1450\n").unwrap();
         std::fs::create_dir_all(d.path().join("host_vars")).unwrap();
-        std::fs::write(d.path().join("host_vars/kvm1.yml"), "proxy: http://file:3128\n").unwrap();
+        std::fs::write(
+            d.path().join("host_vars/kvm1.yml"),
+            "proxy: http://file:3128\n",
+        )
+        .unwrap();
         let i = Inventory::load(&d.path().join("inv.yaml")).unwrap();
         let k1 = i.host("kvm1").unwrap();
         assert_eq!(k1.vars["site"], "folder");

@@ -4,15 +4,20 @@
 //! to hosts and runs tasks; the built-in modules (`modules/`) are pure planners that turn
 //! arguments plus observed host state into changes and actions.
 
+pub mod cli;
 pub mod connection;
 pub mod error;
-pub mod inventory;
+pub mod executor;
 pub mod facts;
+pub mod inventory;
 pub mod module;
+pub mod output;
 pub mod params;
 pub mod playbook;
 pub mod remote;
+pub mod ssh;
 pub mod template;
+pub mod vars;
 
 #[path = "../modules/mod.rs"]
 pub mod modules;

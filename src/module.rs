@@ -185,7 +185,9 @@ impl Observed {
     /// Forget every observation a write to `path` may have changed.
     pub fn invalidate_path(&mut self, path: &str) {
         self.map.retain(|p, _| match p {
-            Probe::File(f) => f != path && !f.starts_with(&format!("{}/", path.trim_end_matches('/'))),
+            Probe::File(f) => {
+                f != path && !f.starts_with(&format!("{}/", path.trim_end_matches('/')))
+            }
             Probe::Command(_) => false,
         });
     }
@@ -240,7 +242,12 @@ impl Change {
             diff: None,
         }
     }
-    pub fn with_diff(mut self, label: &str, before: impl Into<String>, after: impl Into<String>) -> Self {
+    pub fn with_diff(
+        mut self,
+        label: &str,
+        before: impl Into<String>,
+        after: impl Into<String>,
+    ) -> Self {
         self.diff = Some(Diff {
             label: label.into(),
             before: before.into(),
@@ -299,15 +306,29 @@ pub enum Action {
         /// Copy the old file to `PATH.YYYYMMDDTHHMMSS~` first.
         backup: bool,
     },
-    SetAttrs { path: String, attrs: Attrs },
+    SetAttrs {
+        path: String,
+        attrs: Attrs,
+    },
     /// `mkdir -p`, then attributes on the last component.
-    MakeDir { path: String, attrs: Attrs },
+    MakeDir {
+        path: String,
+        attrs: Attrs,
+    },
     /// Remove a file, symlink or directory tree.
-    Remove { path: String },
+    Remove {
+        path: String,
+    },
     /// Create or replace a symlink at `link` pointing to `target`.
-    Symlink { target: String, link: String },
+    Symlink {
+        target: String,
+        link: String,
+    },
     /// Run a shell command (`sh -c`); a non-zero exit fails the task.
-    Run { cmd: String, chdir: Option<String> },
+    Run {
+        cmd: String,
+        chdir: Option<String>,
+    },
 }
 
 impl Action {
@@ -410,7 +431,12 @@ pub trait Module: Sync + Send {
     /// host is contacted, so an `Err` here is reported at validation time.
     fn probes(&self, args: &Args, ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError>;
     /// From the arguments and the observed state, what to do.
-    fn plan(&self, args: &Args, observed: &Observed, ctx: &PlanContext) -> Result<Plan, ModuleError>;
+    fn plan(
+        &self,
+        args: &Args,
+        observed: &Observed,
+        ctx: &PlanContext,
+    ) -> Result<Plan, ModuleError>;
 }
 
 /// Quote a string for a POSIX shell: the one way every module builds command lines, so quotes in

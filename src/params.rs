@@ -134,7 +134,10 @@ pub fn did_you_mean_suffix(s: &Option<String>) -> String {
 }
 
 /// The closest candidate to `name`, if it is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
         let score = strsim::jaro_winkler(name, c);
@@ -147,7 +150,10 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
 
 /// Only checks parameter names (used while parsing, where values may still be templates).
 pub fn check_names(specs: &[ParamSpec], name: &str) -> Result<(), ParamError> {
-    if specs.iter().any(|s| s.name == name || s.aliases.contains(&name)) {
+    if specs
+        .iter()
+        .any(|s| s.name == name || s.aliases.contains(&name))
+    {
         return Ok(());
     }
     let all = specs
@@ -201,7 +207,10 @@ impl Args {
     pub fn from_json(specs: &[ParamSpec], v: Value) -> Result<Args, ParamError> {
         match v {
             Value::Object(m) => Args::validate(specs, &m),
-            other => Err(ParamError::NotAMapping(format!(", got {}", type_name(&other)))),
+            other => Err(ParamError::NotAMapping(format!(
+                ", got {}",
+                type_name(&other)
+            ))),
         }
     }
 
@@ -368,14 +377,23 @@ mod tests {
     const SPECS: &[ParamSpec] = &[
         ParamSpec::required("path", ParamKind::Str, "file").aliases(&["dest", "name"]),
         ParamSpec::optional("mode", ParamKind::Mode, "mode"),
-        ParamSpec::with_default("state", ParamKind::Choice(&["present", "absent"]), "present", ""),
+        ParamSpec::with_default(
+            "state",
+            ParamKind::Choice(&["present", "absent"]),
+            "present",
+            "",
+        ),
         ParamSpec::with_default("backup", ParamKind::Bool, "false", ""),
         ParamSpec::optional("items", ParamKind::List, ""),
     ];
 
     #[test]
     fn normalises_and_applies_defaults() {
-        let a = Args::from_json(SPECS, json!({"dest": "/x", "mode": "0644", "backup": "yes"})).unwrap();
+        let a = Args::from_json(
+            SPECS,
+            json!({"dest": "/x", "mode": "0644", "backup": "yes"}),
+        )
+        .unwrap();
         assert_eq!(a.str("path"), Some("/x"));
         assert_eq!(a.mode("mode"), Some(0o644));
         assert_eq!(a.str("state"), Some("present"));
@@ -392,7 +410,10 @@ mod tests {
     #[test]
     fn unknown_parameter_suggests_close_name() {
         let e = Args::from_json(SPECS, json!({"path": "/x", "stat": "present"})).unwrap_err();
-        assert_eq!(e.to_string(), "unknown parameter `stat` (did you mean `state`?)");
+        assert_eq!(
+            e.to_string(),
+            "unknown parameter `stat` (did you mean `state`?)"
+        );
     }
 
     #[test]

@@ -104,7 +104,14 @@ impl Task {
                     Value::Object(m) => m
                         .iter()
                         .take(3)
-                        .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}={}",
+                                v.as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| v.to_string())
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(" "),
                     _ => String::new(),
@@ -146,15 +153,20 @@ pub struct Playbook {
 
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e.to_string()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(path.to_path_buf(), e.to_string()))?;
         Playbook::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Playbook, Error> {
-        let plays: Option<Plays> = serde_yaml::from_str(text).map_err(|e| locate(text, path, &e))?;
+        let plays: Option<Plays> =
+            serde_yaml::from_str(text).map_err(|e| locate(text, path, &e))?;
         let plays = plays.map(|p| p.0).unwrap_or_default();
         if plays.is_empty() {
-            return Err(Error::Playbook(format!("{}: the playbook has no plays", path.display())));
+            return Err(Error::Playbook(format!(
+                "{}: the playbook has no plays",
+                path.display()
+            )));
         }
         for play in &plays {
             let mut names = std::collections::HashSet::new();
@@ -171,7 +183,10 @@ impl Playbook {
             }
             for t in play.tasks.iter().chain(&play.handlers) {
                 for n in &t.notify {
-                    let known = play.handlers.iter().any(|h| h.name.as_deref() == Some(n) || h.listen.contains(n));
+                    let known = play
+                        .handlers
+                        .iter()
+                        .any(|h| h.name.as_deref() == Some(n) || h.listen.contains(n));
                     if !known {
                         let all = play.handlers.iter().filter_map(|h| h.name.as_deref());
                         return Err(Error::Playbook(format!(
@@ -211,7 +226,8 @@ fn locate(text: &str, path: &Path, e: &serde_yaml::Error) -> Error {
     let (Some(loc), Some(key)) = (e.location(), subject.split('`').nth(1)) else {
         return Error::Yaml(formatted);
     };
-    let keyed = msg.contains("unknown") || msg.contains("given twice") || msg.contains("one module");
+    let keyed =
+        msg.contains("unknown") || msg.contains("given twice") || msg.contains("one module");
     if keyed {
         for (i, line) in text.lines().enumerate().skip(loc.line().saturating_sub(1)) {
             if let Some(col) = key_column(line, key) {
@@ -219,7 +235,12 @@ fn locate(text: &str, path: &Path, e: &serde_yaml::Error) -> Error {
             }
         }
     }
-    Error::Yaml(format!("{}:{}:{}: {msg}", path.display(), loc.line(), loc.column()))
+    Error::Yaml(format!(
+        "{}:{}:{}: {msg}",
+        path.display(),
+        loc.line(),
+        loc.column()
+    ))
 }
 
 /// The 1-based column where `key:` appears as a mapping key on this line.
@@ -264,7 +285,10 @@ impl<'de> serde::Deserialize<'de> for Plays {
 
 fn unknown_key<E: de::Error>(what: &str, key: &str, known: &[&str], extra: &[&str]) -> E {
     let hint = did_you_mean(key, known.iter().chain(extra).copied());
-    E::custom(format!("unknown {what} `{key}`{}", did_you_mean_suffix(&hint)))
+    E::custom(format!(
+        "unknown {what} `{key}`{}",
+        did_you_mean_suffix(&hint)
+    ))
 }
 
 fn json<E: de::Error>(v: serde_yaml::Value) -> Result<Value, E> {
@@ -272,7 +296,8 @@ fn json<E: de::Error>(v: serde_yaml::Value) -> Result<Value, E> {
 }
 
 fn bool_value<E: de::Error>(key: &str, v: serde_yaml::Value) -> Result<bool, E> {
-    crate::params::parse_bool(&json(v)?).ok_or_else(|| E::custom(format!("`{key}` must be true or false")))
+    crate::params::parse_bool(&json(v)?)
+        .ok_or_else(|| E::custom(format!("`{key}` must be true or false")))
 }
 
 /// A string or a list of strings.
@@ -285,10 +310,14 @@ fn string_list<E: de::Error>(key: &str, v: serde_yaml::Value) -> Result<Vec<Stri
             .map(|x| match x {
                 Value::String(s) => Ok(s),
                 Value::Number(n) => Ok(n.to_string()),
-                _ => Err(E::custom(format!("`{key}` must be a string or a list of strings"))),
+                _ => Err(E::custom(format!(
+                    "`{key}` must be a string or a list of strings"
+                ))),
             })
             .collect(),
-        _ => Err(E::custom(format!("`{key}` must be a string or a list of strings"))),
+        _ => Err(E::custom(format!(
+            "`{key}` must be a string or a list of strings"
+        ))),
     }
 }
 
@@ -311,23 +340,33 @@ fn string<E: de::Error>(key: &str, v: serde_yaml::Value) -> Result<String, E> {
 fn serial<E: de::Error>(v: serde_yaml::Value) -> Result<Vec<Serial>, E> {
     let one = |v: &Value| -> Result<Serial, E> {
         match v {
-            Value::Number(n) if n.as_u64().is_some_and(|n| n > 0) => Ok(Serial::Count(n.as_u64().unwrap() as usize)),
+            Value::Number(n) if n.as_u64().is_some_and(|n| n > 0) => {
+                Ok(Serial::Count(n.as_u64().unwrap() as usize))
+            }
             Value::String(s) => {
                 let t = s.trim();
                 if let Some(p) = t.strip_suffix('%') {
                     match p.trim().parse::<f64>() {
                         Ok(p) if p > 0.0 && p <= 100.0 => Ok(Serial::Percent(p)),
-                        _ => Err(E::custom(format!("serial `{s}` must be a percentage between 0% and 100%"))),
+                        _ => Err(E::custom(format!(
+                            "serial `{s}` must be a percentage between 0% and 100%"
+                        ))),
                     }
                 } else {
                     t.parse::<usize>()
                         .ok()
                         .filter(|n| *n > 0)
                         .map(Serial::Count)
-                        .ok_or_else(|| E::custom(format!("serial `{s}` must be a positive number or a percentage")))
+                        .ok_or_else(|| {
+                            E::custom(format!(
+                                "serial `{s}` must be a positive number or a percentage"
+                            ))
+                        })
                 }
             }
-            _ => Err(E::custom("serial must be a positive number, a percentage or a list of them")),
+            _ => Err(E::custom(
+                "serial must be a positive number, a percentage or a list of them",
+            )),
         }
     };
     match json(v)? {
@@ -482,12 +521,7 @@ impl<'de> serde::Deserialize<'de> for Task {
                     }
                     if !TASK_KEYS.contains(&key.as_str()) {
                         let names: Vec<&str> = modules::names().collect();
-                        return Err(unknown_key(
-                            "task key or module",
-                            &key,
-                            TASK_KEYS,
-                            &names,
-                        ));
+                        return Err(unknown_key("task key or module", &key, TASK_KEYS, &names));
                     }
                     let v: serde_yaml::Value = map.next_value()?;
                     let k = key.as_str();
@@ -501,14 +535,25 @@ impl<'de> serde::Deserialize<'de> for Task {
                                 match (lk.as_str(), lv) {
                                     ("loop_var", Value::String(s)) => t.loop_var = s,
                                     ("label", _) => {}
-                                    (other, _) => return Err(unknown_key("loop_control key", other, &["loop_var", "label"], &[])),
+                                    (other, _) => {
+                                        return Err(unknown_key(
+                                            "loop_control key",
+                                            other,
+                                            &["loop_var", "label"],
+                                            &[],
+                                        ))
+                                    }
                                 }
                             }
                         }
                         "register" => {
                             let r = string::<A::Error>(k, v)?;
-                            if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                                return Err(de::Error::custom(format!("register name `{r}` must be letters, digits and _")));
+                            if r.is_empty()
+                                || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            {
+                                return Err(de::Error::custom(format!(
+                                    "register name `{r}` must be letters, digits and _"
+                                )));
                             }
                             t.register = Some(r)
                         }
@@ -554,14 +599,22 @@ impl<'de> DeserializeSeed<'de> for ArgsSeed {
 impl<'de> Visitor<'de> for ArgsSeed {
     type Value = Value;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "the arguments of `{}` (a mapping of parameters)", self.0.spec().name)
+        write!(
+            f,
+            "the arguments of `{}` (a mapping of parameters)",
+            self.0.spec().name
+        )
     }
     fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
         Ok(Value::Object(Map::new()))
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
         match self.0.spec().free_form {
-            Some(p) => Ok(Value::Object([(p.to_string(), Value::String(s.to_string()))].into_iter().collect())),
+            Some(p) => Ok(Value::Object(
+                [(p.to_string(), Value::String(s.to_string()))]
+                    .into_iter()
+                    .collect(),
+            )),
             None => Err(E::custom(format!(
                 "`{}` takes a mapping of parameters, not a string (see `kvmforge doc {}`)",
                 self.0.spec().name,
@@ -577,7 +630,9 @@ impl<'de> Visitor<'de> for ArgsSeed {
                 .map_err(|e| de::Error::custom(format!("module `{}`: {e}", spec.name)))?;
             let v: serde_yaml::Value = map.next_value()?;
             if out.insert(key.clone(), json(v)?).is_some() {
-                return Err(de::Error::custom(format!("parameter `{key}` is given twice")));
+                return Err(de::Error::custom(format!(
+                    "parameter `{key}` is given twice"
+                )));
             }
         }
         Ok(Value::Object(out))
@@ -630,24 +685,38 @@ mod tests {
 
     #[test]
     fn unknown_module_suggests_and_names_line_and_column() {
-        let e = parse("- hosts: all\n  tasks:\n    - name: x\n      cpoy:\n        dest: /x\n").unwrap_err();
+        let e = parse("- hosts: all\n  tasks:\n    - name: x\n      cpoy:\n        dest: /x\n")
+            .unwrap_err();
         assert!(e.starts_with("site.yaml:4:"), "{e}");
-        assert!(e.contains("unknown task key or module `cpoy` (did you mean `copy`?)"), "{e}");
+        assert!(
+            e.contains("unknown task key or module `cpoy` (did you mean `copy`?)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_parameter_is_located() {
-        let e = parse("- hosts: all\n  tasks:\n    - copy:\n        dest: /x\n        contnet: a\n").unwrap_err();
+        let e =
+            parse("- hosts: all\n  tasks:\n    - copy:\n        dest: /x\n        contnet: a\n")
+                .unwrap_err();
         assert!(e.starts_with("site.yaml:5:"), "{e}");
-        assert!(e.contains("unknown parameter `contnet` (did you mean `content`?)"), "{e}");
+        assert!(
+            e.contains("unknown parameter `contnet` (did you mean `content`?)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn unknown_task_key_and_play_key() {
-        let e = parse("- hosts: all\n  tasks:\n    - copy: {dest: /x, content: a}\n      wehn: x\n").unwrap_err();
+        let e =
+            parse("- hosts: all\n  tasks:\n    - copy: {dest: /x, content: a}\n      wehn: x\n")
+                .unwrap_err();
         assert!(e.contains("`wehn` (did you mean `when`?)"), "{e}");
         let e = parse("- hosts: all\n  taks: []\n").unwrap_err();
-        assert!(e.contains("unknown play key `taks` (did you mean `tasks`?)"), "{e}");
+        assert!(
+            e.contains("unknown play key `taks` (did you mean `tasks`?)"),
+            "{e}"
+        );
         let e = parse("- hosts: all\n  copy: {dest: /x}\n").unwrap_err();
         assert!(e.contains("tasks go under `tasks:`"), "{e}");
     }
@@ -657,20 +726,33 @@ mod tests {
         let e = parse("- hosts: all\n  tasks:\n    - copy: {dest: /x\n").unwrap_err();
         assert!(e.starts_with("site.yaml:"), "{e}");
         let loc: Vec<&str> = e.splitn(4, ':').collect();
-        assert!(loc[1].parse::<u32>().is_ok() && loc[2].parse::<u32>().is_ok(), "{e}");
+        assert!(
+            loc[1].parse::<u32>().is_ok() && loc[2].parse::<u32>().is_ok(),
+            "{e}"
+        );
     }
 
     #[test]
     fn structural_errors() {
-        assert!(parse("- tasks: []\n").unwrap_err().contains("has no `hosts:`"));
-        assert!(parse("- hosts: all\n  tasks:\n    - name: x\n").unwrap_err().contains("has no module"));
-        assert!(parse("- hosts: all\n  tasks:\n    - copy: {dest: /x}\n      copy: {dest: /y}\n")
+        assert!(parse("- tasks: []\n")
             .unwrap_err()
-            .contains("one module"));
+            .contains("has no `hosts:`"));
+        assert!(parse("- hosts: all\n  tasks:\n    - name: x\n")
+            .unwrap_err()
+            .contains("has no module"));
+        assert!(
+            parse("- hosts: all\n  tasks:\n    - copy: {dest: /x}\n      copy: {dest: /y}\n")
+                .unwrap_err()
+                .contains("one module")
+        );
         let e = parse("- hosts: all\n  tasks:\n    - copy: {dest: /x, content: a}\n      notify: restat\n  handlers:\n    - name: restart\n      copy: {dest: /x, content: a}\n").unwrap_err();
         assert!(e.contains("did you mean `restart`"), "{e}");
-        assert!(parse("- hosts: all\n  serial: 0\n  tasks: []\n").unwrap_err().contains("serial"));
-        assert!(parse("- hosts: all\n  tasks:\n    - copy: a string\n").unwrap_err().contains("takes a mapping"));
+        assert!(parse("- hosts: all\n  serial: 0\n  tasks: []\n")
+            .unwrap_err()
+            .contains("serial"));
+        assert!(parse("- hosts: all\n  tasks:\n    - copy: a string\n")
+            .unwrap_err()
+            .contains("takes a mapping"));
         assert!(parse("").unwrap_err().contains("no plays"));
     }
 }

@@ -9,8 +9,10 @@
 //! /dev/null, so no command inside can swallow the rest of the script from stdin.
 
 use crate::facts::{self, Facts};
-use crate::module::{Action, Attrs, CommandOutput, FileKind, FileState, Observation, Probe, MAX_CONTENT};
 use crate::module::shell_quote;
+use crate::module::{
+    Action, Attrs, CommandOutput, FileKind, FileState, Observation, Probe, MAX_CONTENT,
+};
 use base64::Engine as _;
 use std::fmt::Write as _;
 
@@ -56,6 +58,8 @@ pub struct Script {
     pub actions: Vec<Action>,
     pub probes: Vec<Probe>,
     pub facts: bool,
+    /// Run as root (through sudo when the login user is not root).
+    pub become_: bool,
 }
 
 impl Script {
@@ -91,10 +95,20 @@ fn render_attrs(s: &mut String, id: &str, path_var: &str, attrs: &Attrs) {
         writeln!(s, "kf_try {id} chmod {:04o} -- \"{path_var}\"", m).unwrap();
     }
     if let Some(o) = &attrs.owner {
-        writeln!(s, "kf_try {id} chown -h -- {} \"{path_var}\"", shell_quote(o)).unwrap();
+        writeln!(
+            s,
+            "kf_try {id} chown -h -- {} \"{path_var}\"",
+            shell_quote(o)
+        )
+        .unwrap();
     }
     if let Some(g) = &attrs.group {
-        writeln!(s, "kf_try {id} chgrp -h -- {} \"{path_var}\"", shell_quote(g)).unwrap();
+        writeln!(
+            s,
+            "kf_try {id} chgrp -h -- {} \"{path_var}\"",
+            shell_quote(g)
+        )
+        .unwrap();
     }
 }
 
@@ -162,9 +176,19 @@ fn render_action(s: &mut String, id: &str, action: &Action) {
             writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
         }
         Action::Symlink { target, link } => {
-            writeln!(s, "kf_p={}; kf_d=$(dirname -- \"$kf_p\")", shell_quote(link)).unwrap();
+            writeln!(
+                s,
+                "kf_p={}; kf_d=$(dirname -- \"$kf_p\")",
+                shell_quote(link)
+            )
+            .unwrap();
             writeln!(s, "kf_tmp=\"$kf_d/.kvmforge.$$.lnk\"").unwrap();
-            writeln!(s, "kf_try {id} ln -s -- {} \"$kf_tmp\"", shell_quote(target)).unwrap();
+            writeln!(
+                s,
+                "kf_try {id} ln -s -- {} \"$kf_tmp\"",
+                shell_quote(target)
+            )
+            .unwrap();
             writeln!(s, "kf_try {id} mv -Tf -- \"$kf_tmp\" \"$kf_p\"; kf_tmp=").unwrap();
             writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
         }
@@ -309,7 +333,11 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
                     f.next();
                     ActionOutcome::Failed(decode_str(f.next())?)
                 }
-                k => return Err(ProtocolError::Malformed(format!("unknown action record {k}"))),
+                k => {
+                    return Err(ProtocolError::Malformed(format!(
+                        "unknown action record {k}"
+                    )))
+                }
             };
             *report
                 .actions
@@ -343,8 +371,8 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
     use std::io::Write;
+    use std::process::{Command, Stdio};
 
     /// Run a script with the local shell: the protocol is exercised for real.
     fn run(script: &Script) -> Report {
@@ -354,7 +382,12 @@ mod tests {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(script.render().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.render().as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         parse(script, &out.stdout).unwrap()
     }
@@ -379,21 +412,34 @@ mod tests {
         };
         let r = run(&s);
         assert!(r.complete);
-        let Observation::File(st) = &r.observations[0] else { panic!() };
+        let Observation::File(st) = &r.observations[0] else {
+            panic!()
+        };
         assert_eq!(st.kind, FileKind::File);
         assert_eq!(st.content.as_deref(), Some(&b"line1\n\x00binary\xff\n"[..]));
         assert_eq!(r.observations[1], Observation::File(FileState::absent()));
-        let Observation::File(d) = &r.observations[2] else { panic!() };
+        let Observation::File(d) = &r.observations[2] else {
+            panic!()
+        };
         assert_eq!(d.kind, FileKind::Dir);
-        let Observation::File(l) = &r.observations[3] else { panic!() };
+        let Observation::File(l) = &r.observations[3] else {
+            panic!()
+        };
         assert_eq!(l.link_target.as_deref(), f.to_str());
         assert_eq!(l.kind, FileKind::File);
         assert_eq!(
             r.observations[4],
-            Observation::Command(CommandOutput { rc: 3, stdout: "out\n".into(), stderr: "err\n".into() })
+            Observation::Command(CommandOutput {
+                rc: 3,
+                stdout: "out\n".into(),
+                stderr: "err\n".into()
+            })
         );
         // stdin is /dev/null: a probe cannot eat the script.
-        assert_eq!(r.observations[5], Observation::Command(CommandOutput::ok("")));
+        assert_eq!(
+            r.observations[5],
+            Observation::Command(CommandOutput::ok(""))
+        );
     }
 
     #[test]
@@ -401,25 +447,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
         std::fs::write(p("old"), "old\n").unwrap();
-        std::fs::set_permissions(p("old"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(
+            p("old"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
         let s = Script {
             actions: vec![
-                Action::write(&p("sub/new"), "quote ' \" $HOME `x`\n", Attrs { mode: Some(0o600), ..Default::default() }, false),
+                Action::write(
+                    &p("sub/new"),
+                    "quote ' \" $HOME `x`\n",
+                    Attrs {
+                        mode: Some(0o600),
+                        ..Default::default()
+                    },
+                    false,
+                ),
                 Action::write(&p("old"), "new\n", Attrs::default(), true),
                 Action::run("echo hi"),
                 Action::run("exit 4"),
                 Action::Remove { path: p("old") },
             ],
             probes: vec![Probe::File(p("old"))],
-            facts: false,
+            ..Default::default()
         };
         let r = run(&s);
         assert_eq!(r.actions[0], ActionOutcome::Done);
-        assert_eq!(std::fs::read_to_string(p("sub/new")).unwrap(), "quote ' \" $HOME `x`\n");
+        assert_eq!(
+            std::fs::read_to_string(p("sub/new")).unwrap(),
+            "quote ' \" $HOME `x`\n"
+        );
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(p("sub/new")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(p("sub/new"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
         // mode kept on rewrite, backup made
-        assert_eq!(std::fs::metadata(p("old")).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            std::fs::metadata(p("old")).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         assert_eq!(std::fs::read_to_string(p("old")).unwrap(), "new\n");
         let backups: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -433,24 +504,39 @@ mod tests {
         assert!(!r.complete);
         assert!(std::path::Path::new(&p("old")).exists());
         // No temporary files left behind.
-        let leftovers = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".kvmforge")).count();
+        let leftovers = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".kvmforge"))
+            .count();
         assert_eq!(leftovers, 0);
     }
 
     #[test]
     fn write_failure_is_reported_not_half_done() {
         let s = Script {
-            actions: vec![Action::write("/proc/kvmforge-cannot/x", "a", Attrs::default(), false)],
+            actions: vec![Action::write(
+                "/proc/kvmforge-cannot/x",
+                "a",
+                Attrs::default(),
+                false,
+            )],
             ..Default::default()
         };
         let r = run(&s);
-        assert!(matches!(&r.actions[0], ActionOutcome::Failed(_)), "{:?}", r.actions);
+        assert!(
+            matches!(&r.actions[0], ActionOutcome::Failed(_)),
+            "{:?}",
+            r.actions
+        );
     }
 
     #[test]
     fn refuses_to_remove_root() {
-        let s = Script { actions: vec![Action::Remove { path: "/".into() }], ..Default::default() };
+        let s = Script {
+            actions: vec![Action::Remove { path: "/".into() }],
+            ..Default::default()
+        };
         let r = run(&s);
         assert!(matches!(&r.actions[0], ActionOutcome::Failed(m) if m.contains("refusing")));
     }

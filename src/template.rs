@@ -5,7 +5,8 @@
 //! names the variable; callers add the task and host.
 
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, RenderErrorReason,
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason,
 };
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -46,14 +47,34 @@ fn registry() -> &'static Handlebars<'static> {
         h.register_helper("contains", Box::new(contains_helper));
         h.register_helper("default", Box::new(default_helper));
         h.register_helper("join", Box::new(join_helper));
-        h.register_helper("upper", Box::new(|h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output| -> HelperResult {
-            out.write(&param_str(h, 0).to_uppercase())?;
-            Ok(())
-        }));
-        h.register_helper("lower", Box::new(|h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output| -> HelperResult {
-            out.write(&param_str(h, 0).to_lowercase())?;
-            Ok(())
-        }));
+        h.register_helper(
+            "upper",
+            Box::new(
+                |h: &Helper,
+                 _: &Handlebars,
+                 _: &Context,
+                 _: &mut RenderContext,
+                 out: &mut dyn Output|
+                 -> HelperResult {
+                    out.write(&param_str(h, 0).to_uppercase())?;
+                    Ok(())
+                },
+            ),
+        );
+        h.register_helper(
+            "lower",
+            Box::new(
+                |h: &Helper,
+                 _: &Handlebars,
+                 _: &Context,
+                 _: &mut RenderContext,
+                 out: &mut dyn Output|
+                 -> HelperResult {
+                    out.write(&param_str(h, 0).to_lowercase())?;
+                    Ok(())
+                },
+            ),
+        );
         h
     })
 }
@@ -77,7 +98,9 @@ fn contains_helper(
     let hay = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
     let needle = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
     let found = match (&hay, &needle) {
-        (Value::Array(a), n) => a.iter().any(|x| x == n || x.as_str().is_some_and(|s| Some(s) == n.as_str())),
+        (Value::Array(a), n) => a
+            .iter()
+            .any(|x| x == n || x.as_str().is_some_and(|s| Some(s) == n.as_str())),
         (Value::String(s), Value::String(n)) => s.contains(n.as_str()),
         (Value::Object(m), Value::String(n)) => m.contains_key(n),
         _ => false,
@@ -108,7 +131,10 @@ fn join_helper(
     _: &mut RenderContext,
     out: &mut dyn Output,
 ) -> HelperResult {
-    let sep = h.param(1).map(|_| param_str(h, 1)).unwrap_or_else(|| " ".into());
+    let sep = h
+        .param(1)
+        .map(|_| param_str(h, 1))
+        .unwrap_or_else(|| " ".into());
     let joined = match h.param(0).map(|p| p.value()) {
         Some(Value::Array(a)) => a
             .iter()
@@ -246,7 +272,11 @@ pub fn render_value(v: &Value, vars: &Value) -> Result<Value, TemplateError> {
                 Value::String(render(s, vars)?)
             }
         }
-        Value::Array(a) => Value::Array(a.iter().map(|x| render_value(x, vars)).collect::<Result<_, _>>()?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_value(x, vars))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| Ok((render(k, vars)?, render_value(x, vars)?)))
@@ -311,7 +341,9 @@ pub fn condition(expr: &Value, vars: &Value) -> Result<bool, TemplateError> {
             }
             Ok(true)
         }
-        Value::Object(_) => Err(TemplateError::Render("a condition cannot be a mapping".into())),
+        Value::Object(_) => Err(TemplateError::Render(
+            "a condition cannot be a mapping".into(),
+        )),
     }
 }
 
@@ -329,7 +361,10 @@ mod tests {
 
     #[test]
     fn no_html_escaping() {
-        assert_eq!(render("{{ a }}", &json!({"a": "<&\"'>"})).unwrap(), "<&\"'>");
+        assert_eq!(
+            render("{{ a }}", &json!({"a": "<&\"'>"})).unwrap(),
+            "<&\"'>"
+        );
     }
 
     #[test]
@@ -351,11 +386,17 @@ mod tests {
         assert!(condition(&json!(["{{not flag}}", "eq os \"Debian\""]), &vars).unwrap());
         assert!(condition(&json!("and (eq os \"Debian\") (not flag)"), &vars).unwrap());
         assert_eq!(
-            condition(&json!("eq missing 1"), &vars).unwrap_err().undefined_root(),
+            condition(&json!("eq missing 1"), &vars)
+                .unwrap_err()
+                .undefined_root(),
             Some("missing")
         );
         assert_eq!(
-            condition(&json!("and (eq os \"Debian\") (eq facts.kernel \"x\")"), &vars).unwrap_err(),
+            condition(
+                &json!("and (eq os \"Debian\") (eq facts.kernel \"x\")"),
+                &vars
+            )
+            .unwrap_err(),
             TemplateError::Undefined("facts.kernel".into())
         );
     }
