@@ -15,7 +15,7 @@
 use crate::connection::{self, Become, Connection, ConnectionError};
 use crate::error::Error;
 use crate::inventory::{self, Host, Inventory};
-use crate::module::{Action, Observation, Observed, Plan, PlanContext, Probe};
+use crate::module::{Action, ModuleError, Observation, Observed, Plan, PlanContext, Probe};
 use crate::output::{Event, HostStats, Reporter, Status, TaskResult};
 use crate::params::Args;
 use crate::playbook::{Play, Playbook, Task};
@@ -492,6 +492,8 @@ struct HostPlay<'s, 'a> {
     layers: Layers,
     cache: Observed,
     become_default: bool,
+    /// Check mode found a change on this host in this play: later tasks may depend on it.
+    would_change: bool,
 }
 
 impl<'s, 'a> HostPlay<'s, 'a> {
@@ -523,6 +525,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             layers,
             cache: Observed::new(),
             become_default,
+            would_change: false,
         }
     }
 
@@ -847,6 +850,17 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         }
         let plan = match task.module.plan(&item.args, &self.cache, &item.ctx) {
             Ok(p) => p,
+            // In check mode earlier changes were not made, so a host state they would have
+            // created (a package's unit or group) cannot be checked yet: say so, don't fail.
+            Err(e @ ModuleError::Host(_)) if self.shared.opts.check && self.would_change => {
+                return Outcome {
+                    status: Status::Skipped,
+                    plan: Plan::ok(),
+                    msg: Some(format!("cannot be checked before earlier changes are made: {e}")),
+                    command: None,
+                    detail: Vec::new(),
+                }
+            }
             Err(e) => return failed(format!("module `{}`: {e}", task.module.spec().name)),
         };
         let mut detail = Vec::new();
@@ -1108,6 +1122,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             );
             self.count(o.status, ignored, reboot);
             any_changed |= o.status == Status::Changed;
+            self.would_change |= self.shared.opts.check && o.status == Status::Changed;
             any_failed |= o.status == Status::Failed && !ignored;
             all_skipped &= o.status == Status::Skipped;
             if o.status == Status::Unreachable {

@@ -25,6 +25,7 @@ kf_fact init "$(if [ -d /run/systemd/system ]; then echo systemd; else cat /proc
 kf_fact virt "$(systemd-detect-virt 2>/dev/null)"
 kf_fact kvm "$([ -e /dev/kvm ] && echo yes)"
 kf_fact user "$(id -un 2>/dev/null)"
+kf_fact grub "$(command -v update-grub >/dev/null 2>&1 || command -v grub2-mkconfig >/dev/null 2>&1 || command -v grub-mkconfig >/dev/null 2>&1 && echo yes)"
 "#;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -88,6 +89,8 @@ pub struct Facts {
     pub init_system: String,
     /// The remote user the engine runs as (after become).
     pub user: String,
+    /// A GRUB configuration generator (update-grub, grub2-mkconfig) is installed.
+    pub grub_available: bool,
 }
 
 fn os_release(text: &str) -> BTreeMap<String, String> {
@@ -261,6 +264,7 @@ pub fn parse(pairs: &[(String, String)]) -> Facts {
         pkg_mgr: get("pkg_mgr"),
         init_system: get("init"),
         user: get("user"),
+        grub_available: get("grub") == "yes",
     }
 }
 

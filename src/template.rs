@@ -56,6 +56,7 @@ fn registry() -> &'static Handlebars<'static> {
                  _: &mut RenderContext,
                  out: &mut dyn Output|
                  -> HelperResult {
+                    defined(h, 0)?;
                     out.write(&param_str(h, 0).to_uppercase())?;
                     Ok(())
                 },
@@ -70,6 +71,7 @@ fn registry() -> &'static Handlebars<'static> {
                  _: &mut RenderContext,
                  out: &mut dyn Output|
                  -> HelperResult {
+                    defined(h, 0)?;
                     out.write(&param_str(h, 0).to_lowercase())?;
                     Ok(())
                 },
@@ -77,6 +79,17 @@ fn registry() -> &'static Handlebars<'static> {
         );
         h
     })
+}
+
+/// A helper parameter that must be defined: strict mode's error, naming the variable.
+fn defined<'a>(h: &'a Helper, i: usize) -> Result<&'a Value, RenderError> {
+    match h.param(i) {
+        Some(p) if p.is_value_missing() => {
+            Err(RenderErrorReason::MissingVariable(p.relative_path().cloned()).into())
+        }
+        Some(p) => Ok(p.value()),
+        None => Err(RenderErrorReason::ParamNotFoundForIndex("helper", i).into()),
+    }
 }
 
 fn param_str(h: &Helper, i: usize) -> String {
@@ -95,8 +108,8 @@ fn contains_helper(
     _: &mut RenderContext,
     out: &mut dyn Output,
 ) -> HelperResult {
-    let hay = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
-    let needle = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
+    let hay = defined(h, 0)?.clone();
+    let needle = defined(h, 1)?.clone();
     let found = match (&hay, &needle) {
         (Value::Array(a), n) => a
             .iter()
@@ -109,8 +122,8 @@ fn contains_helper(
     Ok(())
 }
 
-/// `{{default value "fallback"}}`: the fallback when value is null or empty. Undefined variables
-/// stay errors (strict mode), so a typo is never silently defaulted.
+/// `{{default value "fallback"}}`: the fallback when value is undefined, null or empty — the one
+/// place an undefined variable is not an error, like Ansible's `| default()`.
 fn default_helper(
     h: &Helper,
     _: &Handlebars,
@@ -118,8 +131,17 @@ fn default_helper(
     _: &mut RenderContext,
     out: &mut dyn Output,
 ) -> HelperResult {
-    let v = param_str(h, 0);
-    out.write(if v.is_empty() { param_str(h, 1) } else { v }.as_str())?;
+    // Lists render space-separated, which list parameters read back as a list.
+    let text = |i: usize| match h.param(i).map(|p| p.value()) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => param_str(h, i),
+    };
+    let v = text(0);
+    out.write(if v.is_empty() { text(1) } else { v }.as_str())?;
     Ok(())
 }
 
@@ -135,8 +157,8 @@ fn join_helper(
         .param(1)
         .map(|_| param_str(h, 1))
         .unwrap_or_else(|| " ".into());
-    let joined = match h.param(0).map(|p| p.value()) {
-        Some(Value::Array(a)) => a
+    let joined = match defined(h, 0)? {
+        Value::Array(a) => a
             .iter()
             .map(|v| match v {
                 Value::String(s) => s.clone(),
@@ -406,5 +428,9 @@ mod tests {
         let vars = json!({"l": ["a", "b"], "e": ""});
         assert_eq!(render("{{join l \",\"}}", &vars).unwrap(), "a,b");
         assert_eq!(render("{{default e \"x\"}}", &vars).unwrap(), "x");
+        assert_eq!(render("{{default nope \"x\"}}", &vars).unwrap(), "x");
+        assert_eq!(render("{{default l \"x\"}}", &vars).unwrap(), "a b");
+        assert_eq!(render("{{contains nope \"x\"}}", &vars).unwrap_err(), TemplateError::Undefined("nope".into()));
+        assert_eq!(render("{{join nope.x}}", &vars).unwrap_err(), TemplateError::Undefined("nope.x".into()));
     }
 }

@@ -1,0 +1,304 @@
+//! End-to-end runs of the `kvmforge` binary with the local connection against temporary
+//! directories: files really change, re-runs change nothing, drift is found and corrected.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(playbook: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(
+            dir.path().join("inventory.yaml"),
+            format!(
+                "all:\n  vars:\n    root: {}\n  hosts:\n    localhost:\n      connection: local\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("site.yaml"), playbook).unwrap();
+        Site { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join("root").join(rel)
+    }
+
+    fn file(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(rel)).ok()
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kvmforge"))
+            .arg("run")
+            .arg(self.dir.path().join("site.yaml"))
+            .arg("-i")
+            .arg(self.dir.path().join("inventory.yaml"))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    fn write_extra(&self, rel: &str, content: &str) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const CONVERGE: &str = r#"
+- name: converge
+  hosts: localhost
+  vars:
+    greeting: hello
+  tasks:
+    - name: plain file
+      copy:
+        dest: "{{ root }}/etc/app.conf"
+        content: "greeting={{ greeting }} it's \"quoted\" $HOME\n"
+        mode: "0640"
+    - name: second file
+      copy:
+        dest: "{{ root }}/etc/other.conf"
+        content: "x=1\n"
+      notify: marker
+  handlers:
+    - name: marker
+      copy:
+        dest: "{{ root }}/handler-ran"
+        content: "yes\n"
+"#;
+
+#[test]
+fn converges_then_changes_nothing_then_finds_and_fixes_drift() {
+    let site = Site::new(CONVERGE);
+    let first = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&first), 8, "{}", text(&first));
+    assert_eq!(
+        site.file("etc/app.conf").as_deref(),
+        Some("greeting=hello it's \"quoted\" $HOME\n")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(site.path("etc/app.conf")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    assert_eq!(site.file("handler-ran").as_deref(), Some("yes\n"));
+
+    // Nothing to do: exit 0 even with --detailed-exitcode, and the handler is not notified.
+    std::fs::remove_file(site.path("handler-ran")).unwrap();
+    let second = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&second), 0, "{}", text(&second));
+    assert!(site.file("handler-ran").is_none());
+
+    // Drift: check mode reports it (exit 8) and touches nothing.
+    std::fs::write(site.path("etc/app.conf"), "tampered\n").unwrap();
+    let check = site.run(&["--check", "--diff", "--detailed-exitcode"]);
+    assert_eq!(code(&check), 8, "{}", text(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("-tampered"), "{}", text(&check));
+    assert_eq!(site.file("etc/app.conf").as_deref(), Some("tampered\n"));
+    assert!(site.file("handler-ran").is_none(), "handlers do not run in check mode without changes");
+
+    // A normal run corrects it, the next one is clean again.
+    let fix = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&fix), 8, "{}", text(&fix));
+    assert!(site.file("etc/app.conf").unwrap().starts_with("greeting=hello"));
+    assert_eq!(std::fs::metadata(site.path("etc/app.conf")).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(code(&site.run(&["--detailed-exitcode"])), 0);
+}
+
+#[test]
+fn check_mode_on_a_fresh_host_changes_nothing() {
+    let site = Site::new(CONVERGE);
+    let check = site.run(&["--check", "--detailed-exitcode"]);
+    assert_eq!(code(&check), 8, "{}", text(&check));
+    assert!(!site.path("etc").exists());
+}
+
+#[test]
+fn undefined_variable_is_reported_before_anything_is_touched() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  tasks:
+    - name: would run first
+      copy: { dest: "{{ root }}/first", content: "a" }
+    - name: uses a typo
+      copy: { dest: "{{ root }}/second", content: "{{ greting }}" }
+"#,
+    );
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`greting`"), "{err}");
+    assert!(err.contains("uses a typo"), "{err}");
+    assert!(err.contains("localhost"), "{err}");
+    assert!(!site.path("first").exists(), "validation must happen before any change");
+}
+
+#[test]
+fn yaml_and_module_errors_name_file_line_column() {
+    let site = Site::new("- hosts: localhost\n  tasks:\n    - name: x\n      copy:\n        dest: /x\n        mdoe: \"0644\"\n");
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("site.yaml:6:9: module `copy`: unknown parameter `mdoe` (did you mean `mode`?)"), "{err}");
+
+    let site = Site::new("- hosts: localhost\n  tasks:\n    - copy: {dest: /x\n");
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("site.yaml:"), "{err}");
+}
+
+#[test]
+fn json_output_is_one_object_per_line_and_counts_round_trips() {
+    let site = Site::new(CONVERGE);
+    assert_eq!(code(&site.run(&[])), 0);
+    let out = site.run(&["--output", "json", "--detailed-exitcode"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events[0]["event"], "play");
+    let results: Vec<_> = events.iter().filter(|e| e["event"] == "result").collect();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r["status"] == "ok" && r["host"] == "localhost"));
+    let recap = events.last().unwrap();
+    assert_eq!(recap["event"], "recap");
+    assert_eq!(recap["exit_code"], 0);
+    // Facts and every task's observations in one invocation: nothing changed, one round trip.
+    assert_eq!(recap["hosts"]["localhost"]["invocations"], 1, "{recap}");
+    assert_eq!(recap["hosts"]["localhost"]["ok"], 2);
+}
+
+#[test]
+fn failures_exit_2_and_ignore_errors_continues() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  tasks:
+    - name: cannot write under a file
+      copy: { dest: "{{ root }}/blocker/x", content: "a" }
+      ignore_errors: true
+    - name: after the ignored failure
+      copy: { dest: "{{ root }}/after", content: "a" }
+    - name: fails for real
+      copy: { dest: "{{ root }}/blocker/y", content: "a" }
+    - name: never reached
+      copy: { dest: "{{ root }}/never", content: "a" }
+"#,
+    );
+    std::fs::write(site.path("blocker"), "a file, not a directory").unwrap();
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(site.path("after").exists());
+    assert!(!site.path("never").exists());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("failed (ignored)"), "{stdout}");
+}
+
+#[test]
+fn registered_results_when_and_loops() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  vars:
+    names: [a, b, c]
+  tasks:
+    - name: one file per item
+      copy: { dest: "{{ root }}/{{ item }}", content: "{{ item }}\n" }
+      loop: "{{ names }}"
+      register: made
+    - name: only when something changed
+      copy: { dest: "{{ root }}/summary", content: "changed={{ made.changed }} n={{len made.results}}\n" }
+      when: "{{ made.changed }}"
+    - name: skipped by condition
+      copy: { dest: "{{ root }}/skipped", content: "x" }
+      when: eq inventory_hostname "elsewhere"
+"#,
+    );
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for n in ["a", "b", "c"] {
+        assert_eq!(site.file(n).as_deref(), Some(format!("{n}\n").as_str()));
+    }
+    assert_eq!(site.file("summary").as_deref(), Some("changed=true n=3\n"));
+    assert!(!site.path("skipped").exists());
+    // Second run: the loop changes nothing, so the summary task is skipped and keeps its content.
+    let out = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(site.file("summary").as_deref(), Some("changed=true n=3\n"));
+}
+
+#[test]
+fn extra_vars_win_and_tags_select() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  vars:
+    v: play
+  tasks:
+    - name: tagged
+      copy: { dest: "{{ root }}/tagged", content: "{{ v }}\n" }
+      tags: [net]
+    - name: untagged
+      copy: { dest: "{{ root }}/untagged", content: "x\n" }
+"#,
+    );
+    site.write_extra("extra.yaml", "v: from-file\n");
+    let extra = format!("@{}", site.dir.path().join("extra.yaml").display());
+    let out = site.run(&["-t", "net", "-e", &extra]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(site.file("tagged").as_deref(), Some("from-file\n"));
+    assert!(!site.path("untagged").exists());
+    let out = site.run(&["--skip-tags", "net", "-e", "v=cli"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(site.path("untagged").exists());
+    assert_eq!(site.file("tagged").as_deref(), Some("from-file\n"));
+}
+
+#[test]
+fn validate_and_inventory_commands() {
+    let site = Site::new(CONVERGE);
+    let bin = env!("CARGO_BIN_EXE_kvmforge");
+    let out = Command::new(bin)
+        .args(["validate"])
+        .arg(site.dir.path().join("site.yaml"))
+        .arg("-i")
+        .arg(site.dir.path().join("inventory.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!site.path("etc").exists());
+    let out = Command::new(bin)
+        .args(["inventory", "-i"])
+        .arg(site.dir.path().join("inventory.yaml"))
+        .args(["--host", "localhost"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["connection"]["type"], "local");
+    assert_eq!(v["vars"]["root"], site.path("").to_str().unwrap().trim_end_matches('/'));
+    let out = Command::new(bin).args(["doc", "coppy"]).output().unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `copy`"));
+    let _ = Path::new("");
+}
