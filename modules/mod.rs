@@ -3,13 +3,21 @@
 
 pub mod support;
 
+mod blockinfile;
 mod copy;
+mod file;
+mod lineinfile;
+mod template;
 
 use crate::module::Module;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
 pub static ALL: &[&dyn Module] = &[
+    &blockinfile::BlockInFile,
     &copy::Copy,
+    &file::File,
+    &lineinfile::LineInFile,
+    &template::Template,
 ];
 
 /// The module called `name`.

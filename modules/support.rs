@@ -1,6 +1,6 @@
 //! Planning helpers shared by modules that manage whole files or lines in them.
 
-use crate::module::{Action, Attrs, Change, FileKind, FileState, ModuleError, Plan};
+use crate::module::{Action, Attrs, Change, FileKind, FileState, ModuleError, Observed, Plan};
 
 /// Plan for `path` to hold exactly `desired` with `attrs`: a write (with a diff) when the content
 /// differs or the file is missing, an attribute change when only those differ, nothing otherwise.
@@ -90,6 +90,327 @@ pub fn unlines(lines: &[String]) -> String {
     s
 }
 
+/// A file's content as lines for modules that edit lines in place (`lineinfile`, `blockinfile`).
+///
+/// Lines are bytes without their `\n` (a `\r` stays part of its line), so files that are not
+/// UTF-8 survive untouched and an edit changes only the lines it means to. [`Lines::to_bytes`]
+/// reproduces the original exactly; a file missing its final newline keeps it missing unless an
+/// edit reaches the end of the file, after which the file ends with a newline.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lines {
+    pub lines: Vec<Vec<u8>>,
+    /// Whether the last line is terminated by `\n`.
+    pub final_newline: bool,
+}
+
+impl Lines {
+    pub fn parse(content: &[u8]) -> Self {
+        if content.is_empty() {
+            return Lines::default();
+        }
+        let final_newline = content.ends_with(b"\n");
+        let body = if final_newline {
+            &content[..content.len() - 1]
+        } else {
+            content
+        };
+        Lines {
+            lines: body.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect(),
+            final_newline,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.lines.join(&b'\n');
+        if !self.lines.is_empty() && self.final_newline {
+            out.push(b'\n');
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Replace the lines in `range` with `new`.
+    pub fn splice(&mut self, range: std::ops::Range<usize>, new: Vec<Vec<u8>>) {
+        if range.end == self.lines.len() {
+            self.final_newline = true;
+        }
+        self.lines.splice(range, new);
+    }
+
+    /// Remove every line `matches` accepts; returns how many were removed.
+    pub fn remove_matching(&mut self, mut matches: impl FnMut(&[u8]) -> bool) -> usize {
+        let before = self.lines.len();
+        if self.lines.last().is_some_and(|l| matches(l)) {
+            self.final_newline = true;
+        }
+        self.lines.retain(|l| !matches(l));
+        before - self.lines.len()
+    }
+}
+
+/// A line without a trailing `\r` (so CRLF files compare like LF ones).
+pub fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Where to insert new lines when the text is not in the file yet (`insertafter` /
+/// `insertbefore`, as in Ansible).
+#[derive(Debug, Clone)]
+pub enum InsertAt {
+    Bof,
+    Eof,
+    /// After the last matching line (the first with `firstmatch`); at the end if none matches.
+    After(regex::bytes::Regex),
+    /// Before the last matching line (the first with `firstmatch`); at the end if none matches.
+    Before(regex::bytes::Regex),
+}
+
+impl InsertAt {
+    /// From the `insertafter` / `insertbefore` parameters: `EOF` and `BOF` are keywords (either
+    /// keyword is accepted by either parameter, as Ansible does), anything else a regular
+    /// expression. Giving both is an error.
+    pub fn from_args(args: &crate::params::Args) -> Result<Self, ModuleError> {
+        match (args.str("insertafter"), args.str("insertbefore")) {
+            (Some(_), Some(_)) => Err(ModuleError::Args(
+                "insertafter and insertbefore are mutually exclusive".into(),
+            )),
+            (None, None) | (Some("EOF"), None) => Ok(InsertAt::Eof),
+            (Some("BOF"), None) | (None, Some("BOF")) => Ok(InsertAt::Bof),
+            (Some(re), None) => Ok(InsertAt::After(regex(re, "insertafter")?)),
+            (None, Some(re)) => Ok(InsertAt::Before(regex(re, "insertbefore")?)),
+        }
+    }
+
+    /// The index at which to insert into `lines`.
+    pub fn position(&self, lines: &Lines, firstmatch: bool) -> usize {
+        let find = |re: &regex::bytes::Regex| {
+            let mut hits = lines
+                .lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| re.is_match(l));
+            if firstmatch {
+                hits.next().map(|(i, _)| i)
+            } else {
+                hits.next_back().map(|(i, _)| i)
+            }
+        };
+        match self {
+            InsertAt::Bof => 0,
+            InsertAt::Eof => lines.len(),
+            InsertAt::After(re) => find(re).map_or(lines.len(), |i| i + 1),
+            InsertAt::Before(re) => find(re).unwrap_or(lines.len()),
+        }
+    }
+}
+
+/// Compile a user-supplied regular expression (matched against single lines, unanchored like
+/// Python's `re.search`), naming the parameter in the error.
+pub fn regex(pattern: &str, param: &str) -> Result<regex::bytes::Regex, ModuleError> {
+    regex::bytes::Regex::new(pattern).map_err(|e| {
+        ModuleError::Args(format!(
+            "{param} `{pattern}` is not a valid regular expression: {e}"
+        ))
+    })
+}
+
+/// The directory containing `path`, unless that is `/` or nothing.
+pub fn parent_dir(path: &str) -> Option<String> {
+    let trimmed = path.trim_end_matches('/');
+    let (parent, _) = trimmed.rsplit_once('/')?;
+    let parent = parent.trim_end_matches('/');
+    (!parent.is_empty()).then(|| parent.to_string())
+}
+
+/// The path to write new content to so that an edited symlink stays a symlink: its target
+/// (relative targets resolve against the link's directory), else `path` itself. Only one level
+/// is resolved, which is all a [`FileState`] tells.
+pub fn write_target(path: &str, state: &FileState) -> String {
+    match &state.link_target {
+        Some(t) if t.starts_with('/') => t.clone(),
+        Some(t) => match parent_dir(path) {
+            Some(dir) => format!("{dir}/{t}"),
+            None if path.starts_with('/') => format!("/{t}"),
+            None => t.clone(),
+        },
+        None => path.to_string(),
+    }
+}
+
+/// Check that an observed path can be edited line by line: a regular file (possibly through a
+/// symlink) whose content was read, or nothing at all.
+pub fn editable(path: &str, state: &FileState) -> Result<(), ModuleError> {
+    match state.kind {
+        FileKind::Absent => Ok(()),
+        FileKind::Dir => Err(ModuleError::Host(format!("{path} is a directory"))),
+        FileKind::Other => Err(ModuleError::Host(match &state.link_target {
+            Some(t) => {
+                format!("{path} is a symlink to {t}, which does not exist or is not a regular file")
+            }
+            None => format!("{path} exists and is not a regular file"),
+        })),
+        FileKind::File if state.content.is_none() => Err(ModuleError::Host(format!(
+            "{path} is too large to edit ({} bytes)",
+            state.size
+        ))),
+        FileKind::File => Ok(()),
+    }
+}
+
+/// Plan writing the edited content of a file that [`editable`] accepted: to an existing file
+/// through a symlink to its target, or a new file after making its missing parent directory
+/// (whose state the module must have probed).
+pub fn write_edited(
+    plan: &mut Plan,
+    path: &str,
+    state: &FileState,
+    observed: &Observed,
+    content: &[u8],
+    attrs: &Attrs,
+    backup: bool,
+) -> Result<(), ModuleError> {
+    if !state.exists() {
+        if let Some(parent) = parent_dir(path) {
+            if !observed.file(&parent)?.exists() {
+                plan.change(
+                    Change::new(format!("create directory {parent}")),
+                    [Action::MakeDir {
+                        path: parent,
+                        attrs: Attrs::default(),
+                    }],
+                );
+            }
+        }
+    }
+    ensure_content(
+        plan,
+        &write_target(path, state),
+        state,
+        content,
+        attrs,
+        backup,
+    )
+}
+
+/// Test support: apply planned actions to observed state the way the engine would, so tests can
+/// re-plan and check that a second run changes nothing.
+#[cfg(test)]
+pub mod sim {
+    use crate::module::{
+        Action, Attrs, FileKind, FileState, Module, Observation, Observed, Plan, PlanContext, Probe,
+    };
+    use crate::params::Args;
+
+    fn set_attrs(state: &mut FileState, attrs: &Attrs) {
+        if let Some(m) = attrs.mode {
+            state.mode = m;
+        }
+        if let Some(o) = &attrs.owner {
+            state.owner = o.clone();
+        }
+        if let Some(g) = &attrs.group {
+            state.group = g.clone();
+        }
+    }
+
+    fn get(observed: &Observed, path: &str) -> FileState {
+        match observed.get(&Probe::File(path.into())) {
+            Some(Observation::File(f)) => f.clone(),
+            _ => FileState::absent(),
+        }
+    }
+
+    /// The observed state after `actions` (a write to a symlink's target is not mirrored onto
+    /// the link: tests of that case check the written path).
+    pub fn apply(observed: &Observed, actions: &[Action]) -> Observed {
+        let mut out = observed.clone();
+        for action in actions {
+            match action {
+                Action::WriteFile {
+                    path,
+                    content,
+                    attrs,
+                    ..
+                } => {
+                    let mut st = get(&out, path);
+                    if st.kind != FileKind::File {
+                        st = FileState::file(Vec::new());
+                    }
+                    st.content = Some(content.clone());
+                    st.size = content.len() as u64;
+                    set_attrs(&mut st, attrs);
+                    out = out.with_file(path, st);
+                }
+                Action::SetAttrs { path, attrs } => {
+                    let mut st = get(&out, path);
+                    assert!(st.exists(), "SetAttrs on missing {path}");
+                    set_attrs(&mut st, attrs);
+                    out = out.with_file(path, st);
+                }
+                Action::MakeDir { path, attrs } => {
+                    let mut st = FileState::dir();
+                    set_attrs(&mut st, attrs);
+                    out = out.with_file(path, st);
+                }
+                Action::Remove { path } => out = out.with_file(path, FileState::absent()),
+                Action::Symlink { target, link } => {
+                    let resolved = super::write_target(
+                        link,
+                        &FileState {
+                            link_target: Some(target.clone()),
+                            ..FileState::absent()
+                        },
+                    );
+                    let mut st = get(&out, &resolved);
+                    if !st.exists() {
+                        st.kind = FileKind::Other;
+                    }
+                    st.link_target = Some(target.clone());
+                    out = out.with_file(link, st);
+                }
+                Action::Run { cmd, .. } => panic!("cannot simulate `{cmd}`"),
+            }
+        }
+        out
+    }
+
+    /// Plan, apply the plan, plan again: the second plan must change nothing. Returns the first
+    /// plan and the state after it.
+    pub fn converge(
+        module: &dyn Module,
+        args: &Args,
+        observed: &Observed,
+        ctx: &PlanContext,
+    ) -> (Plan, Observed) {
+        let first = module.plan(args, observed, ctx).expect("first plan");
+        let after = apply(observed, &first.actions);
+        let second = module.plan(args, &after, ctx).expect("second plan");
+        assert!(
+            !second.changed(),
+            "second run changes again: {:?}",
+            second.changes
+        );
+        assert!(
+            second.actions.is_empty(),
+            "second run acts again: {:?}",
+            second.actions
+        );
+        (first, after)
+    }
+
+    /// The content the state holds at `path` (after [`apply`]).
+    pub fn content(observed: &Observed, path: &str) -> String {
+        observed.file(path).expect("observed").text()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +442,66 @@ mod tests {
         ensure_content(&mut p, "/x", &FileState::file("a"), b"a", &attrs, false).unwrap();
         assert_eq!(p.changes[0].summary, "/x: mode 0644 -> 0600");
         assert!(matches!(&p.actions[0], Action::SetAttrs { .. }));
+    }
+
+    #[test]
+    fn byte_lines_roundtrip_exactly() {
+        for text in [&b""[..], b"a", b"a\n", b"a\r\nb", b"\n\n", b"x\xff\ny\n"] {
+            assert_eq!(Lines::parse(text).to_bytes(), text, "{text:?}");
+        }
+        assert_eq!(Lines::parse(b"\n").lines, vec![Vec::<u8>::new()]);
+    }
+
+    #[test]
+    fn edits_keep_a_missing_final_newline_unless_they_reach_the_end() {
+        let mut l = Lines::parse(b"a\nb");
+        l.splice(0..0, vec![b"x".to_vec()]);
+        assert_eq!(l.to_bytes(), b"x\na\nb");
+        l.splice(3..3, vec![b"y".to_vec()]);
+        assert_eq!(l.to_bytes(), b"x\na\nb\ny\n");
+        let mut l = Lines::parse(b"a\nb");
+        assert_eq!(l.remove_matching(|x| x == b"b"), 1);
+        assert_eq!(l.to_bytes(), b"a\n");
+        let mut l = Lines::parse(b"a\nb");
+        l.remove_matching(|x| x == b"a");
+        assert_eq!(l.to_bytes(), b"b");
+    }
+
+    #[test]
+    fn insert_positions() {
+        let l = Lines::parse(b"a1\nb\na2\n");
+        let re = || regex::bytes::Regex::new("^a").unwrap();
+        assert_eq!(InsertAt::Bof.position(&l, false), 0);
+        assert_eq!(InsertAt::Eof.position(&l, false), 3);
+        assert_eq!(InsertAt::After(re()).position(&l, false), 3);
+        assert_eq!(InsertAt::After(re()).position(&l, true), 1);
+        assert_eq!(InsertAt::Before(re()).position(&l, false), 2);
+        assert_eq!(InsertAt::Before(re()).position(&l, true), 0);
+        let none = regex::bytes::Regex::new("^zzz").unwrap();
+        assert_eq!(InsertAt::Before(none.clone()).position(&l, false), 3);
+        assert_eq!(InsertAt::After(none).position(&l, true), 3);
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(parent_dir("/etc/x.conf").as_deref(), Some("/etc"));
+        assert_eq!(parent_dir("/etc/a/b/").as_deref(), Some("/etc/a"));
+        assert_eq!(parent_dir("/x"), None);
+        assert_eq!(parent_dir("x"), None);
+        let link = |t: &str| FileState {
+            link_target: Some(t.into()),
+            ..FileState::file("")
+        };
+        assert_eq!(
+            write_target("/etc/resolv.conf", &link("../run/r.conf")),
+            "/etc/../run/r.conf"
+        );
+        assert_eq!(
+            write_target("/etc/resolv.conf", &link("/run/r.conf")),
+            "/run/r.conf"
+        );
+        assert_eq!(write_target("/x", &link("y")), "/y");
+        assert_eq!(write_target("/etc/x", &FileState::file("")), "/etc/x");
     }
 
     #[test]
