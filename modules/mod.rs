@@ -3,13 +3,22 @@
 
 pub mod support;
 
+mod command;
 mod copy;
+mod package;
+mod service;
+mod user;
 
 use crate::module::Module;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
 pub static ALL: &[&dyn Module] = &[
+    &command::Command,
     &copy::Copy,
+    &package::Package,
+    &service::Service,
+    &command::Shell,
+    &user::User,
 ];
 
 /// The module called `name`.
