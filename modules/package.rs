@@ -29,7 +29,8 @@ never found installed, so it would be installed on every run.\n\n\
 (`apt-get remove`, `dnf remove`: configuration files are kept), `latest` also upgrades installed \
 packages whose candidate version (from the host's current package lists: `apt-cache policy`, \
 `dnf repoquery --upgrades` from the metadata cache) differs; held apt packages are not upgraded. \
-apt runs non-interactively and keeps changed configuration files (`--force-confdef \
+apt runs non-interactively, waits up to 10 minutes for the dpkg lock (e.g. while \
+unattended-upgrades runs) and keeps changed configuration files (`--force-confdef \
 --force-confold`).\n\n\
 The apt package lists are refreshed (`apt-get update`) only when something is to be installed, \
 and then only when there are no lists at all or `update_cache` is true and the lists are older \
@@ -76,9 +77,9 @@ metadata itself. Results: `manager`, `installed`, `missing`, and what was acted 
 };
 
 const APT_ENV: &str = "DEBIAN_FRONTEND=noninteractive";
-const APT_OPTS: &str =
-    "-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
-const APT_UPDATE: &str = "apt-get update -q && { touch /var/lib/apt/periodic/update-success-stamp 2>/dev/null || true; }";
+/// Waiting for the dpkg lock (up to 10 minutes) rides out unattended-upgrades on a fresh host.
+const APT_OPTS: &str = "-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+const APT_UPDATE: &str = "apt-get update -q -o DPkg::Lock::Timeout=600 && { touch /var/lib/apt/periodic/update-success-stamp 2>/dev/null || true; }";
 
 fn names(args: &Args) -> Result<Vec<String>, ModuleError> {
     let names = args.list("name");
@@ -528,7 +529,7 @@ mod tests {
             .collect()
     }
 
-    const INSTALL: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --";
+    const INSTALL: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --";
 
     #[test]
     fn probe_quotes_names_and_branches_on_the_manager() {
@@ -625,7 +626,7 @@ mod tests {
         let p = plan(json!({"name": "ovmf", "install_recommends": false}), &out).unwrap();
         assert_eq!(
             runs(&p),
-            vec!["DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o APT::Install-Recommends=false -- ovmf"]
+            vec!["DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o APT::Install-Recommends=false -- ovmf"]
         );
     }
 
@@ -646,7 +647,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             runs(&p),
-            vec!["DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- libfoo:amd64 libfoo:i386"]
+            vec!["DEBIAN_FRONTEND=noninteractive apt-get remove -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- libfoo:amd64 libfoo:i386"]
         );
         let out = apt(Some(1), &["bar\tbar\tall\trc \t1"]);
         assert!(
