@@ -4,20 +4,29 @@
 pub mod support;
 
 mod blockinfile;
+mod command;
 mod copy;
 mod file;
 mod lineinfile;
+mod package;
+mod service;
 mod template;
+mod user;
 
 use crate::module::Module;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
 pub static ALL: &[&dyn Module] = &[
     &blockinfile::BlockInFile,
+    &command::Command,
     &copy::Copy,
     &file::File,
     &lineinfile::LineInFile,
+    &package::Package,
+    &service::Service,
+    &command::Shell,
     &template::Template,
+    &user::User,
 ];
 
 /// The module called `name`.

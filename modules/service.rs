@@ -1,0 +1,612 @@
+//! `service`: a systemd unit's run state, enablement and mask.
+//!
+//! Everything is decided from one `systemctl show` of the unit, so an unchanged service costs
+//! nothing beyond the shared probe round trip.
+
+use crate::module::{
+    shell_quote, Action, Change, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext,
+    Probe,
+};
+use crate::params::{Args, ParamKind, ParamSpec};
+use serde_json::{Map, Value};
+
+pub struct Service;
+
+static SPEC: ModuleSpec = ModuleSpec {
+    name: "service",
+    summary: "Manage a systemd unit: started/stopped, enabled, masked",
+    description: "Observes the unit with `systemctl show` (LoadState, ActiveState, SubState, \
+UnitFileState, NeedDaemonReload). `name` is passed to systemctl as given; systemctl appends \
+`.service` when it has no unit suffix, so `libvirtd` and `libvirtd.service` are the same unit, \
+and an alias name reports the state of the unit it points to.\n\n\
+`state: started` starts the unit unless ActiveState is active, activating, reloading or \
+refreshing; `stopped` stops it when it is running or deactivating. `restarted` and `reloaded` \
+always restart/reload (a unit that is not running is started instead), so they always report a \
+change: use them in handlers. Starts wait for the unit, so a failing start fails the task.\n\n\
+`enabled` compares UnitFileState: only `enabled` counts as enabled (an `enabled-runtime` unit is \
+enabled persistently). Units whose state is static, indirect, generated, alias or transient (or \
+that have no unit file) cannot be enabled or disabled: nothing is done, nothing is reported as \
+changed, and the result message says so. `masked: true` masks the unit persistently (after \
+stopping or disabling it); `masked: false` unmasks a masked unit first.\n\n\
+`daemon_reload: true` runs `systemctl daemon-reload` before anything else, but only when systemd \
+reports NeedDaemonReload for this unit (its unit file or drop-ins changed on disk), so the task \
+stays idempotent; without it a stale unit is reported in the message. New unit files are found \
+without a reload.\n\n\
+A unit that does not exist fails the task unless the requested state is compatible with its \
+absence (stopped, not enabled, masked or not masked). Results: `status` holds the observed \
+properties.",
+    params: &[
+        ParamSpec::required("name", ParamKind::Str, "Unit name (`.service` is implied)")
+            .aliases(&["service", "unit"]),
+        ParamSpec::optional(
+            "state",
+            ParamKind::Choice(&["started", "stopped", "restarted", "reloaded"]),
+            "Run state; restarted/reloaded always act",
+        ),
+        ParamSpec::optional("enabled", ParamKind::Bool, "Start at boot"),
+        ParamSpec::optional(
+            "masked",
+            ParamKind::Bool,
+            "Masked (cannot be started at all)",
+        ),
+        ParamSpec::with_default(
+            "daemon_reload",
+            ParamKind::Bool,
+            "false",
+            "Run `systemctl daemon-reload` first when the unit's files changed on disk",
+        )
+        .aliases(&["daemon-reload"]),
+    ],
+    free_form: None,
+    example: r#"- name: libvirt runs now and at boot
+  service:
+    name: libvirtd
+    state: started
+    enabled: true
+"#,
+};
+
+/// The properties the probe asks for.
+const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload";
+
+/// ActiveStates in which the unit counts as running (systemd ≥ 254 adds `refreshing`).
+const RUNNING: &[&str] = &["active", "activating", "reloading", "refreshing"];
+
+/// UnitFileStates that `systemctl enable/disable` cannot change.
+const FIXED: &[&str] = &["static", "indirect", "generated", "alias", "transient", ""];
+
+fn probe_cmd(name: &str) -> String {
+    format!("systemctl show -p {PROPERTIES} -- {}", shell_quote(name))
+}
+
+fn validate(args: &Args) -> Result<&str, ModuleError> {
+    let name = args.req_str("name");
+    if name.trim().is_empty() {
+        return Err(ModuleError::Args("name must not be empty".into()));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(ModuleError::Args(format!("{name:?} is not a unit name")));
+    }
+    let state = args.str("state");
+    if args.opt_bool("masked") == Some(true) {
+        if matches!(state, Some("started" | "restarted" | "reloaded")) {
+            return Err(ModuleError::Args(format!(
+                "a masked unit cannot be {}",
+                state.unwrap_or_default()
+            )));
+        }
+        if args.opt_bool("enabled") == Some(true) {
+            return Err(ModuleError::Args("a masked unit cannot be enabled".into()));
+        }
+    }
+    if state.is_none() && !args.has("enabled") && !args.has("masked") && !args.bool("daemon_reload")
+    {
+        return Err(ModuleError::Args(
+            "nothing to do: give state, enabled, masked or daemon_reload".into(),
+        ));
+    }
+    Ok(name)
+}
+
+/// `systemctl show` output: `Key=value` lines.
+fn parse_show(out: &str) -> Map<String, Value> {
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), Value::String(v.trim().to_string())))
+        .collect()
+}
+
+fn prop<'a>(status: &'a Map<String, Value>, key: &str) -> &'a str {
+    status.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn systemctl(verb: impl std::fmt::Display, name: &str) -> Action {
+    Action::run(format!("systemctl {verb} -- {}", shell_quote(name)))
+}
+
+impl Module for Service {
+    fn spec(&self) -> &'static ModuleSpec {
+        &SPEC
+    }
+
+    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
+        Ok(vec![Probe::Command(probe_cmd(validate(args)?))])
+    }
+
+    fn plan(
+        &self,
+        args: &Args,
+        observed: &Observed,
+        _ctx: &PlanContext,
+    ) -> Result<Plan, ModuleError> {
+        let name = validate(args)?;
+        let out = observed.command(&probe_cmd(name))?;
+        if out.rc != 0 {
+            let why = if out.rc == 127 {
+                "systemctl not found: this host does not run systemd".to_string()
+            } else {
+                format!(
+                    "`systemctl show` failed (rc {}): {}",
+                    out.rc,
+                    out.stderr.trim()
+                )
+            };
+            return Err(ModuleError::Host(why));
+        }
+        let status = parse_show(&out.stdout);
+        let load = prop(&status, "LoadState");
+        let active = prop(&status, "ActiveState");
+        let file_state = prop(&status, "UnitFileState");
+        if load.is_empty() || active.is_empty() {
+            return Err(ModuleError::Host(format!(
+                "unexpected `systemctl show` output for {name}: {:?}",
+                out.stdout.trim()
+            )));
+        }
+        // Act on the canonical unit: systemctl refuses to enable or disable through an alias.
+        let unit = match prop(&status, "Id") {
+            "" => name.to_string(),
+            id => id.to_string(),
+        };
+        let unit = unit.as_str();
+        let state = args.str("state");
+        let enabled = args.opt_bool("enabled");
+        let masked_arg = args.opt_bool("masked");
+        let mut plan = Plan::ok();
+        let mut notes = Vec::new();
+
+        if load == "not-found" {
+            // Nothing to stop, disable or unmask; masking a missing unit is fine (it
+            // pre-empts a later install), anything that needs the unit is not.
+            if matches!(state, Some("started" | "restarted" | "reloaded")) || enabled == Some(true)
+            {
+                return Err(ModuleError::Host(format!("unit {name} not found")));
+            }
+            if masked_arg == Some(true) {
+                plan.change(
+                    Change::new(format!("mask {unit}")),
+                    [systemctl("mask", unit)],
+                );
+            }
+            return Ok(finish(plan, unit, status, notes));
+        }
+
+        if prop(&status, "NeedDaemonReload") == "yes" {
+            if args.bool("daemon_reload") {
+                plan.change(
+                    Change::new(format!("daemon-reload ({unit} changed on disk)")),
+                    [Action::run("systemctl daemon-reload")],
+                );
+            } else {
+                notes.push(format!(
+                    "{unit} changed on disk; systemd still uses the old unit (daemon_reload: true reloads it)"
+                ));
+            }
+        }
+
+        let is_masked = file_state.starts_with("masked") || load == "masked";
+        let mut unmasking = false;
+        if is_masked {
+            match masked_arg {
+                Some(false) => {
+                    plan.change(
+                        Change::new(format!("unmask {unit}")),
+                        [systemctl(runtime("unmask", file_state), unit)],
+                    );
+                    unmasking = true;
+                }
+                Some(true) => {}
+                None => {
+                    if matches!(state, Some("started" | "restarted" | "reloaded"))
+                        || enabled == Some(true)
+                    {
+                        return Err(ModuleError::Host(format!(
+                            "unit {unit} is masked (masked: false unmasks it)"
+                        )));
+                    }
+                }
+            }
+        }
+
+        match enabled {
+            // A mask hides the enablement underneath; after unmasking, enable regardless
+            // (harmless when already enabled) so one run converges.
+            Some(true) if unmasking => {
+                plan.change(
+                    Change::new(format!("enable {unit}")),
+                    [systemctl("enable", unit)],
+                );
+            }
+            Some(want) if !is_masked => {
+                if FIXED.contains(&file_state) {
+                    let what = if file_state.is_empty() {
+                        "no unit file"
+                    } else {
+                        file_state
+                    };
+                    notes.push(format!(
+                        "{unit} cannot be {} ({what})",
+                        if want { "enabled" } else { "disabled" }
+                    ));
+                } else if want && file_state != "enabled" {
+                    plan.change(
+                        Change::new(format!("enable {unit} (was {file_state})")),
+                        [systemctl("enable", unit)],
+                    );
+                } else if !want && file_state != "disabled" {
+                    // Runtime enablement lives in /run and is only removed with --runtime.
+                    plan.change(
+                        Change::new(format!("disable {unit} (was {file_state})")),
+                        [systemctl(runtime("disable", file_state), unit)],
+                    );
+                }
+            }
+            _ => {}
+        }
+
+        let running = RUNNING.contains(&active);
+        let run_verb = match state {
+            Some("started") if !running => Some("start"),
+            Some("stopped") if running || active == "deactivating" => Some("stop"),
+            Some("restarted" | "reloaded") if !running => Some("start"),
+            Some("restarted") => Some("restart"),
+            Some("reloaded") => Some("reload"),
+            _ => None,
+        };
+        if let Some(verb) = run_verb {
+            plan.change(
+                Change::new(format!("{verb} {unit} (was {active})")),
+                [systemctl(verb, unit)],
+            );
+        }
+
+        if masked_arg == Some(true) && file_state != "masked" {
+            plan.change(
+                Change::new(format!("mask {unit} (was {file_state})")),
+                [systemctl("mask", unit)],
+            );
+        }
+        Ok(finish(plan, unit, status, notes))
+    }
+}
+
+/// `VERB --runtime` for a state that lives in /run (`enabled-runtime`, `masked-runtime`, ...).
+fn runtime(verb: &'static str, file_state: &str) -> String {
+    if file_state.ends_with("-runtime") {
+        format!("{verb} --runtime")
+    } else {
+        verb.to_string()
+    }
+}
+
+fn finish(mut plan: Plan, name: &str, status: Map<String, Value>, notes: Vec<String>) -> Plan {
+    if !notes.is_empty() {
+        plan.msg = Some(notes.join("; "));
+    }
+    plan.with_data("name", name).with_data("status", status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::CommandOutput;
+    use serde_json::json;
+
+    fn args(v: serde_json::Value) -> Args {
+        Args::from_json(SPEC.params, v).unwrap()
+    }
+
+    fn show(load: &str, active: &str, file: &str) -> String {
+        format!(
+            "LoadState={load}\nActiveState={active}\nSubState=x\nUnitFileState={file}\nNeedDaemonReload=no\n"
+        )
+    }
+
+    fn plan(a: serde_json::Value, stdout: &str) -> Result<Plan, ModuleError> {
+        let a = args(a);
+        let name = a.req_str("name").to_string();
+        let obs = Observed::new().with_command(&probe_cmd(&name), CommandOutput::ok(stdout));
+        Service.plan(&a, &obs, &PlanContext::default())
+    }
+
+    fn runs(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::Run { cmd, .. } => cmd.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn probe_is_one_quoted_show() {
+        let a = args(json!({"name": "getty@tty1", "state": "started"}));
+        assert_eq!(
+            Service.probes(&a, &PlanContext::default()).unwrap(),
+            vec![Probe::Command(
+                "systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload -- getty@tty1"
+                    .into()
+            )]
+        );
+    }
+
+    #[test]
+    fn fresh_unit_is_enabled_then_started() {
+        let p = plan(
+            json!({"name": "libvirtd", "state": "started", "enabled": true}),
+            &show("loaded", "inactive", "disabled"),
+        )
+        .unwrap();
+        assert_eq!(
+            runs(&p),
+            vec![
+                "systemctl enable -- libvirtd",
+                "systemctl start -- libvirtd"
+            ]
+        );
+        assert_eq!(p.changes.len(), 2);
+        assert_eq!(p.data["status"]["ActiveState"], json!("inactive"));
+    }
+
+    #[test]
+    fn converged_unit_is_ok() {
+        let a = json!({"name": "libvirtd", "state": "started", "enabled": true});
+        for active in ["active", "activating", "reloading"] {
+            let p = plan(a.clone(), &show("loaded", active, "enabled")).unwrap();
+            assert!(!p.changed(), "{active}");
+        }
+        let p = plan(
+            json!({"name": "x", "state": "stopped", "enabled": false}),
+            &show("loaded", "failed", "disabled"),
+        )
+        .unwrap();
+        assert!(!p.changed());
+    }
+
+    #[test]
+    fn drift_is_corrected() {
+        let p = plan(
+            json!({"name": "x", "state": "stopped", "enabled": false}),
+            &show("loaded", "active", "enabled"),
+        )
+        .unwrap();
+        assert_eq!(
+            runs(&p),
+            vec!["systemctl disable -- x", "systemctl stop -- x"]
+        );
+        let p = plan(
+            json!({"name": "x", "state": "stopped"}),
+            &show("loaded", "deactivating", "enabled"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl stop -- x"]);
+        let p = plan(
+            json!({"name": "x", "enabled": true}),
+            &show("loaded", "active", "enabled-runtime"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl enable -- x"]);
+        let p = plan(
+            json!({"name": "x", "state": "started"}),
+            &show("loaded", "failed", "enabled"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl start -- x"]);
+    }
+
+    #[test]
+    fn alias_names_act_on_the_canonical_unit() {
+        let out = format!("Id=ssh.service\n{}", show("loaded", "inactive", "disabled"));
+        let p = plan(
+            json!({"name": "sshd", "state": "started", "enabled": true}),
+            &out,
+        )
+        .unwrap();
+        assert_eq!(
+            runs(&p),
+            vec![
+                "systemctl enable -- ssh.service",
+                "systemctl start -- ssh.service"
+            ]
+        );
+        assert_eq!(p.data["name"], json!("ssh.service"));
+    }
+
+    #[test]
+    fn runtime_enablement_is_removed_with_runtime_flag() {
+        let p = plan(
+            json!({"name": "x", "enabled": false}),
+            &show("loaded", "inactive", "enabled-runtime"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl disable --runtime -- x"]);
+    }
+
+    #[test]
+    fn restarted_and_reloaded_always_act() {
+        let p = plan(
+            json!({"name": "x", "state": "restarted"}),
+            &show("loaded", "active", "enabled"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl restart -- x"]);
+        let p = plan(
+            json!({"name": "x", "state": "reloaded"}),
+            &show("loaded", "active", "enabled"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl reload -- x"]);
+        let p = plan(
+            json!({"name": "x", "state": "reloaded"}),
+            &show("loaded", "inactive", "enabled"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl start -- x"]);
+    }
+
+    #[test]
+    fn static_units_are_left_alone_with_a_note() {
+        for fs in ["static", "indirect", "generated", ""] {
+            let p = plan(
+                json!({"name": "x", "enabled": true}),
+                &show("loaded", "active", fs),
+            )
+            .unwrap();
+            assert!(!p.changed(), "{fs}");
+            assert!(
+                p.msg.as_deref().unwrap().contains("cannot be enabled"),
+                "{fs}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_unit_fails_only_when_needed() {
+        let nf = show("not-found", "inactive", "");
+        let e = plan(json!({"name": "nope", "state": "started"}), &nf).unwrap_err();
+        assert_eq!(e, ModuleError::Host("unit nope not found".into()));
+        assert!(plan(json!({"name": "nope", "enabled": true}), &nf).is_err());
+        let p = plan(
+            json!({"name": "nope", "state": "stopped", "enabled": false}),
+            &nf,
+        )
+        .unwrap();
+        assert!(!p.changed());
+        let p = plan(json!({"name": "nope", "masked": true}), &nf).unwrap();
+        assert_eq!(runs(&p), vec!["systemctl mask -- nope"]);
+    }
+
+    #[test]
+    fn masking_and_unmasking() {
+        let p = plan(
+            json!({"name": "x", "state": "stopped", "masked": true}),
+            &show("loaded", "active", "enabled"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl stop -- x", "systemctl mask -- x"]);
+        let p = plan(
+            json!({"name": "x", "state": "stopped", "masked": true}),
+            &show("masked", "inactive", "masked"),
+        )
+        .unwrap();
+        assert!(!p.changed());
+        let e = plan(
+            json!({"name": "x", "state": "started"}),
+            &show("masked", "inactive", "masked"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("masked"), "{e}");
+        let p = plan(
+            json!({"name": "x", "state": "started", "enabled": true, "masked": false}),
+            &show("masked", "inactive", "masked"),
+        )
+        .unwrap();
+        assert_eq!(
+            runs(&p),
+            vec![
+                "systemctl unmask -- x",
+                "systemctl enable -- x",
+                "systemctl start -- x"
+            ]
+        );
+        let p = plan(
+            json!({"name": "x", "masked": false}),
+            &show("masked", "inactive", "masked-runtime"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), vec!["systemctl unmask --runtime -- x"]);
+        // A masked unit is not enabled: disabling it is already done.
+        let p = plan(
+            json!({"name": "x", "enabled": false}),
+            &show("masked", "inactive", "masked"),
+        )
+        .unwrap();
+        assert!(!p.changed());
+    }
+
+    #[test]
+    fn daemon_reload_only_when_systemd_needs_it() {
+        let stale =
+            "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nNeedDaemonReload=yes\n";
+        let p = plan(
+            json!({"name": "x", "state": "restarted", "daemon_reload": true}),
+            stale,
+        )
+        .unwrap();
+        assert_eq!(
+            runs(&p),
+            vec!["systemctl daemon-reload", "systemctl restart -- x"]
+        );
+        let p = plan(
+            json!({"name": "x", "state": "started", "daemon_reload": true}),
+            &show("loaded", "active", "enabled"),
+        )
+        .unwrap();
+        assert!(!p.changed());
+        let p = plan(json!({"name": "x", "state": "started"}), stale).unwrap();
+        assert!(!p.changed());
+        assert!(p.msg.unwrap().contains("changed on disk"));
+    }
+
+    #[test]
+    fn host_without_systemd_fails_clearly() {
+        let a = args(json!({"name": "x", "state": "started"}));
+        let obs = Observed::new().with_command(
+            &probe_cmd("x"),
+            CommandOutput::failed(127, "sh: systemctl: not found"),
+        );
+        let e = Service.plan(&a, &obs, &PlanContext::default()).unwrap_err();
+        assert!(e.to_string().contains("does not run systemd"), "{e}");
+        let obs = Observed::new().with_command(
+            &probe_cmd("x"),
+            CommandOutput::failed(
+                1,
+                "System has not been booted with systemd as init system (PID 1).",
+            ),
+        );
+        let e = Service.plan(&a, &obs, &PlanContext::default()).unwrap_err();
+        assert!(e.to_string().contains("not been booted"), "{e}");
+        assert!(plan(json!({"name": "x", "state": "started"}), "garbage").is_err());
+    }
+
+    #[test]
+    fn contradictory_arguments_are_caught_before_contact() {
+        let ctx = PlanContext::default();
+        for v in [
+            json!({"name": "x", "state": "started", "masked": true}),
+            json!({"name": "x", "enabled": true, "masked": true}),
+            json!({"name": "x"}),
+            json!({"name": "", "state": "started"}),
+            json!({"name": "a b", "state": "started"}),
+        ] {
+            assert!(
+                matches!(
+                    Service.probes(&args(v.clone()), &ctx),
+                    Err(ModuleError::Args(_))
+                ),
+                "{v}"
+            );
+        }
+    }
+}
