@@ -1,8 +1,10 @@
 //! `copy`: a file with given content (inline or from the controller).
 
-use crate::module::{Attrs, FileKind, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe};
-use crate::params::{Args, ParamKind, ParamSpec};
+use crate::module::{
+    Attrs, FileKind, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
+};
 use crate::modules::support;
+use crate::params::{Args, ParamKind, ParamSpec};
 use std::path::{Path, PathBuf};
 
 pub struct Copy;
@@ -17,14 +19,33 @@ they differ. An existing file keeps its mode and owner unless given. With `backu
 file is kept as `DEST.TIMESTAMP~`. A `dest` ending in `/` or naming an existing directory receives \
 the file under the basename of `src`.",
     params: &[
-        ParamSpec::required("dest", ParamKind::Str, "Path of the file on the host").aliases(&["path"]),
-        ParamSpec::optional("content", ParamKind::Str, "The file's content (exclusive with src)"),
-        ParamSpec::optional("src", ParamKind::Str, "A file on the controller to copy (exclusive with content)"),
+        ParamSpec::required("dest", ParamKind::Str, "Path of the file on the host")
+            .aliases(&["path"]),
+        ParamSpec::optional(
+            "content",
+            ParamKind::Str,
+            "The file's content (exclusive with src)",
+        ),
+        ParamSpec::optional(
+            "src",
+            ParamKind::Str,
+            "A file on the controller to copy (exclusive with content)",
+        ),
         ParamSpec::optional("mode", ParamKind::Mode, "Permissions, e.g. \"0644\""),
         ParamSpec::optional("owner", ParamKind::Str, "Owning user"),
         ParamSpec::optional("group", ParamKind::Str, "Owning group"),
-        ParamSpec::with_default("backup", ParamKind::Bool, "false", "Keep a timestamped copy of the old file"),
-        ParamSpec::with_default("force", ParamKind::Bool, "true", "Replace the content of an existing file; false only creates missing files"),
+        ParamSpec::with_default(
+            "backup",
+            ParamKind::Bool,
+            "false",
+            "Keep a timestamped copy of the old file",
+        ),
+        ParamSpec::with_default(
+            "force",
+            ParamKind::Bool,
+            "true",
+            "Replace the content of an existing file; false only creates missing files",
+        ),
     ],
     free_form: None,
     example: r#"- name: Proxy for apt
@@ -44,10 +65,15 @@ pub fn resolve_src(ctx: &PlanContext, src: &str, subdir: &str) -> Result<PathBuf
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(ModuleError::Args(format!("src {src} does not exist on the controller")))
+            Err(ModuleError::Args(format!(
+                "src {src} does not exist on the controller"
+            )))
         };
     }
-    for candidate in [ctx.playbook_dir.join(src), ctx.playbook_dir.join(subdir).join(src)] {
+    for candidate in [
+        ctx.playbook_dir.join(src),
+        ctx.playbook_dir.join(subdir).join(src),
+    ] {
         if candidate.is_file() {
             return Ok(candidate);
         }
@@ -68,24 +94,45 @@ struct Request {
 fn request(args: &Args, ctx: &PlanContext) -> Result<Request, ModuleError> {
     let dest = args.req_str("dest").to_string();
     let (content, src_name) = match (args.str("content"), args.str("src")) {
-        (Some(_), Some(_)) => return Err(ModuleError::Args("give either content or src, not both".into())),
-        (None, None) => return Err(ModuleError::Args("one of content or src is required".into())),
+        (Some(_), Some(_)) => {
+            return Err(ModuleError::Args(
+                "give either content or src, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(ModuleError::Args(
+                "one of content or src is required".into(),
+            ))
+        }
         (Some(c), None) => (c.as_bytes().to_vec(), None),
         (None, Some(src)) => {
             let path = resolve_src(ctx, src, "files")?;
             let bytes = std::fs::read(&path)
                 .map_err(|e| ModuleError::Args(format!("cannot read {}: {e}", path.display())))?;
-            (bytes, path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            (
+                bytes,
+                path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            )
         }
     };
     let dest_in_dir = src_name.map(|n| format!("{}/{n}", dest.trim_end_matches('/')));
     if dest.ends_with('/') {
         let Some(d) = dest_in_dir else {
-            return Err(ModuleError::Args("dest ends with / but there is no src to name the file".into()));
+            return Err(ModuleError::Args(
+                "dest ends with / but there is no src to name the file".into(),
+            ));
         };
-        return Ok(Request { dest: d, dest_in_dir: None, content });
+        return Ok(Request {
+            dest: d,
+            dest_in_dir: None,
+            content,
+        });
     }
-    Ok(Request { dest, dest_in_dir, content })
+    Ok(Request {
+        dest,
+        dest_in_dir,
+        content,
+    })
 }
 
 impl Module for Copy {
@@ -100,7 +147,12 @@ impl Module for Copy {
         Ok(probes)
     }
 
-    fn plan(&self, args: &Args, observed: &Observed, ctx: &PlanContext) -> Result<Plan, ModuleError> {
+    fn plan(
+        &self,
+        args: &Args,
+        observed: &Observed,
+        ctx: &PlanContext,
+    ) -> Result<Plan, ModuleError> {
         let r = request(args, ctx)?;
         let mut dest = r.dest;
         let mut state = observed.file(&dest)?;
@@ -115,7 +167,14 @@ impl Module for Copy {
         if state.exists() && !args.bool("force") {
             support::ensure_attrs(&mut plan, &dest, state, &attrs);
         } else {
-            support::ensure_content(&mut plan, &dest, state, &r.content, &attrs, args.bool("backup"))?;
+            support::ensure_content(
+                &mut plan,
+                &dest,
+                state,
+                &r.content,
+                &attrs,
+                args.bool("backup"),
+            )?;
         }
         Ok(plan.with_data("dest", dest))
     }
@@ -139,7 +198,15 @@ mod tests {
         assert_eq!(p.changes.len(), 1);
         assert_eq!(
             p.actions,
-            vec![Action::write("/etc/x", "hi\n", Attrs { mode: Some(0o600), ..Attrs::default() }, false)]
+            vec![Action::write(
+                "/etc/x",
+                "hi\n",
+                Attrs {
+                    mode: Some(0o600),
+                    ..Attrs::default()
+                },
+                false
+            )]
         );
     }
 
@@ -147,14 +214,20 @@ mod tests {
     fn same_content_is_ok() {
         let a = args(json!({"dest": "/etc/x", "content": "hi\n"}));
         let obs = Observed::new().with_file("/etc/x", FileState::file("hi\n"));
-        assert!(!Copy.plan(&a, &obs, &PlanContext::default()).unwrap().changed());
+        assert!(!Copy
+            .plan(&a, &obs, &PlanContext::default())
+            .unwrap()
+            .changed());
     }
 
     #[test]
     fn force_false_keeps_existing_content() {
         let a = args(json!({"dest": "/etc/x", "content": "new\n", "force": false}));
         let obs = Observed::new().with_file("/etc/x", FileState::file("old\n"));
-        assert!(!Copy.plan(&a, &obs, &PlanContext::default()).unwrap().changed());
+        assert!(!Copy
+            .plan(&a, &obs, &PlanContext::default())
+            .unwrap()
+            .changed());
     }
 
     #[test]
@@ -170,11 +243,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("files")).unwrap();
         std::fs::write(dir.path().join("files/bridge.conf"), "x=1\n").unwrap();
-        let ctx = PlanContext { playbook_dir: dir.path().into(), ..Default::default() };
+        let ctx = PlanContext {
+            playbook_dir: dir.path().into(),
+            ..Default::default()
+        };
         let a = args(json!({"dest": "/etc/sysctl.d", "src": "bridge.conf"}));
         assert_eq!(
             Copy.probes(&a, &ctx).unwrap(),
-            vec![Probe::File("/etc/sysctl.d".into()), Probe::File("/etc/sysctl.d/bridge.conf".into())]
+            vec![
+                Probe::File("/etc/sysctl.d".into()),
+                Probe::File("/etc/sysctl.d/bridge.conf".into())
+            ]
         );
         let obs = Observed::new()
             .with_file("/etc/sysctl.d", FileState::dir())

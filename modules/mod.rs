@@ -51,10 +51,19 @@ mod tests {
         for m in ALL {
             let spec = m.spec();
             assert!(seen.insert(spec.name), "duplicate module {}", spec.name);
-            assert!(!spec.summary.is_empty() && !spec.example.is_empty(), "{}", spec.name);
+            assert!(
+                !spec.summary.is_empty() && !spec.example.is_empty(),
+                "{}",
+                spec.name
+            );
             for p in spec.params {
                 if let Some(d) = p.default {
-                    assert!(serde_yaml::from_str::<serde_yaml::Value>(d).is_ok(), "{}.{}", spec.name, p.name);
+                    assert!(
+                        serde_yaml::from_str::<serde_yaml::Value>(d).is_ok(),
+                        "{}.{}",
+                        spec.name,
+                        p.name
+                    );
                 }
             }
             if let Some(ff) = spec.free_form {
@@ -68,7 +77,8 @@ mod tests {
                 let json: serde_json::Value = serde_yaml::from_value(args.clone()).unwrap();
                 let templated = json.to_string().contains("{{");
                 if !templated {
-                    Args::from_json(spec.params, json).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+                    Args::from_json(spec.params, json)
+                        .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
                 }
             }
         }

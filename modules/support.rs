@@ -15,7 +15,9 @@ pub fn ensure_content(
     match state.kind {
         FileKind::Dir => return Err(ModuleError::Host(format!("{path} is a directory"))),
         FileKind::Other if state.link_target.is_none() => {
-            return Err(ModuleError::Host(format!("{path} exists and is not a regular file")))
+            return Err(ModuleError::Host(format!(
+                "{path} exists and is not a regular file"
+            )))
         }
         _ => {}
     }
@@ -38,7 +40,12 @@ pub fn ensure_content(
                 String::from_utf8_lossy(current.unwrap_or_default()),
                 String::from_utf8_lossy(desired),
             ),
-            [Action::write(path, desired, attrs.clone(), backup && state.exists())],
+            [Action::write(
+                path,
+                desired,
+                attrs.clone(),
+                backup && state.exists(),
+            )],
         );
     } else {
         ensure_attrs(plan, path, state, attrs);
@@ -418,19 +425,49 @@ mod tests {
     #[test]
     fn content_equal_is_ok() {
         let mut p = Plan::ok();
-        ensure_content(&mut p, "/x", &FileState::file("a\n"), b"a\n", &Attrs::default(), false).unwrap();
+        ensure_content(
+            &mut p,
+            "/x",
+            &FileState::file("a\n"),
+            b"a\n",
+            &Attrs::default(),
+            false,
+        )
+        .unwrap();
         assert!(!p.changed());
     }
 
     #[test]
     fn content_differs_writes_with_diff_and_backup_only_if_existing() {
         let mut p = Plan::ok();
-        ensure_content(&mut p, "/x", &FileState::absent(), b"a\n", &Attrs::default(), true).unwrap();
+        ensure_content(
+            &mut p,
+            "/x",
+            &FileState::absent(),
+            b"a\n",
+            &Attrs::default(),
+            true,
+        )
+        .unwrap();
         assert_eq!(p.changes[0].summary, "create /x");
-        assert!(matches!(&p.actions[0], Action::WriteFile { backup: false, .. }));
+        assert!(matches!(
+            &p.actions[0],
+            Action::WriteFile { backup: false, .. }
+        ));
         let mut p = Plan::ok();
-        ensure_content(&mut p, "/x", &FileState::file("b\n"), b"a\n", &Attrs::default(), true).unwrap();
-        assert!(matches!(&p.actions[0], Action::WriteFile { backup: true, .. }));
+        ensure_content(
+            &mut p,
+            "/x",
+            &FileState::file("b\n"),
+            b"a\n",
+            &Attrs::default(),
+            true,
+        )
+        .unwrap();
+        assert!(matches!(
+            &p.actions[0],
+            Action::WriteFile { backup: true, .. }
+        ));
         let d = p.changes[0].diff.as_ref().unwrap();
         assert_eq!((d.before.as_str(), d.after.as_str()), ("b\n", "a\n"));
     }
@@ -438,7 +475,10 @@ mod tests {
     #[test]
     fn only_mode_differs() {
         let mut p = Plan::ok();
-        let attrs = Attrs { mode: Some(0o600), ..Attrs::default() };
+        let attrs = Attrs {
+            mode: Some(0o600),
+            ..Attrs::default()
+        };
         ensure_content(&mut p, "/x", &FileState::file("a"), b"a", &attrs, false).unwrap();
         assert_eq!(p.changes[0].summary, "/x: mode 0644 -> 0600");
         assert!(matches!(&p.actions[0], Action::SetAttrs { .. }));
@@ -506,8 +546,14 @@ mod tests {
 
     #[test]
     fn lines_roundtrip() {
-        assert_eq!(lines("a\nb\n"), (vec!["a".to_string(), "b".to_string()], true));
-        assert_eq!(lines("a\nb"), (vec!["a".to_string(), "b".to_string()], false));
+        assert_eq!(
+            lines("a\nb\n"),
+            (vec!["a".to_string(), "b".to_string()], true)
+        );
+        assert_eq!(
+            lines("a\nb"),
+            (vec!["a".to_string(), "b".to_string()], false)
+        );
         assert_eq!(unlines(&lines("a\nb").0), "a\nb\n");
         assert_eq!(lines(""), (vec![], false));
     }

@@ -856,7 +856,9 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                 return Outcome {
                     status: Status::Skipped,
                     plan: Plan::ok(),
-                    msg: Some(format!("cannot be checked before earlier changes are made: {e}")),
+                    msg: Some(format!(
+                        "cannot be checked before earlier changes are made: {e}"
+                    )),
                     command: None,
                     detail: Vec::new(),
                 }

@@ -135,7 +135,11 @@ fn default_helper(
     let text = |i: usize| match h.param(i).map(|p| p.value()) {
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
             .collect::<Vec<_>>()
             .join(" "),
         _ => param_str(h, i),
@@ -430,7 +434,13 @@ mod tests {
         assert_eq!(render("{{default e \"x\"}}", &vars).unwrap(), "x");
         assert_eq!(render("{{default nope \"x\"}}", &vars).unwrap(), "x");
         assert_eq!(render("{{default l \"x\"}}", &vars).unwrap(), "a b");
-        assert_eq!(render("{{contains nope \"x\"}}", &vars).unwrap_err(), TemplateError::Undefined("nope".into()));
-        assert_eq!(render("{{join nope.x}}", &vars).unwrap_err(), TemplateError::Undefined("nope.x".into()));
+        assert_eq!(
+            render("{{contains nope \"x\"}}", &vars).unwrap_err(),
+            TemplateError::Undefined("nope".into())
+        );
+        assert_eq!(
+            render("{{join nope.x}}", &vars).unwrap_err(),
+            TemplateError::Undefined("nope.x".into())
+        );
     }
 }

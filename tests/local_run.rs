@@ -96,7 +96,10 @@ fn converges_then_changes_nothing_then_finds_and_fixes_drift() {
         Some("greeting=hello it's \"quoted\" $HOME\n")
     );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(site.path("etc/app.conf")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(site.path("etc/app.conf"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o640);
     assert_eq!(site.file("handler-ran").as_deref(), Some("yes\n"));
 
@@ -110,15 +113,32 @@ fn converges_then_changes_nothing_then_finds_and_fixes_drift() {
     std::fs::write(site.path("etc/app.conf"), "tampered\n").unwrap();
     let check = site.run(&["--check", "--diff", "--detailed-exitcode"]);
     assert_eq!(code(&check), 8, "{}", text(&check));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("-tampered"), "{}", text(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("-tampered"),
+        "{}",
+        text(&check)
+    );
     assert_eq!(site.file("etc/app.conf").as_deref(), Some("tampered\n"));
-    assert!(site.file("handler-ran").is_none(), "handlers do not run in check mode without changes");
+    assert!(
+        site.file("handler-ran").is_none(),
+        "handlers do not run in check mode without changes"
+    );
 
     // A normal run corrects it, the next one is clean again.
     let fix = site.run(&["--detailed-exitcode"]);
     assert_eq!(code(&fix), 8, "{}", text(&fix));
-    assert!(site.file("etc/app.conf").unwrap().starts_with("greeting=hello"));
-    assert_eq!(std::fs::metadata(site.path("etc/app.conf")).unwrap().permissions().mode() & 0o777, 0o640);
+    assert!(site
+        .file("etc/app.conf")
+        .unwrap()
+        .starts_with("greeting=hello"));
+    assert_eq!(
+        std::fs::metadata(site.path("etc/app.conf"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
     assert_eq!(code(&site.run(&["--detailed-exitcode"])), 0);
 }
 
@@ -148,7 +168,10 @@ fn undefined_variable_is_reported_before_anything_is_touched() {
     assert!(err.contains("`greting`"), "{err}");
     assert!(err.contains("uses a typo"), "{err}");
     assert!(err.contains("localhost"), "{err}");
-    assert!(!site.path("first").exists(), "validation must happen before any change");
+    assert!(
+        !site.path("first").exists(),
+        "validation must happen before any change"
+    );
 }
 
 #[test]
@@ -157,7 +180,12 @@ fn yaml_and_module_errors_name_file_line_column() {
     let out = site.run(&[]);
     assert_eq!(code(&out), 1);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("site.yaml:6:9: module `copy`: unknown parameter `mdoe` (did you mean `mode`?)"), "{err}");
+    assert!(
+        err.contains(
+            "site.yaml:6:9: module `copy`: unknown parameter `mdoe` (did you mean `mode`?)"
+        ),
+        "{err}"
+    );
 
     let site = Site::new("- hosts: localhost\n  tasks:\n    - copy: {dest: /x\n");
     let out = site.run(&[]);
@@ -179,7 +207,9 @@ fn json_output_is_one_object_per_line_and_counts_round_trips() {
     assert_eq!(events[0]["event"], "play");
     let results: Vec<_> = events.iter().filter(|e| e["event"] == "result").collect();
     assert_eq!(results.len(), 2);
-    assert!(results.iter().all(|r| r["status"] == "ok" && r["host"] == "localhost"));
+    assert!(results
+        .iter()
+        .all(|r| r["status"] == "ok" && r["host"] == "localhost"));
     let recap = events.last().unwrap();
     assert_eq!(recap["event"], "recap");
     assert_eq!(recap["exit_code"], 0);
@@ -296,7 +326,10 @@ fn validate_and_inventory_commands() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["connection"]["type"], "local");
-    assert_eq!(v["vars"]["root"], site.path("").to_str().unwrap().trim_end_matches('/'));
+    assert_eq!(
+        v["vars"]["root"],
+        site.path("").to_str().unwrap().trim_end_matches('/')
+    );
     let out = Command::new(bin).args(["doc", "coppy"]).output().unwrap();
     assert_eq!(code(&out), 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `copy`"));
