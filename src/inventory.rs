@@ -56,8 +56,8 @@ pub struct ConnectionSpec {
     pub become_: Option<bool>,
     /// `accept-new` (default), `strict` or `off`.
     pub host_key_checking: Option<String>,
-    /// Extra ssh options (`-o` values).
-    pub ssh_options: Vec<String>,
+    /// A known_hosts file to use instead of the user's.
+    pub known_hosts: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,11 +129,6 @@ impl Host {
             }
             Some(other) => scalar(other),
         };
-        let ssh_options = match var(v, &["ssh_options"]) {
-            Some(Value::Array(a)) => a.iter().filter_map(scalar).collect(),
-            Some(other) => scalar(other).into_iter().collect(),
-            None => Vec::new(),
-        };
         Ok(ConnectionSpec {
             kind,
             address: s(&["host", "ansible_host"]).unwrap_or_else(|| self.name.clone()),
@@ -143,7 +138,7 @@ impl Host {
             jump,
             become_,
             host_key_checking: s(&["host_key_checking"]),
-            ssh_options,
+            known_hosts: s(&["known_hosts", "ansible_ssh_known_hosts_file"]),
         })
     }
 }

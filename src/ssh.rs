@@ -1,37 +1,233 @@
-//! SSH connections through the system OpenSSH client.
+//! SSH connections through the system OpenSSH client (the `openssh` crate).
+//!
+//! One multiplexed master connection per host lives for the whole run, so `~/.ssh/config`,
+//! keys, agents and ProxyJump work exactly as with `ssh`, and each remote invocation afterwards
+//! costs one channel on the existing connection. Scripts and file contents travel on the
+//! channel's stdin; nothing is copied with scp/sftp.
 
-use crate::connection::{Become, ConnectOptions, Connection, ConnectionError, ScriptOutput};
+use crate::connection::{
+    become_failure, Become, ConnectOptions, Connection, ConnectionError, ScriptOutput,
+};
 use crate::inventory::ConnectionSpec;
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// One runtime drives every connection's I/O; worker threads call into it with `block_on`.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
 
 pub struct SshConnection {
+    name: String,
+    session: Option<Session>,
+    become_: Become,
+    /// The login user is root: no sudo needed.
+    root: bool,
+    timeout: Option<Duration>,
     invocations: u32,
+}
+
+/// Why a connection failed, in words a sysadmin can act on.
+fn explain(name: &str, spec: &ConnectionSpec, e: &openssh::Error) -> ConnectionError {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    let addr = &spec.address;
+    let reason = if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || text.contains("Host key for") && text.contains("has changed")
+    {
+        format!(
+            "host key of {addr} has CHANGED since it was recorded in known_hosts: refusing to connect \
+             (possible man-in-the-middle). If the host was reinstalled, remove the old key with \
+             `ssh-keygen -R {addr}` and run again"
+        )
+    } else if text.contains("Host key verification failed")
+        || text.contains("No ED25519 host key is known")
+        || text.contains("host key is not known")
+    {
+        format!(
+            "host key of {addr} is not in known_hosts and checking is strict: add it (ssh-keyscan) or use \
+             --host-key-checking accept-new"
+        )
+    } else if text.contains("Could not resolve hostname")
+        || text.contains("Name or service not known")
+    {
+        format!("cannot resolve {addr} (DNS)")
+    } else if text.contains("Connection refused") {
+        format!("connection to {addr} refused (is sshd running?)")
+    } else if text.contains("timed out") || text.contains("Connection timed out") {
+        format!("connection to {addr} timed out")
+    } else if text.contains("Permission denied") {
+        format!("authentication to {addr} failed (permission denied)")
+    } else if text.contains("No route to host") || text.contains("Network is unreachable") {
+        format!("no route to {addr}")
+    } else {
+        text.lines().last().unwrap_or(&text).trim().to_string()
+    };
+    ConnectionError::Unreachable(format!("{name}: {reason}"))
 }
 
 impl SshConnection {
     pub fn connect(
         name: &str,
-        _spec: &ConnectionSpec,
-        _become: &Become,
-        _opts: &ConnectOptions,
+        spec: &ConnectionSpec,
+        become_: &Become,
+        opts: &ConnectOptions,
     ) -> Result<Self, ConnectionError> {
-        Err(ConnectionError::Unreachable(format!(
-            "{name}: ssh transport not built yet"
-        )))
+        let mut b = SessionBuilder::default();
+        if let Some(u) = &spec.user {
+            b.user(u.clone());
+        }
+        if let Some(p) = spec.port {
+            b.port(p);
+        }
+        if let Some(k) = &spec.key {
+            b.keyfile(shellexpand_home(k));
+        }
+        if let Some(j) = &spec.jump {
+            b.jump_hosts(j.split(',').map(str::trim).filter(|s| !s.is_empty()));
+        }
+        if let Some(kh) = &spec.known_hosts {
+            b.user_known_hosts_file(shellexpand_home(kh));
+        }
+        let policy = spec
+            .host_key_checking
+            .as_deref()
+            .unwrap_or(&opts.host_key_checking);
+        b.known_hosts_check(match policy {
+            "strict" | "yes" => KnownHosts::Strict,
+            "off" | "no" => {
+                eprintln!(
+                    "WARNING: host key checking is OFF for {name}: its identity is not verified"
+                );
+                KnownHosts::Accept
+            }
+            _ => KnownHosts::Add,
+        });
+        b.connect_timeout(Duration::from_secs(opts.connect_timeout.max(1)));
+        b.server_alive_interval(Duration::from_secs(15));
+        let session = runtime()
+            .block_on(async {
+                tokio::time::timeout(
+                    // ProxyJump chains connect several times over.
+                    Duration::from_secs(opts.connect_timeout.max(1) * 3 + 5),
+                    b.connect(&spec.address),
+                )
+                .await
+            })
+            .map_err(|_| {
+                ConnectionError::Unreachable(format!(
+                    "{name}: connection to {} timed out",
+                    spec.address
+                ))
+            })?
+            .map_err(|e| explain(name, spec, &e))?;
+        let root = spec.user.as_deref() == Some("root");
+        Ok(SshConnection {
+            name: name.to_string(),
+            session: Some(session),
+            become_: become_.clone(),
+            root,
+            timeout: opts.command_timeout.map(Duration::from_secs),
+            invocations: 0,
+        })
+    }
+}
+
+fn shellexpand_home(p: &str) -> String {
+    match (p.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+        _ => p.to_string(),
     }
 }
 
 impl Connection for SshConnection {
-    fn run_script(
-        &mut self,
-        _script: &str,
-        _become: bool,
-    ) -> Result<ScriptOutput, ConnectionError> {
+    fn run_script(&mut self, script: &str, become_: bool) -> Result<ScriptOutput, ConnectionError> {
         self.invocations += 1;
-        Err(ConnectionError::Unreachable(
-            "ssh transport not built yet".into(),
-        ))
+        let session = self.session.as_ref().ok_or_else(|| {
+            ConnectionError::Unreachable(format!("{}: connection closed", self.name))
+        })?;
+        let (argv, preamble) = self.become_.wrap(become_, self.root);
+        let input = [preamble, script.as_bytes().to_vec()].concat();
+        let timeout = self.timeout;
+        let name = self.name.clone();
+        let result = runtime().block_on(async {
+            let work = async {
+                let mut cmd = session.command(&argv[0]);
+                cmd.args(&argv[1..])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = cmd.spawn().await?;
+                let mut stdin = child.stdin().take().expect("piped stdin");
+                let writer = async move {
+                    let r = stdin.write_all(&input).await;
+                    drop(stdin);
+                    r
+                };
+                let (w, out) = tokio::join!(writer, child.wait_with_output());
+                let out = out?;
+                let _ = w;
+                Ok::<_, openssh::Error>(out)
+            };
+            match timeout {
+                Some(t) => tokio::time::timeout(t, work).await.map_err(|_| ()),
+                None => Ok(work.await),
+            }
+        });
+        let out = match result {
+            Err(()) => return Err(ConnectionError::Timeout(timeout.map_or(0, |t| t.as_secs()))),
+            Ok(Err(e)) => {
+                // The channel failed: find out whether the master connection is gone.
+                let alive = runtime().block_on(session.check()).is_ok();
+                return Err(if alive {
+                    ConnectionError::Io(format!("{name}: {e}"))
+                } else {
+                    ConnectionError::Unreachable(format!("{name}: connection lost ({e})"))
+                });
+            }
+            Ok(Ok(out)) => out,
+        };
+        let status = out.status.code();
+        if status == Some(255) && runtime().block_on(session.check()).is_err() {
+            return Err(ConnectionError::Unreachable(format!(
+                "{name}: connection lost"
+            )));
+        }
+        if status != Some(0) {
+            if let Some(msg) = become_failure(&out.stderr) {
+                return Err(ConnectionError::Become(msg));
+            }
+        }
+        Ok(ScriptOutput {
+            status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
     }
+
     fn invocations(&self) -> u32 {
         self.invocations
+    }
+}
+
+impl Drop for SshConnection {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = runtime().block_on(s.close());
+        }
     }
 }
