@@ -4,12 +4,20 @@
 pub mod support;
 
 mod copy;
+mod grub_cmdline;
+mod kernel_module;
+mod sysctl;
+mod sysctl_bridge;
 
 use crate::module::Module;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
 pub static ALL: &[&dyn Module] = &[
     &copy::Copy,
+    &grub_cmdline::GrubCmdline,
+    &kernel_module::KernelModule,
+    &sysctl::Sysctl,
+    &sysctl_bridge::SysctlBridge,
 ];
 
 /// The module called `name`.
