@@ -7,9 +7,13 @@ mod blockinfile;
 mod command;
 mod copy;
 mod file;
+mod grub_cmdline;
+mod kernel_module;
 mod lineinfile;
 mod package;
 mod service;
+mod sysctl;
+mod sysctl_bridge;
 mod template;
 mod user;
 
@@ -21,10 +25,14 @@ pub static ALL: &[&dyn Module] = &[
     &command::Command,
     &copy::Copy,
     &file::File,
+    &grub_cmdline::GrubCmdline,
+    &kernel_module::KernelModule,
     &lineinfile::LineInFile,
     &package::Package,
     &service::Service,
     &command::Shell,
+    &sysctl::Sysctl,
+    &sysctl_bridge::SysctlBridge,
     &template::Template,
     &user::User,
 ];

@@ -1,6 +1,8 @@
 //! Planning helpers shared by modules that manage whole files or lines in them.
 
-use crate::module::{Action, Attrs, Change, FileKind, FileState, ModuleError, Observed, Plan};
+use crate::module::{
+    shell_quote, Action, Attrs, Change, FileKind, FileState, ModuleError, Observed, Plan,
+};
 
 /// Plan for `path` to hold exactly `desired` with `attrs`: a write (with a diff) when the content
 /// differs or the file is missing, an attribute change when only those differ, nothing otherwise.
@@ -418,6 +420,69 @@ pub mod sim {
     }
 }
 
+/// The text of a file a module edits in place: `None` when it does not exist (a dangling symlink
+/// counts as missing, as for [`ensure_content`]); an error when it is not a regular file whose
+/// content was observed.
+pub fn existing_text(path: &str, state: &FileState) -> Result<Option<String>, ModuleError> {
+    match state.kind {
+        FileKind::Absent => Ok(None),
+        FileKind::Other if state.link_target.is_some() => Ok(None),
+        FileKind::Other => Err(ModuleError::Host(format!(
+            "{path} exists and is not a regular file"
+        ))),
+        FileKind::Dir => Err(ModuleError::Host(format!("{path} is a directory"))),
+        FileKind::File => match &state.content {
+            Some(c) => Ok(Some(String::from_utf8_lossy(c).into_owned())),
+            None => Err(ModuleError::Host(format!(
+                "{path} is too large to compare ({} bytes)",
+                state.size
+            ))),
+        },
+    }
+}
+
+/// A sysctl key in `/proc/sys`-relative path form, as sysctl(8) reads keys: when the first
+/// separator is a dot, dots and slashes swap (`net.ipv4.conf.eth0/100.rp_filter` is
+/// `net/ipv4/conf/eth0.100/rp_filter`, the VLAN interface `eth0.100`); a key whose first
+/// separator is a slash is a path already.
+pub fn sysctl_path(key: &str) -> String {
+    swap_separators(key, '/')
+}
+
+/// A sysctl key in dotted form (`net.ipv4.ip_forward`), the inverse of [`sysctl_path`].
+pub fn sysctl_dotted(key: &str) -> String {
+    swap_separators(key, '.')
+}
+
+fn swap_separators(key: &str, wanted: char) -> String {
+    match key.chars().find(|c| *c == '.' || *c == '/') {
+        Some(c) if c != wanted => key
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => key.to_string(),
+    }
+}
+
+/// A sysctl value as the kernel reports it, whitespace-normalised: `/proc/sys` separates fields
+/// with tabs (`32768\t60999\n`), files and users with any spaces.
+pub fn sysctl_value(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `sysctl -w` setting the given dotted keys, each `key=value` quoted as one word.
+pub fn sysctl_set_cmd(pairs: &[(String, String)]) -> String {
+    let words: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| shell_quote(&format!("{k}={v}")))
+        .collect();
+    format!("sysctl -w {}", words.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,5 +621,46 @@ mod tests {
         );
         assert_eq!(unlines(&lines("a\nb").0), "a\nb\n");
         assert_eq!(lines(""), (vec![], false));
+    }
+
+    #[test]
+    fn existing_text_of_missing_file_and_errors() {
+        assert_eq!(existing_text("/x", &FileState::absent()), Ok(None));
+        assert_eq!(
+            existing_text("/x", &FileState::file("a\n")),
+            Ok(Some("a\n".into()))
+        );
+        assert!(existing_text("/x", &FileState::dir()).is_err());
+        let mut big = FileState::file("");
+        big.content = None;
+        assert!(existing_text("/x", &big).is_err());
+    }
+
+    #[test]
+    fn sysctl_key_forms() {
+        assert_eq!(sysctl_path("net.ipv4.ip_forward"), "net/ipv4/ip_forward");
+        assert_eq!(sysctl_path("net/ipv4/ip_forward"), "net/ipv4/ip_forward");
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth0/100.rp_filter"),
+            "net/ipv4/conf/eth0.100/rp_filter"
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.100/rp_filter"),
+            "net/ipv4/conf/eth0.100/rp_filter"
+        );
+        assert_eq!(
+            sysctl_dotted("net/ipv4/conf/eth0.100/rp_filter"),
+            "net.ipv4.conf.eth0/100.rp_filter"
+        );
+        assert_eq!(sysctl_dotted("vm.swappiness"), "vm.swappiness");
+    }
+
+    #[test]
+    fn sysctl_values_and_command() {
+        assert_eq!(sysctl_value("32768\t60999\n"), "32768 60999");
+        assert_eq!(
+            sysctl_set_cmd(&[("net.ipv4.ip_local_port_range".into(), "32768 60999".into())]),
+            "sysctl -w 'net.ipv4.ip_local_port_range=32768 60999'"
+        );
     }
 }

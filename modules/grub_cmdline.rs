@@ -1,0 +1,1169 @@
+//! `grub_cmdline`: kernel command line arguments present or absent in GRUB's configuration.
+//!
+//! GRUB reads the command line from shell assignments in /etc/default/grub (and, on Debian and
+//! Ubuntu, /etc/default/grub.d/*.cfg sourced after it); `grub-mkconfig` turns them into grub.cfg.
+//! The module edits the argument words of those assignments, keeps everything else, regenerates
+//! grub.cfg only when a file changed, and compares the wanted arguments with /proc/cmdline to
+//! tell whether the running kernel has them yet.
+
+use crate::module::{
+    shell_quote, Action, Attrs, Change, FileState, Module, ModuleError, ModuleSpec, Observed, Plan,
+    PlanContext, Probe,
+};
+use crate::modules::support;
+use crate::params::{Args, ParamKind, ParamSpec};
+
+pub struct GrubCmdline;
+
+static SPEC: ModuleSpec = ModuleSpec {
+    name: "grub_cmdline",
+    summary: "Ensure kernel command line arguments are present or absent in GRUB's configuration",
+    description: "Arguments are words: `key=value` or a bare `key` (keys compare with `-` and \
+`_` equal, as the kernel does). A wanted `key=value` owns its key: other values of that key are \
+replaced (`hugepages=4` becomes `hugepages=8`), so list every value of a parameter that \
+legitimately repeats; when a key appears more than once in `args`, or `args` has both \
+`hugepagesz=` and `hugepages=` (each count applies to the size before it), those keys are kept \
+as one ordered sequence equal to the one in `args`, e.g. `[hugepagesz=1G, hugepages=4, \
+hugepagesz=2M, hugepages=512]`. A bare wanted key is satisfied by any word with that key. \
+`state: absent` removes `key` and every `key=...` for a bare key, and only the exact word for \
+`key=value`.\n\n\
+With `dropin` (default /etc/default/grub.d/98-kvmforge.cfg, Debian and Ubuntu) the arguments go \
+into that file as `VARIABLE=\"$VARIABLE arg ...\"` under a header comment; other lines in it are \
+kept. Arguments already in VARIABLE in `default_file` are not repeated, other values of a wanted \
+key and absent arguments are removed from both files, and a drop-in left without arguments is \
+deleted. Only VARIABLE in these two files is read: other drop-ins and the other variable are not. \
+With `dropin: \"\"` the VARIABLE line of `default_file` is edited in place (quotes as found, the \
+line added when missing) — what RHEL-family hosts need, whose grub2-mkconfig does not read \
+grub.d (writing a drop-in there is an error unless `default_file` sources grub.d itself). Values \
+with spaces, quotes or `$` are not supported. Give `args` as a YAML list: in a single string, \
+commas separate arguments too.\n\n\
+When a file changed and `regenerate` is true, the command found on the host runs: `update-grub`, \
+else `grub2-mkconfig -o CFG` (with `--update-bls-cmdline` where supported, RHEL 9.3+; CFG is \
+/boot/grub2/grub.cfg, or the EFI vendor directory's grub.cfg when that is a full configuration \
+rather than a stub, as on RHEL 7/8), else `grub-mkconfig -o /boot/grub/grub.cfg`; a needed change \
+with none of them installed is an error. `reboot_required` is set whenever /proc/cmdline lacks a \
+wanted argument (exact `key=value`) or still has an unwanted one, also when the files were \
+already right (an earlier run may have changed them); the words are in `cmdline_missing` and \
+`cmdline_unwanted`.",
+    params: &[
+        ParamSpec::required(
+            "args",
+            ParamKind::List,
+            "Kernel arguments, e.g. [intel_iommu=on, iommu=pt]",
+        ),
+        ParamSpec::with_default(
+            "state",
+            ParamKind::Choice(&["present", "absent"]),
+            "present",
+            "present adds the arguments, absent removes them",
+        ),
+        ParamSpec::with_default(
+            "variable",
+            ParamKind::Choice(&["GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"]),
+            "GRUB_CMDLINE_LINUX",
+            "GRUB_CMDLINE_LINUX applies to all entries, _DEFAULT not to recovery entries",
+        ),
+        ParamSpec::with_default(
+            "dropin",
+            ParamKind::Str,
+            "/etc/default/grub.d/98-kvmforge.cfg",
+            "Drop-in file for the arguments (must end in .cfg); \"\" edits default_file directly",
+        ),
+        ParamSpec::with_default(
+            "default_file",
+            ParamKind::Str,
+            "/etc/default/grub",
+            "GRUB's main defaults file",
+        ),
+        ParamSpec::with_default(
+            "regenerate",
+            ParamKind::Bool,
+            "true",
+            "Regenerate grub.cfg when a file changed",
+        ),
+    ],
+    free_form: None,
+    example: r#"- name: IOMMU for PCI passthrough
+  grub_cmdline:
+    args:
+      - intel_iommu=on
+      - iommu=pt
+      - vfio-pci.ids=144d:a80a
+"#,
+};
+
+/// Observes which regeneration tool exists, whether its grub-mkconfig reads grub.d drop-ins
+/// (a Debian addition), and which grub.cfg files exist (`efi=` a full configuration in the ESP,
+/// `stub=` one that only loads /boot/grub2/grub.cfg).
+const TOOL_PROBE: &str = "\
+if command -v update-grub >/dev/null 2>&1; then echo tool=update-grub; \
+elif command -v grub2-mkconfig >/dev/null 2>&1; then echo tool=grub2-mkconfig; \
+elif command -v grub-mkconfig >/dev/null 2>&1; then echo tool=grub-mkconfig; fi; \
+m=$(command -v grub-mkconfig || command -v grub2-mkconfig); \
+if [ -n \"$m\" ] && grep -qs 'default/grub.d' \"$m\"; then echo dropins=yes; fi; \
+for f in /boot/efi/EFI/*/grub.cfg; do [ -f \"$f\" ] || continue; \
+case $f in */EFI/BOOT/*) continue;; esac; \
+if grep -qs '### BEGIN' \"$f\"; then echo \"efi=$f\"; else echo \"stub=$f\"; fi; done; \
+for f in /boot/grub2/grub.cfg /boot/grub/grub.cfg; do [ -f \"$f\" ] && echo \"cfg=$f\"; done; true";
+
+const PROC_CMDLINE: &str = "/proc/cmdline";
+
+struct Request {
+    args: Vec<String>,
+    present: bool,
+    var: String,
+    dropin: Option<String>,
+    default_file: String,
+    regenerate: bool,
+}
+
+fn request(args: &Args) -> Result<Request, ModuleError> {
+    let words = args.list("args");
+    if words.is_empty() {
+        return Err(ModuleError::Args(
+            "args must name at least one kernel argument".into(),
+        ));
+    }
+    for (i, w) in words.iter().enumerate() {
+        if w.is_empty() || w.starts_with('=') {
+            return Err(ModuleError::Args(format!("invalid kernel argument {w:?}")));
+        }
+        if w.chars()
+            .any(|c| c.is_whitespace() || "\"'$`\\".contains(c))
+        {
+            return Err(ModuleError::Args(format!(
+                "kernel argument {w:?}: spaces, quotes, `$` and backslashes are not supported"
+            )));
+        }
+        if looks_like_split_list(w) {
+            return Err(ModuleError::Args(format!(
+                "kernel argument {w:?} looks like the rest of a comma separated value: give args \
+                 as a YAML list so `vfio-pci.ids=10de:1b80,10de:10f0` stays one argument"
+            )));
+        }
+        if words[..i].contains(w) {
+            return Err(ModuleError::Args(format!(
+                "kernel argument {w} is given twice"
+            )));
+        }
+    }
+    let dropin = match args.req_str("dropin") {
+        "" => None,
+        d => Some(d.to_string()),
+    };
+    let default_file = args.req_str("default_file").to_string();
+    for p in dropin.iter().chain([&default_file]) {
+        if !p.starts_with('/') {
+            return Err(ModuleError::Args(format!("{p:?} must be an absolute path")));
+        }
+    }
+    if let Some(d) = &dropin {
+        if !d.ends_with(".cfg") {
+            return Err(ModuleError::Args(format!(
+                "dropin {d:?} must end in .cfg: grub-mkconfig only reads /etc/default/grub.d/*.cfg"
+            )));
+        }
+        if *d == default_file {
+            return Err(ModuleError::Args(
+                "dropin and default_file are the same file".into(),
+            ));
+        }
+    }
+    Ok(Request {
+        args: words,
+        present: args.req_str("state") == "present",
+        var: args.req_str("variable").to_string(),
+        dropin,
+        default_file,
+        regenerate: args.bool("regenerate"),
+    })
+}
+
+/// A bare PCI vendor:device id, which is what is left of `vfio-pci.ids=a:b,c:d` after a
+/// comma-separated string was split into a list.
+fn looks_like_split_list(w: &str) -> bool {
+    let hex4 = |s: &str| s.len() == 4 && s.chars().all(|c| c.is_ascii_hexdigit());
+    !w.contains('=') && w.split(':').count() >= 2 && w.split(':').take(2).all(hex4)
+}
+
+// --- Argument words -------------------------------------------------------------------------
+
+/// The key of a word, with `-` and `_` equal as the kernel compares parameter names.
+fn key(word: &str) -> String {
+    word.split_once('=')
+        .map_or(word, |(k, _)| k)
+        .replace('-', "_")
+}
+
+fn value(word: &str) -> Option<&str> {
+    word.split_once('=').map(|(_, v)| v)
+}
+
+fn same(a: &str, b: &str) -> bool {
+    key(a) == key(b) && value(a) == value(b)
+}
+
+/// Whether a present `wanted` is satisfied by `word`.
+fn satisfies(word: &str, wanted: &str) -> bool {
+    match value(wanted) {
+        None => key(word) == key(wanted),
+        Some(_) => same(word, wanted),
+    }
+}
+
+/// Whether `word` is removed by an absent `unwanted`.
+fn removed_by(word: &str, unwanted: &str) -> bool {
+    satisfies(word, unwanted)
+}
+
+/// Keys kept as one ordered sequence: keys given more than once, and hugepagesz/hugepages
+/// together (a count applies to the size before it).
+fn sequence_keys(args: &[String]) -> Vec<String> {
+    let keys: Vec<String> = args.iter().map(|a| key(a)).collect();
+    let mut seq: Vec<String> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        if keys[..i].contains(k) && !seq.contains(k) {
+            seq.push(k.clone());
+        }
+    }
+    if keys.iter().any(|k| k == "hugepagesz") && keys.iter().any(|k| k == "hugepages") {
+        for k in ["hugepagesz", "hugepages"] {
+            if !seq.iter().any(|s| s == k) {
+                seq.push(k.into());
+            }
+        }
+    }
+    seq
+}
+
+/// Edit `slots` (the word lists of every assignment, in the order the shell evaluates them) so
+/// the wanted arguments are there; new words go to `slots[target]`.
+fn make_present(slots: &mut [Vec<String>], target: usize, args: &[String]) {
+    let seq = sequence_keys(args);
+    let in_seq = |w: &str| seq.contains(&key(w));
+    for w in args.iter().filter(|w| !in_seq(w)) {
+        let k = key(w);
+        let with_key: Vec<&String> = slots.iter().flatten().filter(|t| key(t) == k).collect();
+        if value(w).is_none() {
+            if with_key.is_empty() {
+                slots[target].push(w.clone());
+            }
+            continue;
+        }
+        if !with_key.is_empty() && with_key.iter().all(|t| same(t, w)) {
+            continue;
+        }
+        let mut placed = with_key.iter().any(|t| same(t, w));
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let mut out = Vec::with_capacity(slot.len());
+            for t in slot.drain(..) {
+                if key(&t) != k || same(&t, w) {
+                    out.push(t);
+                } else if i == target && !placed {
+                    out.push(w.clone());
+                    placed = true;
+                }
+            }
+            *slot = out;
+        }
+        if !placed {
+            slots[target].push(w.clone());
+        }
+    }
+    if seq.is_empty() {
+        return;
+    }
+    let wanted: Vec<&String> = args.iter().filter(|w| in_seq(w)).collect();
+    let existing: Vec<&String> = slots.iter().flatten().filter(|t| in_seq(t)).collect();
+    if existing.len() == wanted.len() && existing.iter().zip(&wanted).all(|(a, b)| same(a, b)) {
+        return;
+    }
+    let at = slots[target].iter().position(|t| in_seq(t));
+    for slot in slots.iter_mut() {
+        slot.retain(|t| !in_seq(t));
+    }
+    let at = at.unwrap_or(slots[target].len());
+    slots[target].splice(at..at, wanted.into_iter().cloned());
+}
+
+fn make_absent(slots: &mut [Vec<String>], args: &[String]) {
+    for slot in slots.iter_mut() {
+        slot.retain(|t| !args.iter().any(|a| removed_by(t, a)));
+    }
+}
+
+// --- Shell assignments ----------------------------------------------------------------------
+
+/// `VARIABLE=...` on one line of a defaults file.
+#[derive(Debug, Clone)]
+struct Assign {
+    /// Index in the file's lines; `None` for an assignment to append.
+    line: Option<usize>,
+    /// Indentation, `export `, `VARIABLE=`.
+    head: String,
+    /// `"` or `'`; `None` for an unquoted value (written back double-quoted).
+    quote: Option<char>,
+    words: Vec<String>,
+    /// After the closing quote: spaces and a comment.
+    tail: String,
+    original: Vec<String>,
+}
+
+impl Assign {
+    fn new(var: &str, words: Vec<String>) -> Self {
+        Assign {
+            line: None,
+            head: format!("{var}="),
+            quote: Some('"'),
+            original: words.clone(),
+            words,
+            tail: String::new(),
+        }
+    }
+    fn changed(&self) -> bool {
+        self.words != self.original
+    }
+    fn render(&self) -> String {
+        let q = self.quote.unwrap_or('"');
+        format!("{}{q}{}{q}{}", self.head, self.words.join(" "), self.tail)
+    }
+}
+
+/// The assignment to `var` on `line`, if it is one. An error for values this module cannot edit
+/// safely (spanning lines, unusual quoting).
+fn parse_assign(
+    line: &str,
+    var: &str,
+    path: &str,
+    idx: usize,
+) -> Result<Option<Assign>, ModuleError> {
+    let t = line.trim_start();
+    let t = match t.strip_prefix("export") {
+        Some(r) if r.starts_with([' ', '\t']) => r.trim_start(),
+        _ => t,
+    };
+    let Some(rest) = t.strip_prefix(var).and_then(|r| r.strip_prefix('=')) else {
+        return Ok(None);
+    };
+    let head = line[..line.len() - rest.len()].to_string();
+    let unsupported = || {
+        ModuleError::Host(format!(
+            "{path} line {}: cannot edit {var} here (value spanning lines or unusual quoting): {line}",
+            idx + 1
+        ))
+    };
+    let (quote, body, tail) = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => {
+            let inner = &rest[1..];
+            let mut escaped = false;
+            let end = inner
+                .char_indices()
+                .find(|&(_, c)| {
+                    let close = c == q && !escaped;
+                    escaped = q == '"' && c == '\\' && !escaped;
+                    close
+                })
+                .map(|(i, _)| i)
+                .ok_or_else(unsupported)?;
+            (Some(q), &inner[..end], &inner[end + 1..])
+        }
+        _ => {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let body = &rest[..end];
+            if body.contains(['"', '\'', '\\']) {
+                return Err(unsupported());
+            }
+            (None, body, &rest[end..])
+        }
+    };
+    let trimmed = tail.trim_start();
+    if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+        return Err(unsupported());
+    }
+    let words: Vec<String> = body.split_whitespace().map(str::to_string).collect();
+    Ok(Some(Assign {
+        line: Some(idx),
+        head,
+        quote,
+        original: words.clone(),
+        words,
+        tail: tail.to_string(),
+    }))
+}
+
+/// A defaults file being edited.
+struct Doc {
+    path: String,
+    /// `None` when the file does not exist.
+    text: Option<String>,
+    lines: Vec<String>,
+    assigns: Vec<Assign>,
+}
+
+impl Doc {
+    fn parse(path: &str, text: Option<String>, var: &str) -> Result<Doc, ModuleError> {
+        let (lines, _) = support::lines(text.as_deref().unwrap_or_default());
+        let mut assigns = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            assigns.extend(parse_assign(l, var, path, i)?);
+        }
+        Ok(Doc {
+            path: path.to_string(),
+            text,
+            lines,
+            assigns,
+        })
+    }
+
+    fn changed(&self) -> bool {
+        self.assigns.iter().any(Assign::changed)
+    }
+
+    /// The new content, when an assignment changed.
+    fn render(&self, header: Option<&str>) -> Option<String> {
+        if !self.changed() {
+            return None;
+        }
+        let mut lines = self.lines.clone();
+        if self.text.is_none() {
+            lines.extend(header.into_iter().flat_map(str::lines).map(str::to_string));
+        }
+        for a in self.assigns.iter().filter(|a| a.changed()) {
+            match a.line {
+                Some(i) => lines[i] = a.render(),
+                None => lines.push(a.render()),
+            }
+        }
+        Some(support::unlines(&lines))
+    }
+
+    /// The file holds nothing but comments, blank lines and assignments without arguments.
+    fn is_empty_dropin(&self, self_refs: &[String]) -> bool {
+        self.lines.iter().enumerate().all(|(i, l)| {
+            let t = l.trim();
+            t.is_empty() || t.starts_with('#') || self.assigns.iter().any(|a| a.line == Some(i))
+        }) && self
+            .assigns
+            .iter()
+            .all(|a| a.words.iter().all(|w| self_refs.contains(w)))
+    }
+}
+
+fn header(var: &str) -> String {
+    format!("# Managed by kvmforge (grub_cmdline): kernel arguments appended to {var}.\n")
+}
+
+// --- Regeneration ---------------------------------------------------------------------------
+
+struct Tools {
+    tool: Option<String>,
+    reads_dropins: bool,
+    efi: Option<String>,
+    cfgs: Vec<String>,
+}
+
+fn tools(out: &str) -> Tools {
+    let field = |name: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+            .map(str::to_string)
+            .collect()
+    };
+    Tools {
+        tool: field("tool").into_iter().next(),
+        reads_dropins: field("dropins").iter().any(|v| v == "yes"),
+        efi: field("efi").into_iter().next(),
+        cfgs: field("cfg"),
+    }
+}
+
+impl Tools {
+    fn command(&self) -> Option<String> {
+        let has = |p: &str| self.cfgs.iter().any(|c| c == p);
+        match self.tool.as_deref()? {
+            "update-grub" => Some("update-grub".into()),
+            "grub2-mkconfig" => {
+                let cfg = shell_quote(self.efi.as_deref().unwrap_or("/boot/grub2/grub.cfg"));
+                Some(format!(
+                    "if grub2-mkconfig --help 2>&1 | grep -q -- --update-bls-cmdline; then \
+                     grub2-mkconfig -o {cfg} --update-bls-cmdline; else grub2-mkconfig -o {cfg}; fi"
+                ))
+            }
+            "grub-mkconfig" => {
+                let cfg = if has("/boot/grub/grub.cfg") || !has("/boot/grub2/grub.cfg") {
+                    "/boot/grub/grub.cfg"
+                } else {
+                    "/boot/grub2/grub.cfg"
+                };
+                Some(format!("grub-mkconfig -o {cfg}"))
+            }
+            _ => None,
+        }
+    }
+}
+
+// --- The module -----------------------------------------------------------------------------
+
+impl Module for GrubCmdline {
+    fn spec(&self) -> &'static ModuleSpec {
+        &SPEC
+    }
+
+    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
+        let r = request(args)?;
+        let mut probes = vec![Probe::File(r.default_file.clone())];
+        probes.extend(r.dropin.clone().map(Probe::File));
+        probes.push(Probe::File(PROC_CMDLINE.into()));
+        if r.regenerate {
+            probes.push(Probe::Command(TOOL_PROBE.into()));
+        }
+        Ok(probes)
+    }
+
+    fn plan(
+        &self,
+        args: &Args,
+        observed: &Observed,
+        _ctx: &PlanContext,
+    ) -> Result<Plan, ModuleError> {
+        let r = request(args)?;
+        let mut plan = Plan::ok();
+        let default_state = observed.file(&r.default_file)?;
+        let default_text = support::existing_text(&r.default_file, default_state)?;
+        let self_refs = [format!("${}", r.var), format!("${{{}}}", r.var)];
+
+        let mut files: Vec<(Doc, &FileState)> = Vec::new();
+        match &r.dropin {
+            None => {
+                if default_text.is_none() && r.present {
+                    return Err(ModuleError::Host(format!(
+                        "{} does not exist: is GRUB the boot loader?",
+                        r.default_file
+                    )));
+                }
+                let mut doc = Doc::parse(&r.default_file, default_text, &r.var)?;
+                if doc.assigns.is_empty() && doc.text.is_some() {
+                    doc.assigns.push(Assign::new(&r.var, Vec::new()));
+                }
+                files.push((doc, default_state));
+            }
+            Some(dropin) => {
+                files.push((
+                    Doc::parse(&r.default_file, default_text, &r.var)?,
+                    default_state,
+                ));
+                let state = observed.file(dropin)?;
+                let mut doc = Doc::parse(dropin, support::existing_text(dropin, state)?, &r.var)?;
+                if doc.assigns.is_empty() {
+                    doc.assigns
+                        .push(Assign::new(&r.var, vec![self_refs[0].clone()]));
+                }
+                files.push((doc, state));
+            }
+        }
+
+        // Edit the words of every assignment as one sequence; new words go to the last one.
+        let mut slots: Vec<Vec<String>> = files
+            .iter()
+            .flat_map(|(d, _)| d.assigns.iter().map(|a| a.words.clone()))
+            .collect();
+        if !slots.is_empty() {
+            if r.present {
+                let target = slots.len() - 1;
+                make_present(&mut slots, target, &r.args);
+            } else {
+                make_absent(&mut slots, &r.args);
+            }
+        }
+        let mut slots = slots.into_iter();
+        for (doc, _) in files.iter_mut() {
+            for a in doc.assigns.iter_mut() {
+                a.words = slots.next().expect("one slot per assignment");
+            }
+        }
+
+        let attrs = Attrs::default();
+        let mut wrote_dropin = false;
+        for (i, (doc, state)) in files.iter().enumerate() {
+            let is_dropin = r.dropin.is_some() && i == 1;
+            let Some(content) = doc.render(is_dropin.then(|| header(&r.var)).as_deref()) else {
+                continue;
+            };
+            if is_dropin && doc.text.is_some() && doc.is_empty_dropin(&self_refs) {
+                support::ensure_absent(&mut plan, &doc.path, state);
+                continue;
+            }
+            wrote_dropin |= is_dropin;
+            support::ensure_content(
+                &mut plan,
+                &doc.path,
+                state,
+                content.as_bytes(),
+                &attrs,
+                false,
+            )?;
+        }
+
+        if plan.changed() && r.regenerate {
+            let t = tools(&observed.command(TOOL_PROBE)?.stdout);
+            let Some(cmd) = t.command() else {
+                return Err(ModuleError::Host(
+                    "no update-grub, grub2-mkconfig or grub-mkconfig on this host to regenerate \
+                     grub.cfg (set regenerate: false to only edit the files)"
+                        .into(),
+                ));
+            };
+            // Debian patches grub-mkconfig to source the drop-ins; elsewhere a loop at the end of
+            // /etc/default/grub may do it.
+            let sourced_by_default = files[0]
+                .0
+                .lines
+                .iter()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains("default/grub.d"));
+            if wrote_dropin && !t.reads_dropins && !sourced_by_default {
+                return Err(ModuleError::Host(format!(
+                    "{} on this host does not read /etc/default/grub.d: set dropin: \"\" to edit {} \
+                     directly",
+                    t.tool.as_deref().unwrap_or("grub-mkconfig"),
+                    r.default_file
+                )));
+            }
+            plan.change(Change::new("regenerate grub.cfg"), [Action::run(cmd)]);
+        }
+
+        // The running kernel.
+        let cmdline =
+            support::existing_text(PROC_CMDLINE, observed.file(PROC_CMDLINE)?)?.unwrap_or_default();
+        // Words after `--` are for init, not the kernel.
+        let running: Vec<&str> = cmdline
+            .split_whitespace()
+            .take_while(|w| *w != "--")
+            .collect();
+        let (missing, unwanted): (Vec<String>, Vec<String>) = if r.present {
+            let missing = r
+                .args
+                .iter()
+                .filter(|w| !running.iter().any(|t| satisfies(t, w)))
+                .cloned()
+                .collect();
+            (missing, Vec::new())
+        } else {
+            let unwanted = running
+                .iter()
+                .filter(|t| r.args.iter().any(|a| removed_by(t, a)))
+                .map(|t| t.to_string())
+                .collect();
+            (Vec::new(), unwanted)
+        };
+        plan.reboot_required = !missing.is_empty() || !unwanted.is_empty();
+        if plan.reboot_required {
+            plan.msg = Some(if r.present {
+                format!(
+                    "reboot needed: the running kernel lacks {}",
+                    missing.join(" ")
+                )
+            } else {
+                format!(
+                    "reboot needed: the running kernel still has {}",
+                    unwanted.join(" ")
+                )
+            });
+        }
+        Ok(plan
+            .with_data("cmdline_missing", missing)
+            .with_data("cmdline_unwanted", unwanted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::CommandOutput;
+    use serde_json::json;
+
+    const DEFAULT: &str = "/etc/default/grub";
+    const DROPIN: &str = "/etc/default/grub.d/98-kvmforge.cfg";
+
+    const DEBIAN_GRUB: &str = "# If you change this file, run 'update-grub' afterwards.\n\
+GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n\
+GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
+    const DEBIAN_TOOLS: &str = "tool=update-grub\ndropins=yes\nstub=/boot/efi/EFI/debian/grub.cfg\ncfg=/boot/grub/grub.cfg\n";
+
+    fn args(v: serde_json::Value) -> Args {
+        Args::from_json(SPEC.params, v).unwrap()
+    }
+
+    fn iommu() -> Args {
+        args(json!({"args": ["intel_iommu=on", "iommu=pt"]}))
+    }
+
+    fn host(default: FileState, dropin: FileState, cmdline: &str, tools: &str) -> Observed {
+        Observed::new()
+            .with_file(DEFAULT, default)
+            .with_file(DROPIN, dropin)
+            .with_file(PROC_CMDLINE, FileState::file(format!("{cmdline}\n")))
+            .with_command(TOOL_PROBE, CommandOutput::ok(tools))
+    }
+
+    fn plan(a: &Args, obs: &Observed) -> Plan {
+        GrubCmdline.plan(a, obs, &PlanContext::default()).unwrap()
+    }
+
+    fn written(p: &Plan, path: &str) -> Option<String> {
+        p.actions.iter().find_map(|a| match a {
+            Action::WriteFile {
+                path: p, content, ..
+            } if p == path => Some(String::from_utf8_lossy(content).into_owned()),
+            _ => None,
+        })
+    }
+
+    /// Apply a plan's file actions to the observations (for convergence checks).
+    fn apply(p: &Plan, mut obs: Observed) -> Observed {
+        for a in &p.actions {
+            match a {
+                Action::WriteFile { path, content, .. } => {
+                    obs = obs.with_file(path, FileState::file(content.clone()))
+                }
+                Action::Remove { path } => obs = obs.with_file(path, FileState::absent()),
+                _ => {}
+            }
+        }
+        obs
+    }
+
+    const BOOT: &str = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-13-amd64 root=UUID=1234 ro quiet";
+
+    #[test]
+    fn fresh_debian_host_gets_a_dropin_and_update_grub() {
+        let a = iommu();
+        assert_eq!(
+            GrubCmdline.probes(&a, &PlanContext::default()).unwrap(),
+            vec![
+                Probe::File(DEFAULT.into()),
+                Probe::File(DROPIN.into()),
+                Probe::File(PROC_CMDLINE.into()),
+                Probe::Command(TOOL_PROBE.into()),
+            ]
+        );
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&a, &obs);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::write(
+                    DROPIN,
+                    "# Managed by kvmforge (grub_cmdline): kernel arguments appended to GRUB_CMDLINE_LINUX.\n\
+                     GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX intel_iommu=on iommu=pt\"\n",
+                    Attrs::default(),
+                    false
+                ),
+                Action::run("update-grub"),
+            ]
+        );
+        assert!(p.reboot_required);
+        assert_eq!(
+            p.data["cmdline_missing"],
+            json!(["intel_iommu=on", "iommu=pt"])
+        );
+        assert_eq!(p.data["cmdline_unwanted"], json!([]));
+        // Applied but not rebooted: files are right, a reboot is still needed.
+        let p2 = plan(&a, &apply(&p, obs));
+        assert!(!p2.changed(), "{:?}", p2.changes);
+        assert!(p2.reboot_required);
+    }
+
+    #[test]
+    fn converged_and_rebooted_host_is_ok() {
+        let dropin =
+            "# mine\nGRUB_CMDLINE_LINUX=\"${GRUB_CMDLINE_LINUX} iommu=pt intel_iommu=on\"\n";
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::file(dropin),
+            &format!("{BOOT} intel_iommu=on iommu=pt"),
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&iommu(), &obs);
+        assert!(!p.changed());
+        assert!(!p.reboot_required);
+        assert_eq!(p.msg, None);
+    }
+
+    #[test]
+    fn args_already_in_default_file_are_not_repeated() {
+        let grub = DEBIAN_GRUB.replace(
+            "GRUB_CMDLINE_LINUX=\"\"",
+            "GRUB_CMDLINE_LINUX=\"intel_iommu=on\"",
+        );
+        let obs = host(
+            FileState::file(grub.clone()),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&iommu(), &obs);
+        assert_eq!(
+            written(&p, DROPIN).unwrap().lines().last(),
+            Some("GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX iommu=pt\"")
+        );
+        assert_eq!(written(&p, DEFAULT), None);
+        // All of them there: no drop-in at all.
+        let grub = grub.replace("intel_iommu=on", "intel_iommu=on iommu=pt");
+        let obs = host(
+            FileState::file(grub),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        assert!(!plan(&iommu(), &obs).changed());
+    }
+
+    #[test]
+    fn other_value_in_default_file_is_replaced() {
+        let grub = DEBIAN_GRUB.replace(
+            "GRUB_CMDLINE_LINUX=\"\"",
+            "GRUB_CMDLINE_LINUX=\"hugepages=4 console=ttyS0\"",
+        );
+        let a = args(json!({"args": ["hugepages=8"]}));
+        let obs = host(
+            FileState::file(grub),
+            FileState::absent(),
+            "hugepages=4",
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&a, &obs);
+        assert!(written(&p, DEFAULT)
+            .unwrap()
+            .contains("\nGRUB_CMDLINE_LINUX=\"console=ttyS0\"\n"));
+        assert!(written(&p, DROPIN)
+            .unwrap()
+            .contains("GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX hugepages=8\""));
+        assert_eq!(p.data["cmdline_missing"], json!(["hugepages=8"]));
+        let p2 = plan(&a, &apply(&p, obs));
+        assert!(!p2.changed(), "{:?}", p2.changes);
+    }
+
+    #[test]
+    fn dropin_other_lines_are_kept_and_value_replaced_in_place() {
+        let dropin =
+            "GRUB_TIMEOUT=2\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX iommu=soft quiet\" # tuned\n";
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::file(dropin),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&iommu(), &obs);
+        assert_eq!(
+            written(&p, DROPIN).unwrap(),
+            "GRUB_TIMEOUT=2\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX iommu=pt quiet intel_iommu=on\" # tuned\n"
+        );
+    }
+
+    #[test]
+    fn direct_mode_edits_the_line_keeping_quotes() {
+        let a = args(
+            json!({"args": ["intel_iommu=on", "iommu=pt"], "dropin": "", "variable": "GRUB_CMDLINE_LINUX_DEFAULT"}),
+        );
+        assert!(!GrubCmdline
+            .probes(&a, &PlanContext::default())
+            .unwrap()
+            .contains(&Probe::File(DROPIN.into())));
+        let grub =
+            "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT='quiet splash'\nGRUB_CMDLINE_LINUX=\"\"\n";
+        let tools =
+            "tool=grub2-mkconfig\nstub=/boot/efi/EFI/redhat/grub.cfg\ncfg=/boot/grub2/grub.cfg\n";
+        let obs = host(FileState::file(grub), FileState::absent(), BOOT, tools);
+        let p = plan(&a, &obs);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::write(
+                    DEFAULT,
+                    "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT='quiet splash intel_iommu=on iommu=pt'\nGRUB_CMDLINE_LINUX=\"\"\n",
+                    Attrs::default(),
+                    false
+                ),
+                Action::run(
+                    "if grub2-mkconfig --help 2>&1 | grep -q -- --update-bls-cmdline; then \
+                     grub2-mkconfig -o /boot/grub2/grub.cfg --update-bls-cmdline; else grub2-mkconfig -o /boot/grub2/grub.cfg; fi"
+                ),
+            ]
+        );
+        assert!(!plan(&a, &apply(&p, obs)).changed());
+    }
+
+    #[test]
+    fn direct_mode_adds_a_missing_line_and_handles_unquoted_values() {
+        let a = args(json!({"args": ["iommu=pt"], "dropin": ""}));
+        let tools = "tool=grub2-mkconfig\nefi=/boot/efi/EFI/centos/grub.cfg\n";
+        let obs = host(
+            FileState::file("GRUB_TIMEOUT=5\n"),
+            FileState::absent(),
+            BOOT,
+            tools,
+        );
+        let p = plan(&a, &obs);
+        assert_eq!(
+            written(&p, DEFAULT).unwrap(),
+            "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"iommu=pt\"\n"
+        );
+        // RHEL 7/8 on EFI: the full grub.cfg lives in the ESP.
+        let Action::Run { cmd, .. } = &p.actions[1] else {
+            panic!()
+        };
+        assert!(
+            cmd.contains("grub2-mkconfig -o /boot/efi/EFI/centos/grub.cfg;"),
+            "{cmd}"
+        );
+        let obs = host(
+            FileState::file("export GRUB_CMDLINE_LINUX=quiet # x\n"),
+            FileState::absent(),
+            BOOT,
+            tools,
+        );
+        assert_eq!(
+            written(&plan(&a, &obs), DEFAULT).unwrap(),
+            "export GRUB_CMDLINE_LINUX=\"quiet iommu=pt\" # x\n"
+        );
+    }
+
+    #[test]
+    fn hugepage_pairs_are_kept_in_order() {
+        let a = args(
+            json!({"args": ["default_hugepagesz=1G", "hugepagesz=1G", "hugepages=4", "hugepagesz=2M", "hugepages=512"], "dropin": ""}),
+        );
+        let grub = "GRUB_CMDLINE_LINUX=\"quiet hugepagesz=1G hugepages=2 iommu=pt\"\n";
+        let obs = host(
+            FileState::file(grub),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&a, &obs);
+        assert_eq!(
+            written(&p, DEFAULT).unwrap(),
+            "GRUB_CMDLINE_LINUX=\"quiet hugepagesz=1G hugepages=4 hugepagesz=2M hugepages=512 iommu=pt default_hugepagesz=1G\"\n"
+        );
+        let obs = apply(&p, obs);
+        assert!(!plan(&a, &obs).changed());
+        // Only the count given: changed in place, the size kept.
+        let a = args(json!({"args": ["hugepages=8"], "dropin": ""}));
+        let obs = host(
+            FileState::file(grub),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        assert_eq!(
+            written(&plan(&a, &obs), DEFAULT).unwrap(),
+            "GRUB_CMDLINE_LINUX=\"quiet hugepagesz=1G hugepages=8 iommu=pt\"\n"
+        );
+    }
+
+    #[test]
+    fn bare_keys_and_dash_underscore_equivalence() {
+        let a = args(json!({"args": ["iommu", "vfio_pci.ids=144d:a80a"], "dropin": ""}));
+        let grub = "GRUB_CMDLINE_LINUX=\"iommu=pt vfio-pci.ids=144d:a80a\"\n";
+        let obs = host(
+            FileState::file(grub),
+            FileState::absent(),
+            "iommu=pt vfio-pci.ids=144d:a80a",
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&a, &obs);
+        assert!(!p.changed());
+        assert!(!p.reboot_required);
+        // Words after `--` go to init.
+        let obs = host(
+            FileState::file(grub),
+            FileState::absent(),
+            "iommu=pt -- vfio-pci.ids=144d:a80a",
+            DEBIAN_TOOLS,
+        );
+        assert_eq!(
+            plan(&a, &obs).data["cmdline_missing"],
+            json!(["vfio_pci.ids=144d:a80a"])
+        );
+    }
+
+    #[test]
+    fn absent_removes_from_both_files_and_deletes_an_empty_dropin() {
+        let a = args(json!({"args": ["iommu", "intel_iommu=on"], "state": "absent"}));
+        let grub = DEBIAN_GRUB.replace(
+            "GRUB_CMDLINE_LINUX=\"\"",
+            "GRUB_CMDLINE_LINUX=\"iommu=pt intel_iommu=off\"",
+        );
+        let dropin = format!(
+            "{}GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX intel_iommu=on\"\n",
+            header("GRUB_CMDLINE_LINUX")
+        );
+        let cmdline = format!("{BOOT} iommu=pt intel_iommu=on");
+        let obs = host(
+            FileState::file(grub),
+            FileState::file(dropin),
+            &cmdline,
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&a, &obs);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::write(
+                    DEFAULT,
+                    DEBIAN_GRUB.replace(
+                        "GRUB_CMDLINE_LINUX=\"\"",
+                        "GRUB_CMDLINE_LINUX=\"intel_iommu=off\""
+                    ),
+                    Attrs::default(),
+                    false
+                ),
+                Action::Remove {
+                    path: DROPIN.into()
+                },
+                Action::run("update-grub"),
+            ]
+        );
+        assert!(p.reboot_required);
+        assert_eq!(
+            p.data["cmdline_unwanted"],
+            json!(["iommu=pt", "intel_iommu=on"])
+        );
+        let p2 = plan(&a, &apply(&p, obs));
+        assert!(!p2.changed(), "{:?}", p2.changes);
+        assert!(p2.reboot_required);
+        // Nothing there: ok, and no drop-in is created.
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        let p = plan(&a, &obs);
+        assert!(!p.changed() && !p.reboot_required);
+    }
+
+    #[test]
+    fn absent_keeps_a_dropin_with_other_content() {
+        let a = args(json!({"args": ["iommu=pt"], "state": "absent"}));
+        let dropin = "GRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX iommu=pt\"\n";
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::file(dropin),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        assert_eq!(
+            written(&plan(&a, &obs), DROPIN).unwrap(),
+            "GRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX\"\n"
+        );
+    }
+
+    #[test]
+    fn regenerate_false_only_edits_files() {
+        let a = args(json!({"args": ["iommu=pt"], "regenerate": false}));
+        assert_eq!(
+            GrubCmdline
+                .probes(&a, &PlanContext::default())
+                .unwrap()
+                .len(),
+            3
+        );
+        let obs = Observed::new()
+            .with_file(DEFAULT, FileState::file(DEBIAN_GRUB))
+            .with_file(DROPIN, FileState::absent())
+            .with_file(PROC_CMDLINE, FileState::file(BOOT));
+        let p = plan(&a, &obs);
+        assert_eq!(p.actions.len(), 1);
+        assert!(matches!(&p.actions[0], Action::WriteFile { .. }));
+    }
+
+    #[test]
+    fn host_errors() {
+        let ctx = PlanContext::default();
+        // No grub tool at all, with a change to make.
+        let obs = host(FileState::file(DEBIAN_GRUB), FileState::absent(), BOOT, "");
+        let e = GrubCmdline.plan(&iommu(), &obs, &ctx).unwrap_err();
+        assert!(e.to_string().contains("update-grub"), "{e}");
+        // ... but nothing to change is fine.
+        let obs = host(FileState::file(DEBIAN_GRUB), FileState::absent(), BOOT, "");
+        let a = args(json!({"args": ["x=1"], "state": "absent"}));
+        assert!(GrubCmdline.plan(&a, &obs, &ctx).is_ok());
+        // A drop-in where grub-mkconfig does not read them (RHEL).
+        let rhel = "tool=grub2-mkconfig\ncfg=/boot/grub2/grub.cfg\n";
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            rhel,
+        );
+        let e = GrubCmdline.plan(&iommu(), &obs, &ctx).unwrap_err();
+        assert!(e.to_string().contains("dropin: \"\""), "{e}");
+        // ... unless /etc/default/grub sources them itself.
+        let grub = format!("{DEBIAN_GRUB}for x in /etc/default/grub.d/*.cfg ; do . \"$x\"; done\n");
+        let obs = host(FileState::file(grub), FileState::absent(), BOOT, rhel);
+        assert!(GrubCmdline.plan(&iommu(), &obs, &ctx).is_ok());
+        // A value spanning lines.
+        let grub = "GRUB_CMDLINE_LINUX=\"quiet\n  splash\"\n";
+        let obs = host(
+            FileState::file(grub),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        );
+        assert!(matches!(
+            GrubCmdline.plan(&iommu(), &obs, &ctx),
+            Err(ModuleError::Host(_))
+        ));
+        // Direct mode without /etc/default/grub.
+        let a = args(json!({"args": ["iommu=pt"], "dropin": ""}));
+        let obs = host(FileState::absent(), FileState::absent(), BOOT, DEBIAN_TOOLS);
+        assert!(matches!(
+            GrubCmdline.plan(&a, &obs, &ctx),
+            Err(ModuleError::Host(_))
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_are_caught_before_contact() {
+        let ctx = PlanContext::default();
+        for bad in [
+            json!({"args": []}),
+            json!({"args": ["=on"]}),
+            json!({"args": ["a=\"b c\""]}),
+            json!({"args": ["root=$x"]}),
+            json!({"args": ["quiet", "quiet"]}),
+            json!({"args": "vfio-pci.ids=10de:1b80,10de:10f0"}),
+            json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.d/kvm"}),
+            json!({"args": ["iommu=pt"], "dropin": "grub.d/kvm.cfg"}),
+            json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.cfg", "default_file": "/etc/default/grub.cfg"}),
+        ] {
+            assert!(
+                GrubCmdline.probes(&args(bad.clone()), &ctx).is_err(),
+                "{bad}"
+            );
+        }
+        let ok = args(json!({"args": ["vfio-pci.ids=10de:1b80,10de:10f0"]}));
+        assert!(GrubCmdline.probes(&ok, &ctx).is_ok());
+    }
+
+    #[test]
+    fn tool_choice() {
+        assert_eq!(
+            tools(DEBIAN_TOOLS).command().as_deref(),
+            Some("update-grub")
+        );
+        assert_eq!(
+            tools("tool=grub-mkconfig\ncfg=/boot/grub/grub.cfg\n")
+                .command()
+                .as_deref(),
+            Some("grub-mkconfig -o /boot/grub/grub.cfg")
+        );
+        assert_eq!(tools("cfg=/boot/grub/grub.cfg\n").command(), None);
+    }
+}
