@@ -25,7 +25,8 @@ LAB_CACHE=${KVMFORGE_LAB_CACHE:-/var/tmp/kvmforge-lab}      # base images
 LAB_RUN_ROOT=${KVMFORGE_LAB_RUN:-/run/kvmforge-lab}          # per-lab interface files
 LAB_HOSTS_ROOT=${KVMFORGE_LAB_HOSTS:-$LAB_CACHE/labs}         # per-host overlays
 LAB_BOOT_TIMEOUT=${KVMFORGE_LAB_BOOT_TIMEOUT:-180}             # seconds, whole lab
-LAB_STOP_TIMEOUT=${KVMFORGE_LAB_STOP_TIMEOUT:-10}              # seconds for orderly shutdown
+LAB_DOWN_GRACE=${KVMFORGE_LAB_DOWN_GRACE:-0}                  # seconds of orderly shutdown on `down`
+LAB_KILL_GRACE=${KVMFORGE_LAB_KILL_GRACE:-10}                  # ... on `kill NAME HOST`
 
 # Bump to force an image rebuild after changes outside customize_base.
 LAB_IMAGE_REV=1
@@ -186,7 +187,7 @@ EOF
     e2scrub_reap.service fstrim.timer systemd-tmpfiles-clean.timer \
     console-getty.service getty@.service container-getty@.service serial-getty@.service \
     systemd-networkd-wait-online.service systemd-pstore.service \
-    systemd-journald-audit.socket >/dev/null 2>&1
+    systemd-journald-audit.socket systemd-logind.service >/dev/null 2>&1
   # users: kf needs its password for sudo, kfnopw does not
   chroot "$R" useradd -m -s /bin/bash kf
   echo "kf:$LAB_KF_PASSWORD" | chroot "$R" chpasswd
@@ -259,3 +260,749 @@ cmd_image() {
   ) 9>"$LAB_CACHE/.image.lock"
   echo "$base"
 }
+
+# ---------------------------------------------------------------------------
+# Naming, addresses, state
+# ---------------------------------------------------------------------------
+#   run dir      $LAB_RUN_ROOT/NAME      (key, known_hosts, inventory, pids)
+#   host dirs    $LAB_HOSTS_ROOT/NAME/H  (upper, work, merged)
+#   netns        kfl.NAME (bridges br0 = front, br1 = VM network)
+#                kfl.NAME.H (holds H's interfaces while H is not running)
+#   root link    kfl<K> (alias kvmforge-lab:NAME), controller side of front
+#   cgroups      <hierarchy>/<own cgroup>/kvmforge-lab/NAME/H
+
+run_dir()   { echo "$LAB_RUN_ROOT/$1"; }
+hosts_dir() { echo "$LAB_HOSTS_ROOT/$1"; }
+lab_ns()    { echo "kfl.$1"; }
+host_ns()   { echo "kfl.$1.$2"; }
+front_net() { echo "$LAB_NET_PREFIX.$(( 2 * $1 ))"; }
+vm_net()    { echo "$LAB_NET_PREFIX.$(( 2 * $1 + 1 ))"; }
+
+# cgroup directories (one per writable hierarchy that tracks processes) for
+# lab NAME [host H], below the cgroup this script runs in.
+cg_dirs() {
+  local suffix="kvmforge-lab/$1${2:+/$2}" line mnt path
+  # cgroup v2 (unified or hybrid)
+  mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+  if [ -n "$mnt" ]; then
+    path=$(awk -F: '$1 == "0" { print $3; exit }' /proc/self/cgroup)
+    echo "$mnt${path%/}/$suffix"
+  fi
+  # cgroup v1 name=systemd (hybrid / legacy)
+  mnt=$(awk '$3 == "cgroup" && $4 ~ /(^|,)name=systemd(,|$)/ { print $2; exit }' /proc/self/mounts)
+  if [ -n "$mnt" ]; then
+    path=$(awk -F: '$2 == "name=systemd" { print $3; exit }' /proc/self/cgroup)
+    echo "$mnt${path%/}/$suffix"
+  fi
+}
+
+# PIDs of the systemd-nspawn processes of a lab (or one host)
+nspawn_pids() {
+  local d f hd p
+  {
+    for d in $(cg_dirs "$1" "${2:-}"); do
+      [ -d "$d" ] || continue
+      while IFS= read -r f; do cat "$f" 2>/dev/null || true; done \
+        < <(find "$d" -path '*/supervisor/cgroup.procs' 2>/dev/null)
+    done
+    # also by command line (in case the cgroups are gone)
+    hd="$(hosts_dir "$1")/${2:+$2/}"
+    for p in $(pgrep -f "^systemd-nspawn .*--directory=$hd" 2>/dev/null || true); do echo "$p"; done
+  } | sort -un
+}
+
+# all processes in a lab's (or host's) cgroups
+cg_pids() {
+  local d
+  for d in $(cg_dirs "$1" "${2:-}"); do
+    [ -d "$d" ] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+
+# is PID the init (PID 1) of a container started by us?  (bash builtins only)
+is_container_init() {
+  local k a b c
+  while read -r k a b c; do
+    if [ "$k" = NSpid: ]; then [ "$a" = "$1" ] && [ "$b" = 1 ] && [ -z "$c" ]; return; fi
+  done 2>/dev/null <"/proc/$1/status"
+  return 1
+}
+
+# PID 1 of a running host container, or fail
+host_leader() {
+  local name=$1 host=$2 p="" c comm kids=()
+  # fast path: the pid recorded at launch (nspawn's child is the container's init)
+  read -r p 2>/dev/null <"$LAB_RUN_ROOT/$name/hosts/$host.pid" || true
+  if [ -n "$p" ] && read -r comm 2>/dev/null <"/proc/$p/comm" && [ "$comm" = systemd-nspawn ]; then
+    read -r -a kids 2>/dev/null <"/proc/$p/task/$p/children" || true
+    for c in "${kids[@]}"; do
+      if is_container_init "$c"; then echo "$c"; return 0; fi
+    done
+    return 1
+  fi
+  for p in $(nspawn_pids "$name" "$host"); do
+    for c in $(pgrep -P "$p" 2>/dev/null || true); do
+      if is_container_init "$c"; then echo "$c"; return 0; fi
+    done
+  done
+  return 1
+}
+
+host_addr() {
+  local name=$1 host=$2 a
+  a=$(awk -v h="$host" '$1 == h { print $2; exit }' "$(run_dir "$name")/hosts.txt" 2>/dev/null || true)
+  [ -n "$a" ] || die "no host '$host' in lab '$name'"
+  echo "$a"
+}
+
+need_lab() { [ -f "$(run_dir "$1")/index" ] || die "no lab '$1' (no $(run_dir "$1")/index)"; }
+need_host() { need_lab "$1"; [ -d "$(hosts_dir "$1")/$2" ] || die "no host '$2' in lab '$1'"; }
+
+raise_sysctl() {
+  local cur
+  cur=$(sysctl -n "$1" 2>/dev/null || echo 0)
+  if [ "$cur" -lt "$2" ]; then sysctl -qw "$1=$2" || log "could not raise $1"; fi
+}
+
+strip_ansi() { sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
+
+ssh_base() {  # RUN [any-host-key]: client options for lab connections
+  local run=$1
+  if [ -n "${2:-}" ]; then
+    echo -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no
+  else
+    echo -o UserKnownHostsFile="$run/known_hosts" -o StrictHostKeyChecking=yes
+  fi
+  echo -F /dev/null -i "$run/id_ed25519" -o IdentitiesOnly=yes \
+    -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR
+}
+
+# ---------------------------------------------------------------------------
+# up
+# ---------------------------------------------------------------------------
+
+allocate_index() {  # NAME WANTED -> prints index; creates the run dir under the lock
+  local name=$1 want=$2
+  mkdir -p "$LAB_RUN_ROOT"
+  (
+    flock 9
+    local used=" " d k
+    for d in "$LAB_RUN_ROOT"/*/index; do
+      [ -f "$d" ] && used+="$(cat "$d") "
+    done
+    in_use() {
+      [[ $used == *" $1 "* ]] && return 0
+      ip link show "kfl$1" >/dev/null 2>&1 && return 0
+      ip -4 -o addr show | grep -qE "inet ($(front_net "$1")|$(vm_net "$1"))\." && return 0
+      ip -4 route show exact "$(front_net "$1").0/24" | grep -q . && return 0
+      return 1
+    }
+    if [ -n "$want" ]; then
+      in_use "$want" && { echo "lab: ERROR: lab index $want is in use" >&2; exit 1; }
+      k=$want
+    else
+      k=""
+      for d in $(seq 1 127); do
+        if ! in_use "$d"; then k=$d; break; fi
+      done
+      [ -n "$k" ] || { echo "lab: ERROR: no free lab index" >&2; exit 1; }
+    fi
+    mkdir -p "$LAB_RUN_ROOT/$name/hosts"
+    echo "$k" >"$LAB_RUN_ROOT/$name/index"
+    echo "$k"
+  ) 9>"$LAB_RUN_ROOT/.lock"
+}
+
+# `ip -n kfl.NAME -b` commands creating HOST's veth pairs: ethN in the
+# host's netns, HOST-N on the bridge (br0 front, br1 VM network)
+host_bridges() {  # HOST: the bridges of its NICs, in order
+  case $1 in
+    jump) echo br0 br1 ;;
+    v*) echo br1 ;;
+    *) echo br0 ;;
+  esac
+}
+
+host_link_cmds() {  # NAME HOST
+  local name=$1 host=$2 bridges i
+  read -r -a bridges <<<"$(host_bridges "$host")"
+  for i in "${!bridges[@]}"; do
+    echo "link add $host-$i type veth peer name eth$i netns $(host_ns "$name" "$host")"
+    echo "link set $host-$i master ${bridges[$i]} up"
+  done
+}
+
+# write everything a host needs into its overlay
+prepare_host() {  # NAME HOST BASE then "ifname=addr/24" ...
+  local name=$1 host=$2 base=$3; shift 3
+  local hd run m ifc i
+  hd="$(hosts_dir "$name")/$host"
+  run=$(run_dir "$name")
+  mkdir -p "$hd/upper" "$hd/work" "$hd/merged"
+  mount -t overlay "kfl.$name.$host" -o "lowerdir=$base,upperdir=$hd/upper,workdir=$hd/work" "$hd/merged"
+  m="$hd/merged"
+  echo "$host" >"$m/etc/hostname"
+  { printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$host"
+    awk '{ printf "%s\t%s\n", $2, $1 }' "$run/hosts.txt"; } >"$m/etc/hosts"
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$m/etc/machine-id"; echo >>"$m/etc/machine-id"
+  rm -f "$m"/etc/ssh/ssh_host_*
+  ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f "$m/etc/ssh/ssh_host_ed25519_key"
+  # the lab key for root, kf and kfnopw
+  install -m 0600 "$run/id_ed25519.pub" "$m/root/.ssh/authorized_keys"
+  local u ids
+  for u in kf kfnopw; do
+    ids=$(awk -F: -v u="$u" '$1 == u { print $3 ":" $4 }' "$m/etc/passwd")
+    install -m 0600 -o "${ids%%:*}" -g "${ids##*:}" "$run/id_ed25519.pub" "$m/home/$u/.ssh/authorized_keys"
+  done
+  mkdir -p "$m/etc/systemd/network"
+  for ifc in "$@"; do
+    i=${ifc%%=*}
+    cat >"$m/etc/systemd/network/10-$i.network" <<NET
+[Match]
+Name=$i
+
+[Network]
+Address=${ifc#*=}
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+NET
+  done
+  printf '%s ' "$@" >"$run/hosts/$host.ifaces"
+}
+
+# start one host's container in the background
+launch_host() {  # NAME HOST
+  local name=$1 host=$2 run d
+  run=$(run_dir "$name")
+  for d in $(cg_dirs "$name" "$host"); do
+    # leftovers of nspawn's sub-cgroups from an earlier run of this host
+    [ -d "$d" ] && find "$d" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+    mkdir -p "$d"
+  done
+  setsid "$BASH" "$HERE/lab.sh" _spawn "$name" "$host" </dev/null >"$run/hosts/$host.console" 2>&1 &
+  echo $! >"$run/hosts/$host.pid"
+}
+
+# (internal) exec systemd-nspawn for one host; stdio already redirected
+cmd__spawn() {
+  local name=$1 host=$2 hd d ifc nics=()
+  hd="$(hosts_dir "$name")/$host"
+  for d in $(cg_dirs "$name" "$host"); do echo $$ >"$d/cgroup.procs"; done
+  for ifc in $(cat "$(run_dir "$name")/hosts/$host.ifaces"); do
+    nics+=("--network-interface=${ifc%%=*}")
+  done
+  # nspawn runs in the host's netns and moves the interfaces into the
+  # container's private netns.  /sys is made read-only for nspawn only, so it
+  # does not wait for udev (there is none) to initialize those interfaces.
+  # shellcheck disable=SC2016
+  exec nsenter --net="/run/netns/$(host_ns "$name" "$host")" \
+    unshare --mount --propagation=private \
+    "$BASH" -c 'mount -o remount,bind,ro /sys && exec "$@"' spawn \
+    systemd-nspawn --quiet --boot --register=no --keep-unit \
+      --directory="$hd/merged" --machine="$host" \
+      --private-network "${nics[@]}" \
+      --resolv-conf=off --timezone=off --link-journal=no --console=read-only
+}
+
+host_diag() {  # NAME HOST: print what is known about a host that did not come up
+  local name=$1 host=$2 run leader
+  run=$(run_dir "$name")
+  echo "----- $host: console (last 25 lines) -----"
+  tail -n 25 "$run/hosts/$host.console" 2>/dev/null | strip_ansi || true
+  if leader=$(host_leader "$name" "$host"); then
+    echo "----- $host: journal (last 40 lines) -----"
+    timeout 10 nsenter -t "$leader" -m -u -i -n -p -r -w -- journalctl -n 40 --no-pager 2>&1 || true
+    echo "----- $host: failed units / addresses -----"
+    timeout 10 nsenter -t "$leader" -m -u -i -n -p -r -w -- systemctl --failed --no-pager 2>&1 || true
+    timeout 10 nsenter -t "$leader" -m -u -i -n -p -r -w -- ip -br addr 2>&1 || true
+  else
+    echo "----- $host: container is not running -----"
+  fi
+}
+
+sshd_listening() {  # LEADER: is something in the container's netns listening on :22?
+  local f sl loc rem st rest
+  for f in "/proc/$1/net/tcp" "/proc/$1/net/tcp6"; do
+    while read -r sl loc rem st rest; do
+      [[ $loc == *:0016 && $st == 0A ]] && return 0
+    done 2>/dev/null <"$f"
+  done
+  return 1
+}
+
+# Wait until every HOST accepts a key login as root.  One loop for all hosts:
+# cheap /proc checks until sshd listens, then one ssh login per host.
+wait_hosts() {  # NAME DEADLINE ANYKEY HOST... ; prints diagnostics and fails if any did not come up
+  local name=$1 deadline=$2 anykey=$3; shift 3
+  local run jump="" h addr leader st
+  run=$(run_dir "$name")
+  [ -f "$run/jump" ] && read -r jump <"$run/jump"
+  # shellcheck disable=SC2207
+  local base=($(ssh_base "$run" "$anykey"))
+  mkdir -p "$run/.wait"
+  rm -f "$run/.wait/"*
+  declare -A addrs=() leaders=() checking=()
+  while read -r h addr; do addrs[$h]=$addr; done <"$run/hosts.txt"
+  local pending=("$@") left
+  while [ ${#pending[@]} -gt 0 ] && [ "$(now)" -lt "$deadline" ]; do
+    left=()
+    for h in "${pending[@]}"; do
+      if [ -n "${checking[$h]:-}" ]; then
+        if [ -f "$run/.wait/$h" ]; then  # an ssh check finished
+          read -r st <"$run/.wait/$h"; rm -f "$run/.wait/$h"
+          wait "${checking[$h]}" 2>/dev/null || true
+          checking[$h]=""
+          [ "$st" = 0 ] && continue
+        fi
+        left+=("$h"); continue
+      fi
+      leader=${leaders[$h]:-}
+      if [ -z "$leader" ] || [ ! -d "/proc/$leader" ]; then
+        leader=$(host_leader "$name" "$h") || leader=""
+        leaders[$h]=$leader
+      fi
+      if [ -n "$leader" ] && sshd_listening "$leader"; then
+        local proxy=()
+        if [[ -n $jump && $h == v* ]]; then
+          proxy=(-o "ProxyCommand=ssh ${base[*]} -W %h:%p root@$jump")
+        fi
+        (
+          rc=0
+          timeout 20 ssh "${base[@]}" "${proxy[@]}" "root@${addrs[$h]}" true </dev/null >/dev/null 2>&1 || rc=$?
+          echo "$rc" >"$run/.wait/$h.tmp"; mv "$run/.wait/$h.tmp" "$run/.wait/$h"
+        ) &
+        checking[$h]=$!
+      fi
+      left+=("$h")
+    done
+    pending=("${left[@]}")
+    [ ${#pending[@]} -gt 0 ] && sleep 0.3
+  done
+  # (never a bare `wait`: the containers are children of this shell too)
+  for h in "${pending[@]}"; do
+    if [ -n "${checking[$h]:-}" ]; then
+      kill "${checking[$h]}" 2>/dev/null || true
+      wait "${checking[$h]}" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$run/.wait"
+  if [ ${#pending[@]} -gt 0 ]; then
+    for h in "${pending[@]}"; do host_diag "$name" "$h" >&2; done
+    die "host(s) not reachable over ssh within the timeout: ${pending[*]} (lab $name)"
+  fi
+}
+
+write_lab_files() {  # NAME: known_hosts, inventory.yaml, ssh_config, lab.env (hosts.txt exists)
+  local name=$1 run hd h a jump="" idx
+  run=$(run_dir "$name"); hd=$(hosts_dir "$name"); idx=$(cat "$run/index")
+  [ -f "$run/jump" ] && jump=$(cat "$run/jump")
+  : >"$run/known_hosts.tmp"
+  while read -r h a; do
+    echo "$a $(cut -d' ' -f1-2 "$hd/$h/merged/etc/ssh/ssh_host_ed25519_key.pub")" >>"$run/known_hosts.tmp"
+  done <"$run/hosts.txt"
+  mv "$run/known_hosts.tmp" "$run/known_hosts"
+
+  local key="$run/id_ed25519" kh="$run/known_hosts"
+  local common="-o UserKnownHostsFile=$kh -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+  {
+    echo "# kvmforge test lab '$name' (index $idx), written by tests/lab/lab.sh"
+    echo "all:"
+    echo "  vars:"
+    echo "    ansible_ssh_common_args: '$common'"
+    echo "  hosts:"
+    while read -r h a; do
+      echo "    $h:"
+      echo "      ansible_host: $a"
+      echo "      ansible_user: root"
+      echo "      ansible_ssh_private_key_file: $key"
+      if [[ -n $jump && $h == v* ]]; then
+        echo "      jump: root@$jump"
+        echo "      ansible_ssh_common_args: '$common -o ProxyCommand=\"ssh -F /dev/null -i $key $common -o BatchMode=yes -W %h:%p root@$jump\"'"
+      fi
+    done <"$run/hosts.txt"
+    echo "  children:"
+    echo "    front:"
+    echo "      hosts:"
+    while read -r h a; do [[ -n $jump && $h == v* ]] || echo "        $h: {}"; done <"$run/hosts.txt"
+    echo "    vm:"
+    if [ -n "$jump" ] && grep -q '^v' "$run/hosts.txt"; then
+      echo "      hosts:"
+      while read -r h a; do [[ $h == v* ]] && echo "        $h: {}"; done <"$run/hosts.txt"
+    else
+      echo "      hosts: {}"
+    fi
+  } >"$run/inventory.yaml"
+
+  {
+    echo "# ssh -F $run/ssh_config HOST"
+    echo "Host *"
+    echo "  User root"
+    echo "  IdentityFile $key"
+    echo "  IdentitiesOnly yes"
+    echo "  UserKnownHostsFile $kh"
+    echo "  StrictHostKeyChecking yes"
+    echo "  BatchMode yes"
+    echo "  ConnectTimeout 10"
+    echo "  LogLevel ERROR"
+    while read -r h a; do
+      echo "Host $h $a"
+      echo "  HostName $a"
+      [[ -n $jump && $h == v* ]] && echo "  ProxyJump root@$jump"
+    done <"$run/hosts.txt"
+  } >"$run/ssh_config"
+
+  {
+    echo "LAB_NAME=$name"
+    echo "LAB_INDEX=$idx"
+    echo "LAB_DIR=$run"
+    echo "LAB_FRONT_NET=$(front_net "$idx").0/24"
+    echo "LAB_VM_NET=$(vm_net "$idx").0/24"
+    echo "LAB_CONTROLLER_ADDR=$(front_net "$idx").1"
+    echo "LAB_JUMP_ADDR=$jump"
+    echo "LAB_JUMP_VM_ADDR=${jump:+$(vm_net "$idx").1}"
+    echo "LAB_KEY=$key"
+    echo "LAB_KNOWN_HOSTS=$kh"
+    echo "LAB_INVENTORY=$run/inventory.yaml"
+    echo "LAB_SSH_CONFIG=$run/ssh_config"
+    echo "LAB_KF_PASSWORD=$LAB_KF_PASSWORD"
+  } >"$run/lab.env"
+}
+
+lab_exists() {  # anything left of lab NAME?
+  local name=$1 d
+  [ -e "$(run_dir "$name")" ] || [ -e "$(hosts_dir "$name")" ] || [ -e "/run/netns/$(lab_ns "$name")" ] && return 0
+  for d in $(cg_dirs "$name"); do [ -d "$d" ] && return 0; done
+  return 1
+}
+
+cmd_up() {
+  need_root
+  local name="" hosts="" index="" jump=""
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --hosts) hosts=${2:-}; shift 2 ;;
+      --hosts=*) hosts=${1#*=}; shift ;;
+      --index) index=${2:-}; shift 2 ;;
+      --index=*) index=${1#*=}; shift ;;
+      --jump) jump=${2:-}; shift 2 ;;
+      --jump=*) jump=${1#*=}; shift ;;
+      -*) usage ;;
+      *) [ -z "$name" ] || usage; name=$1; shift ;;
+    esac
+  done
+  [ -n "$name" ] && [ -n "$hosts" ] || usage
+  valid_name "$name"
+  [[ $hosts =~ ^[0-9]+$ ]] && [ "$hosts" -le $LAB_MAX_HOSTS ] || die "--hosts must be 0..$LAB_MAX_HOSTS"
+  [ -z "$index" ] || { [[ $index =~ ^[0-9]+$ ]] && [ "$index" -le 127 ]; } || die "--index must be 0..127"
+  [ -z "$jump" ] || { [[ $jump =~ ^[0-9]+$ ]] && [ "$jump" -le $LAB_MAX_HOSTS ]; } || die "--jump must be 0..$LAB_MAX_HOSTS"
+  [ "$hosts" -gt 0 ] || [ -n "$jump" ] || die "a lab needs at least one host"
+
+  local t0 base
+  t0=$(now)
+  ensure_tools
+  base=$(cmd_image | tail -n 1)
+  [ -f "$base/.kvmforge-lab-stamp" ] || die "no base image"
+  grep -qw overlay /proc/filesystems || modprobe overlay || die "overlayfs not available"
+  raise_sysctl fs.inotify.max_user_instances 8192
+  raise_sysctl fs.inotify.max_user_watches 1048576
+
+  if lab_exists "$name"; then
+    log "lab '$name' exists (earlier run?); tearing it down first"
+    cmd_down "$name"
+  fi
+
+  local idx run hd fnet vnet
+  idx=$(allocate_index "$name" "$index")
+  run=$(run_dir "$name"); hd=$(hosts_dir "$name")
+  fnet=$(front_net "$idx"); vnet=$(vm_net "$idx")
+  UP_NAME=$name
+  trap 'up_failed' EXIT
+
+  # host list
+  local h i all=()
+  : >"$run/hosts.txt"
+  for ((i = 1; i <= hosts; i++)); do echo "h$i $fnet.$((10 + i))" >>"$run/hosts.txt"; all+=("h$i"); done
+  if [ -n "$jump" ]; then
+    echo "jump $fnet.2" >>"$run/hosts.txt"; all+=(jump)
+    echo "$fnet.2" >"$run/jump"
+    for ((i = 1; i <= jump; i++)); do echo "v$i $vnet.$((10 + i))" >>"$run/hosts.txt"; all+=("v$i"); done
+  fi
+
+  # lab client key
+  ssh-keygen -q -t ed25519 -N '' -C "kvmforge-lab-$name" -f "$run/id_ed25519"
+  chmod 600 "$run/id_ed25519"
+
+  # networks: lab netns with the bridges, controller link, one netns per host
+  local lns; lns=$(lab_ns "$name")
+  ip netns add "$lns"
+  {
+    echo "link set lo up"
+    echo "link add br0 type bridge"
+    echo "link set br0 up"
+    if [ -n "$jump" ]; then echo "link add br1 type bridge"; echo "link set br1 up"; fi
+  } | ip -n "$lns" -b -
+  ip link add "kfl$idx" type veth peer name ctl netns "$lns"
+  ip link set "kfl$idx" alias "kvmforge-lab:$name"
+  ip addr add "$fnet.1/24" dev "kfl$idx"
+  ip link set "kfl$idx" up
+  ip -n "$lns" link set ctl master br0 up
+  # nothing for the lab prefix ever leaves the machine (e.g. the VM network)
+  ip route replace unreachable "$LAB_NET_PREFIX.0.0/16"
+
+  for h in "${all[@]}"; do echo "netns add $(host_ns "$name" "$h")"; done | ip -b -
+  for h in "${all[@]}"; do host_link_cmds "$name" "$h"; done | ip -n "$lns" -b -
+
+  # overlays
+  mkdir -p "$hd"
+  while read -r h i; do
+    if [ "$h" = jump ]; then
+      prepare_host "$name" "$h" "$base" "eth0=$i/24" "eth1=$vnet.1/24"
+    else
+      prepare_host "$name" "$h" "$base" "eth0=$i/24"
+    fi
+  done <"$run/hosts.txt"
+  write_lab_files "$name"
+
+  # boot
+  local t1; t1=$(now)
+  for h in "${all[@]}"; do launch_host "$name" "$h"; done
+  local timeout=${KVMFORGE_LAB_BOOT_TIMEOUT:-$(( 120 + 2 * ${#all[@]} ))}
+  wait_hosts "$name" "$(( $(now) + timeout ))" "" "${all[@]}"
+  trap - EXIT
+  echo "up" >"$run/state"
+  log "lab '$name': ${#all[@]} host(s) up (front $fnet.0/24${jump:+, vm $vnet.0/24}); boot $(( $(now) - t1 ))s, total $(( $(now) - t0 ))s"
+  echo "$run"
+}
+
+up_failed() {
+  local rc=$?
+  if [ "${KVMFORGE_LAB_KEEP_ON_FAILURE:-0}" = 1 ]; then
+    log "up failed; lab '$UP_NAME' kept for inspection (KVMFORGE_LAB_KEEP_ON_FAILURE=1)"
+  else
+    log "up failed; tearing down lab '$UP_NAME'"
+    cmd_down "$UP_NAME" || true
+  fi
+  exit "$rc"
+}
+
+# ---------------------------------------------------------------------------
+# down
+# ---------------------------------------------------------------------------
+
+kill_and_wait() {  # NAME HOST-or-"" GRACE: stop containers (orderly for GRACE seconds, then by force)
+  local name=$1 host=$2 grace=$3 pids p deadline d
+  pids=$(nspawn_pids "$name" "$host")
+  if [ -n "$pids" ] && [ "$grace" -gt 0 ]; then
+    # SIGTERM makes nspawn ask the container's systemd for an orderly poweroff
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    deadline=$(( $(now) + grace ))
+    while [ "$(now)" -lt "$deadline" ]; do
+      p=""
+      for d in $pids; do kill -0 "$d" 2>/dev/null && p=1 && break; done
+      [ -z "$p" ] && break
+      sleep 0.2
+    done
+  fi
+  # whatever is left, by force
+  for d in $(cg_dirs "$name" "$host"); do
+    [ -f "$d/cgroup.kill" ] && { echo 1 >"$d/cgroup.kill"; } 2>/dev/null || true
+  done
+  for p in $(cg_pids "$name" "$host") $(nspawn_pids "$name" "$host"); do
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  deadline=$(( $(now) + 10 ))
+  while [ -n "$(cg_pids "$name" "$host")" ] && [ "$(now)" -lt "$deadline" ]; do sleep 0.1; done
+  for d in $(cg_dirs "$name" "$host"); do
+    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+cmd_down() {
+  need_root
+  local name=${1:-}
+  [ -n "$name" ] || usage
+  valid_name "$name"
+  local run hd ns p l idx
+  run=$(run_dir "$name"); hd=$(hosts_dir "$name")
+  kill_and_wait "$name" "" "$LAB_DOWN_GRACE"
+  # processes still inside the lab's network namespaces
+  for ns in "/run/netns/$(lab_ns "$name")" "/run/netns/$(lab_ns "$name")".*; do
+    [ -e "$ns" ] || continue
+    for p in $(ip netns pids "${ns##*/}" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+  done
+  umount_below "$hd"
+  for ns in "/run/netns/$(lab_ns "$name")".* "/run/netns/$(lab_ns "$name")"; do
+    [ -e "$ns" ] || continue
+    ip netns del "${ns##*/}" 2>/dev/null || { umount -l "$ns" 2>/dev/null; rm -f "$ns"; } || true
+  done
+  # the controller link (normally gone with the lab netns)
+  for l in /sys/class/net/kfl*; do
+    [ -e "$l/ifalias" ] || continue
+    [ "$(cat "$l/ifalias" 2>/dev/null)" = "kvmforge-lab:$name" ] && ip link del "${l##*/}" 2>/dev/null || true
+  done
+  if [ -f "$run/index" ]; then
+    idx=$(cat "$run/index")
+    if [ -e "/sys/class/net/kfl$idx" ] && [ "$(cat "/sys/class/net/kfl$idx/ifalias" 2>/dev/null)" = "kvmforge-lab:$name" ]; then
+      ip link del "kfl$idx" 2>/dev/null || true
+    fi
+  fi
+  if grep -q " $hd[/ ]" /proc/self/mounts; then
+    die "mounts below $hd are still busy; not removing it"
+  fi
+  rm -rf --one-file-system "$hd" "$run"
+  for d in $(cg_dirs "$name"); do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done
+  # last lab gone: drop the guard route and our empty parent dirs
+  if ! ls -d "$LAB_RUN_ROOT"/*/ >/dev/null 2>&1; then
+    ip route del unreachable "$LAB_NET_PREFIX.0.0/16" 2>/dev/null || true
+    for d in $(cg_dirs ""); do rmdir "$d" 2>/dev/null || true; done
+  fi
+  log "lab '$name' is down"
+}
+
+# ---------------------------------------------------------------------------
+# per-host helpers
+# ---------------------------------------------------------------------------
+
+cmd_exec() {
+  need_root
+  [ $# -ge 3 ] || usage
+  local name=$1 host=$2 leader; shift 2
+  need_host "$name" "$host"
+  leader=$(host_leader "$name" "$host") || die "host '$host' of lab '$name' is not running"
+  exec nsenter -t "$leader" -m -u -i -n -p -r -w -- \
+    /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 TERM=dumb USER=root LOGNAME=root "$@"
+}
+
+cmd_stop_sshd() {
+  [ $# -eq 2 ] || usage
+  need_host "$1" "$2"
+  ( cmd_exec "$1" "$2" systemctl stop ssh.socket ssh.service )
+  log "sshd stopped on $2"
+}
+
+cmd_start_sshd() {
+  [ $# -eq 2 ] || usage
+  need_host "$1" "$2"
+  ( cmd_exec "$1" "$2" systemctl start ssh.service )
+  log "sshd started on $2"
+}
+
+cmd_rekey() {
+  [ $# -eq 2 ] || usage
+  local name=$1 host=$2 m addr
+  need_host "$name" "$host"
+  m="$(hosts_dir "$name")/$host/merged"
+  addr=$(host_addr "$name" "$host")
+  rm -f "$m"/etc/ssh/ssh_host_ed25519_key "$m"/etc/ssh/ssh_host_ed25519_key.pub
+  ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f "$m/etc/ssh/ssh_host_ed25519_key"
+  ( cmd_exec "$name" "$host" systemctl restart ssh.service )
+  log "new ssh host key on $host; $(run_dir "$name")/known_hosts still has the old one"
+  echo "$addr $(cut -d' ' -f1-2 "$m/etc/ssh/ssh_host_ed25519_key.pub")"
+}
+
+cmd_unplug() {  # detach a host's NICs from their bridges: it stops answering at all
+  [ $# -eq 2 ] || usage
+  need_host "$1" "$2"
+  local l
+  for l in $(ip -n "$(lab_ns "$1")" -o link show | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep -E "^$2-[0-9]+$"); do
+    ip -n "$(lab_ns "$1")" link set "$l" nomaster
+  done
+  log "$2 unplugged"
+}
+
+cmd_plug() {
+  [ $# -eq 2 ] || usage
+  need_host "$1" "$2"
+  local bridges i
+  read -r -a bridges <<<"$(host_bridges "$2")"
+  for i in "${!bridges[@]}"; do
+    ip -n "$(lab_ns "$1")" link set "$2-$i" master "${bridges[$i]}"
+  done
+  log "$2 plugged in"
+}
+
+cmd_kill() {  # stop one host's container (the host disappears)
+  need_root
+  [ $# -eq 2 ] || usage
+  need_host "$1" "$2"
+  kill_and_wait "$1" "$2" "$LAB_KILL_GRACE"
+  log "$2 stopped"
+}
+
+cmd_start() {  # boot a stopped host again
+  need_root
+  [ $# -eq 2 ] || usage
+  need_host "$1" "$2"
+  host_leader "$1" "$2" >/dev/null && die "$2 is running"
+  # a container that was killed hard takes its interfaces with it: recreate them
+  if ! ip -n "$(host_ns "$1" "$2")" link show eth0 >/dev/null 2>&1; then
+    local l
+    for l in $(ip -n "$(lab_ns "$1")" -o link show | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep -E "^$2-[0-9]+$" || true); do
+      ip -n "$(lab_ns "$1")" link del "$l"
+    done
+    host_link_cmds "$1" "$2" | ip -n "$(lab_ns "$1")" -b -
+  fi
+  launch_host "$1" "$2"
+  wait_hosts "$1" "$(( $(now) + ${KVMFORGE_LAB_BOOT_TIMEOUT:-120} ))" anykey "$2"
+  log "$2 started"
+}
+
+cmd_list() {
+  local d name idx n r
+  for d in "$LAB_RUN_ROOT"/*/; do
+    [ -f "$d/index" ] || continue
+    name=$(basename "$d")
+    idx=$(cat "$d/index")
+    n=$(wc -l <"$d/hosts.txt" 2>/dev/null || echo 0)
+    r=$(nspawn_pids "$name" | wc -l)
+    printf '%s\tindex=%s\tfront=%s.0/24\thosts=%s\trunning=%s\tdir=%s\n' \
+      "$name" "$idx" "$(front_net "$idx")" "$n" "$r" "${d%/}"
+  done
+}
+
+# Can labs run here at all?  Exit 0 if yes; otherwise the reason, exit 3.
+cmd_check() {
+  local why=""
+  if [ "$(id -u)" != 0 ]; then why="not root"
+  elif ! ensure_tools >/dev/null 2>&1; then why="required tools missing and apt-get install failed"
+  elif ! { grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null; }; then why="overlayfs not available"
+  elif ! ip netns add "kfl-check-$$" 2>/dev/null; then why="cannot create network namespaces"
+  elif [ -z "$(cg_dirs check)" ]; then ip netns del "kfl-check-$$"; why="no writable cgroup hierarchy"
+  else
+    ip netns del "kfl-check-$$"
+    local d ok=1
+    for d in $(cg_dirs "check-$$"); do
+      if mkdir -p "$d" 2>/dev/null; then rmdir "$d" "${d%/*}" 2>/dev/null || true; else ok=""; fi
+    done
+    [ -n "$ok" ] || why="cannot create cgroups"
+  fi
+  if [ -n "$why" ]; then echo "lab: cannot run here: $why" >&2; exit 3; fi
+  echo "ok"
+}
+
+main() {
+  [ $# -ge 1 ] || usage
+  local cmd=$1; shift
+  case $cmd in
+    image) [ $# -eq 0 ] || usage; cmd_image ;;
+    up) cmd_up "$@" ;;
+    down) [ $# -eq 1 ] || usage; cmd_down "$1" ;;
+    list) cmd_list ;;
+    check) cmd_check ;;
+    exec) cmd_exec "$@" ;;
+    stop-sshd) cmd_stop_sshd "$@" ;;
+    start-sshd) cmd_start_sshd "$@" ;;
+    rekey) cmd_rekey "$@" ;;
+    unplug) cmd_unplug "$@" ;;
+    plug) cmd_plug "$@" ;;
+    kill) cmd_kill "$@" ;;
+    start) cmd_start "$@" ;;
+    _spawn) cmd__spawn "$@" ;;
+    -h|--help|help) usage ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"
