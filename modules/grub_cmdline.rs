@@ -135,12 +135,6 @@ fn request(args: &Args) -> Result<Request, ModuleError> {
                 "kernel argument {w:?}: spaces, quotes, `$` and backslashes are not supported"
             )));
         }
-        if looks_like_split_list(w) {
-            return Err(ModuleError::Args(format!(
-                "kernel argument {w:?} looks like the rest of a comma separated value: give args \
-                 as a YAML list so `vfio-pci.ids=10de:1b80,10de:10f0` stays one argument"
-            )));
-        }
         if words[..i].contains(w) {
             return Err(ModuleError::Args(format!(
                 "kernel argument {w} is given twice"
@@ -177,13 +171,6 @@ fn request(args: &Args) -> Result<Request, ModuleError> {
         default_file,
         regenerate: args.bool("regenerate"),
     })
-}
-
-/// A bare PCI vendor:device id, which is what is left of `vfio-pci.ids=a:b,c:d` after a
-/// comma-separated string was split into a list.
-fn looks_like_split_list(w: &str) -> bool {
-    let hex4 = |s: &str| s.len() == 4 && s.chars().all(|c| c.is_ascii_hexdigit());
-    !w.contains('=') && w.split(':').count() >= 2 && w.split(':').take(2).all(hex4)
 }
 
 // --- Argument words -------------------------------------------------------------------------
@@ -1138,7 +1125,6 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
             json!({"args": ["a=\"b c\""]}),
             json!({"args": ["root=$x"]}),
             json!({"args": ["quiet", "quiet"]}),
-            json!({"args": "vfio-pci.ids=10de:1b80,10de:10f0"}),
             json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.d/kvm"}),
             json!({"args": ["iommu=pt"], "dropin": "grub.d/kvm.cfg"}),
             json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.cfg", "default_file": "/etc/default/grub.cfg"}),
@@ -1150,6 +1136,13 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
         }
         let ok = args(json!({"args": ["vfio-pci.ids=10de:1b80,10de:10f0"]}));
         assert!(GrubCmdline.probes(&ok, &ctx).is_ok());
+        // A plain string splits on whitespace only: the comma list stays one argument.
+        let s = args(json!({"args": "intel_iommu=on vfio-pci.ids=10de:1b80,10de:10f0"}));
+        assert_eq!(
+            s.list("args"),
+            vec!["intel_iommu=on", "vfio-pci.ids=10de:1b80,10de:10f0"]
+        );
+        assert!(GrubCmdline.probes(&s, &ctx).is_ok());
     }
 
     #[test]

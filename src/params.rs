@@ -22,7 +22,8 @@ pub enum ParamKind {
     Mode,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
-    /// A list of strings; a single string or a comma separated string becomes a list.
+    /// A list of strings; a single string is split on whitespace (never on commas, which
+    /// belong to values like `vfio-pci.ids=10de:1b80,10de:10f0`).
     List,
     /// A string-to-scalar mapping (values normalised to strings).
     Map,
@@ -346,8 +347,9 @@ fn normalise(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
                     .map(|x| scalar_string(x).map(Value::String).ok_or_else(bad))
                     .collect::<Result<_, _>>()?,
             ),
+            // Whitespace only: commas belong to values (`vfio-pci.ids=10de:1b80,10de:10f0`).
             Value::String(s) => Value::Array(
-                s.split([',', ' ', '\n'])
+                s.split_whitespace()
                     .map(str::trim)
                     .filter(|x| !x.is_empty())
                     .map(|x| Value::String(x.to_string()))
@@ -433,8 +435,8 @@ mod tests {
     }
 
     #[test]
-    fn list_accepts_comma_string() {
-        let a = Args::from_json(SPECS, json!({"path": "/x", "items": "a, b,c"})).unwrap();
-        assert_eq!(a.list("items"), vec!["a", "b", "c"]);
+    fn list_splits_strings_on_whitespace_only() {
+        let a = Args::from_json(SPECS, json!({"path": "/x", "items": "a b\n c=1,2"})).unwrap();
+        assert_eq!(a.list("items"), vec!["a", "b", "c=1,2"]);
     }
 }

@@ -145,7 +145,13 @@ fn default_helper(
         _ => param_str(h, i),
     };
     let v = text(0);
-    out.write(if v.is_empty() { text(1) } else { v }.as_str())?;
+    if v.is_empty() {
+        // The fallback itself must exist: `{{default x facts.user}}` waits for facts.
+        defined(h, 1)?;
+        out.write(&text(1))?;
+    } else {
+        out.write(&v)?;
+    }
     Ok(())
 }
 
@@ -434,6 +440,10 @@ mod tests {
         assert_eq!(render("{{default e \"x\"}}", &vars).unwrap(), "x");
         assert_eq!(render("{{default nope \"x\"}}", &vars).unwrap(), "x");
         assert_eq!(render("{{default l \"x\"}}", &vars).unwrap(), "a b");
+        assert_eq!(
+            render("{{default nope facts.user}}", &vars).unwrap_err(),
+            TemplateError::Undefined("facts.user".into())
+        );
         assert_eq!(
             render("{{contains nope \"x\"}}", &vars).unwrap_err(),
             TemplateError::Undefined("nope".into())
