@@ -4,7 +4,6 @@ use crate::module::{Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, Plan
 use crate::modules::copy::resolve_src;
 use crate::modules::support;
 use crate::params::{Args, ParamKind, ParamSpec};
-use crate::template::TemplateError;
 
 pub struct Template;
 
@@ -54,11 +53,9 @@ fn render(args: &Args, ctx: &PlanContext) -> Result<Vec<u8>, ModuleError> {
         .map_err(|_| ModuleError::Args(format!("template {shown} is not UTF-8 text")))?;
     crate::template::render(&text, &ctx.vars)
         .map(String::into_bytes)
-        .map_err(|e| match e {
-            TemplateError::Undefined(var) => {
-                ModuleError::Args(format!("template {shown}: variable `{var}` is not defined"))
-            }
-            other => ModuleError::Args(format!("template {shown}: {other}")),
+        .map_err(|error| ModuleError::Template {
+            file: shown.to_string(),
+            error,
         })
 }
 
@@ -68,7 +65,16 @@ impl Module for Template {
     }
 
     fn probes(&self, args: &Args, ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        render(args, ctx)?;
+        match render(args, ctx) {
+            // Rendered for real when the task runs; the destination is known already.
+            Err(ModuleError::Template { error, .. })
+                if error
+                    .undefined_root()
+                    .is_some_and(|r| ctx.pending.contains(r)) => {}
+            other => {
+                other?;
+            }
+        }
         Ok(vec![Probe::File(args.req_str("dest").to_string())])
     }
 
@@ -117,8 +123,21 @@ mod tests {
         let ctx = PlanContext {
             playbook_dir: dir.path().into(),
             vars,
+            ..Default::default()
         };
         (dir, ctx)
+    }
+
+    #[test]
+    fn pending_variables_still_give_probes_but_others_fail() {
+        let (_d, mut ctx) = playbook("t.hbs", "{{ facts.kernel }}\n", json!({}));
+        let a = args(json!({"src": "t.hbs", "dest": "/etc/x"}));
+        assert!(Template.probes(&a, &ctx).is_err());
+        ctx.pending.insert("facts".into());
+        assert_eq!(
+            Template.probes(&a, &ctx).unwrap(),
+            vec![Probe::File("/etc/x".into())]
+        );
     }
 
     #[test]
@@ -199,9 +218,10 @@ mod tests {
         let (_d, ctx) = playbook("qemu.conf.hbs", "user = \"{{ qemu.user }}\"\n", json!({}));
         let a = args(json!({"src": "qemu.conf.hbs", "dest": "/etc/libvirt/qemu.conf"}));
         let e = Template.probes(&a, &ctx).unwrap_err();
-        let ModuleError::Args(msg) = &e else {
+        let ModuleError::Template { .. } = &e else {
             panic!("{e:?}")
         };
+        let msg = e.to_string();
         assert!(
             msg.contains("`qemu.user` is not defined") && msg.contains("qemu.conf.hbs"),
             "{msg}"
@@ -216,9 +236,9 @@ mod tests {
             matches!(Template.probes(&a, &ctx), Err(ModuleError::Args(m)) if m.contains("nope.hbs"))
         );
         let a = args(json!({"src": "bad.hbs", "dest": "/etc/x"}));
-        assert!(
-            matches!(Template.probes(&a, &ctx), Err(ModuleError::Args(m)) if m.contains("bad.hbs"))
-        );
+        let e = Template.probes(&a, &ctx).unwrap_err();
+        assert!(matches!(e, ModuleError::Template { .. }), "{e:?}");
+        assert!(e.to_string().contains("bad.hbs"), "{e}");
     }
 
     #[test]

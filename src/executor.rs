@@ -156,10 +156,13 @@ enum Prepared {
 }
 
 /// Render a task for one host. `Err(name)` when it depends on something pending.
+/// With `speculative`, a condition that waits for something pending counts as true: the task's
+/// probes are wanted early, and the condition is evaluated for real when the task runs.
 fn prepare(
     task: &Task,
     layers: &Layers,
     pending: &BTreeSet<String>,
+    speculative: bool,
     playbook_dir: &std::path::Path,
 ) -> Result<Prepared, String> {
     let fail = |e: Unresolved| match e {
@@ -203,12 +206,16 @@ fn prepare(
             None => false,
             Some(w) => match template::condition(w, &vars) {
                 Ok(b) => !b,
-                Err(e) => return render_err(e),
+                Err(e) => match Unresolved::from(e, pending) {
+                    Unresolved::Pending(_) if speculative => false,
+                    other => return fail(other),
+                },
             },
         };
         let ctx = PlanContext {
             playbook_dir: playbook_dir.to_path_buf(),
             vars: vars.clone(),
+            pending: pending.clone(),
         };
         if skip {
             out.push(Item {
@@ -234,6 +241,11 @@ fn prepare(
         };
         let probes = match task.module.probes(&args, &ctx) {
             Ok(p) => p,
+            Err(ModuleError::Template { error, .. })
+                if error.undefined_root().is_some_and(|r| pending.contains(r)) =>
+            {
+                return Err(error.undefined_root().unwrap_or_default().to_string())
+            }
             Err(e) => return Ok(Prepared::Failed(format!("module `{}`: {e}", spec.name))),
         };
         out.push(Item {
@@ -305,7 +317,7 @@ pub fn validate<'a>(
                 magic: magic(host, inv),
             };
             for t in play.tasks.iter().chain(&play.handlers) {
-                if let Ok(Prepared::Failed(msg)) = prepare(t, &layers, &pending, &pb.dir) {
+                if let Ok(Prepared::Failed(msg)) = prepare(t, &layers, &pending, false, &pb.dir) {
                     let key = format!("play `{}`, task `{}`: {msg}", play.name, t.display_name());
                     match problems.iter_mut().find(|(k, _)| *k == key) {
                         Some((_, hs)) => hs.push(host.name.clone()),
@@ -570,27 +582,40 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     }
 
     /// Run tasks in order; returns the handler names they notified.
+    ///
+    /// Observation runs ahead of execution: [`Self::speculate_from`] collects the probes of as
+    /// many upcoming tasks as it can and observes them together. Execution then renders each task
+    /// for real with everything known by then, and observes only what speculation missed.
     fn run_tasks(&mut self, tasks: &[&Task]) -> BTreeSet<String> {
         let mut notified = BTreeSet::new();
-        let mut prepared: Vec<Option<Prepared>> = vec![None; tasks.len()];
-        let mut i = 0;
-        while i < tasks.len() {
+        let mut speculated: Vec<Option<Vec<Probe>>> = vec![None; tasks.len()];
+        for i in 0..tasks.len() {
             if self.stopped() {
                 break;
             }
-            if prepared[i].is_none() {
-                if let Err(e) = self.prepare_from(tasks, &mut prepared, i) {
+            if speculated[i].is_none() {
+                if let Err(e) = self.speculate_from(tasks, &mut speculated, i) {
                     self.connection_failed(tasks[i], e);
                     break;
                 }
             }
-            let p = prepared[i].take().expect("prepared");
-            let changed = self.execute(tasks, &mut prepared, i, p);
-            if changed {
-                let t = tasks[i];
-                notified.extend(t.notify.iter().cloned());
+            let prepared = prepare(
+                tasks[i],
+                &self.layers,
+                &BTreeSet::new(),
+                false,
+                &self.shared.pb.dir,
+            )
+            .unwrap_or_else(|p| Prepared::Failed(format!("`{p}` is not available")));
+            let later: Vec<Probe> = speculated[i + 1..]
+                .iter()
+                .flatten()
+                .flatten()
+                .cloned()
+                .collect();
+            if self.execute(tasks[i], prepared, &later) {
+                notified.extend(tasks[i].notify.iter().cloned());
             }
-            i += 1;
         }
         notified
     }
@@ -599,70 +624,51 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         self.play.gather_facts && self.state.facts.is_none()
     }
 
-    /// Render tasks from `i` on until one depends on something pending, then observe everything
-    /// they need (and facts) in one invocation.
-    fn prepare_from(
+    /// Collect the probes of tasks from `i` on (until `become` changes) and observe them, with
+    /// facts if still needed, in one invocation. A task whose condition waits for facts or a
+    /// registered result still contributes its probes (a wasted read at worst); one whose
+    /// arguments wait contributes none and is observed when it runs.
+    fn speculate_from(
         &mut self,
         tasks: &[&Task],
-        prepared: &mut [Option<Prepared>],
+        speculated: &mut [Option<Vec<Probe>>],
         i: usize,
     ) -> Result<(), ConnectionError> {
-        for attempt in 0..2 {
-            let mut pending: BTreeSet<String> = BTreeSet::new();
-            if self.need_facts() {
-                pending.insert("facts".into());
-            }
-            let become_ = self.become_for(tasks[i]);
-            for k in i..tasks.len() {
-                if self.become_for(tasks[k]) != become_ {
-                    break;
-                }
-                match prepare(tasks[k], &self.layers, &pending, &self.shared.pb.dir) {
-                    Ok(p) => {
-                        let failed = matches!(p, Prepared::Failed(_));
-                        prepared[k] = Some(p);
-                        if failed {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-                if let Some(r) = &tasks[k].register {
-                    pending.insert(r.clone());
-                }
-            }
-            let wanted = self.missing_probes(&prepared[i..]);
-            let facts = self.need_facts();
-            if facts || !wanted.is_empty() {
-                self.observe(wanted, facts, become_)?;
-            }
-            if prepared[i].is_some() {
-                return Ok(());
-            }
-            // Task i needed facts: they are gathered now, so the second attempt renders it.
-            let _ = attempt;
+        let mut pending: BTreeSet<String> = tasks[i..]
+            .iter()
+            .filter_map(|t| t.register.clone())
+            .collect();
+        if self.need_facts() {
+            pending.insert("facts".into());
         }
-        // Still not renderable with nothing pending: impossible, but fail the task cleanly.
-        prepared[i] = Some(Prepared::Failed("could not render the task".into()));
+        let become_ = self.become_for(tasks[i]);
+        for k in i..tasks.len() {
+            if self.become_for(tasks[k]) != become_ {
+                break;
+            }
+            let probes = match prepare(tasks[k], &self.layers, &pending, true, &self.shared.pb.dir)
+            {
+                Ok(Prepared::Items(items)) => items.into_iter().flat_map(|it| it.probes).collect(),
+                _ => Vec::new(),
+            };
+            speculated[k] = Some(probes);
+        }
+        let wanted = self.missing_probes(speculated[i..].iter().flatten().flatten());
+        let facts = self.need_facts();
+        if facts || !wanted.is_empty() {
+            self.observe(wanted, facts, become_)?;
+        }
         Ok(())
     }
 
-    /// Probes of prepared items that are not in the cache, without duplicates.
-    fn missing_probes(&self, prepared: &[Option<Prepared>]) -> Vec<Probe> {
+    /// Probes not in the cache, without duplicates.
+    fn missing_probes<'p>(&self, probes: impl IntoIterator<Item = &'p Probe>) -> Vec<Probe> {
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for p in prepared.iter().flatten() {
-            if let Prepared::Items(items) = p {
-                for it in items {
-                    for probe in &it.probes {
-                        if !self.cache.contains(probe) && seen.insert(probe.clone()) {
-                            out.push(probe.clone());
-                        }
-                    }
-                }
-            }
-        }
-        out
+        probes
+            .into_iter()
+            .filter(|p| !self.cache.contains(p) && seen.insert((*p).clone()))
+            .cloned()
+            .collect()
     }
 
     fn observe(
@@ -774,25 +780,18 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         self.shared.reporter.report(&Event::Result(&r));
     }
 
-    /// Execute task `i`. Returns whether it changed something.
-    fn execute(
-        &mut self,
-        tasks: &[&Task],
-        prepared: &mut [Option<Prepared>],
-        i: usize,
-        p: Prepared,
-    ) -> bool {
-        let task = tasks[i];
+    /// Execute one task. Returns whether it changed something.
+    fn execute(&mut self, task: &Task, prepared: Prepared, later: &[Probe]) -> bool {
         let started = Instant::now();
-        let items = match p {
+        let items = match prepared {
             Prepared::Failed(msg) => {
-                self.finish(task, Vec::new(), Some(msg), started);
+                self.finish(task, Some(msg), started);
                 return false;
             }
             Prepared::Items(items) => items,
         };
         if items.is_empty() {
-            self.finish(task, Vec::new(), None, started);
+            self.finish(task, None, started);
             return false;
         }
         let mut results = Vec::with_capacity(items.len());
@@ -806,12 +805,13 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                     detail: Vec::new(),
                 }
             } else {
-                // Later items of this task and later prepared tasks, for re-observation.
-                let later: Vec<Option<Prepared>> =
-                    std::iter::once(Some(Prepared::Items(items[n + 1..].to_vec())))
-                        .chain(prepared[i + 1..].iter().cloned())
-                        .collect();
-                self.run_item(task, item, &later)
+                // What later items of this task and later tasks will want to see.
+                let after: Vec<Probe> = items[n + 1..]
+                    .iter()
+                    .flat_map(|it| it.probes.iter().cloned())
+                    .chain(later.iter().cloned())
+                    .collect();
+                self.run_item(task, item, &after)
             };
             results.push((item, outcome));
             if self.state.out {
@@ -821,7 +821,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         self.finish_items(task, results, started)
     }
 
-    fn run_item(&mut self, task: &Task, item: &Item, later: &[Option<Prepared>]) -> Outcome {
+    fn run_item(&mut self, task: &Task, item: &Item, later: &[Probe]) -> Outcome {
         let become_ = self.become_for(task);
         let failed = |msg: String| Outcome {
             status: Status::Failed,
@@ -830,20 +830,10 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             command: None,
             detail: Vec::new(),
         };
-        // Probes the cache lost since preparation (an earlier change invalidated them).
-        let missing: Vec<Probe> = item
-            .probes
-            .iter()
-            .filter(|p| !self.cache.contains(p))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            let mut wanted = missing;
-            for p in self.missing_probes(later) {
-                if !wanted.contains(&p) {
-                    wanted.push(p);
-                }
-            }
+        // What speculation could not know, or an earlier change invalidated: observe it, with
+        // whatever later tasks are missing too.
+        if item.probes.iter().any(|p| !self.cache.contains(p)) {
+            let wanted = self.missing_probes(item.probes.iter().chain(later));
             if let Err(e) = self.observe(wanted, false, become_) {
                 return self.connection_outcome(e);
             }
@@ -990,7 +980,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     }
 
     /// Report a task that produced no items (failed before planning, or an empty loop).
-    fn finish(&mut self, task: &Task, _items: Vec<()>, msg: Option<String>, started: Instant) {
+    fn finish(&mut self, task: &Task, msg: Option<String>, started: Instant) {
         let status = if msg.is_some() {
             Status::Failed
         } else {

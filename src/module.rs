@@ -409,6 +409,13 @@ pub enum ModuleError {
     Host(String),
     #[error("could not observe {0}")]
     Observe(String),
+    /// A template the module renders refers to something undefined (or is malformed). The
+    /// engine retries when the variable is one that appears later (facts, registered results).
+    #[error("template {file}: {error}")]
+    Template {
+        file: String,
+        error: crate::template::TemplateError,
+    },
     /// A bug: the planner read something it did not declare as a probe.
     #[error("internal error: {0} was not observed")]
     NotObserved(String),
@@ -422,6 +429,10 @@ pub struct PlanContext {
     pub playbook_dir: std::path::PathBuf,
     /// The task's variables, for modules that render templates themselves.
     pub vars: serde_json::Value,
+    /// Variables that exist later in the run but not yet (`facts` before they are gathered,
+    /// results not yet registered). `probes()` of a module rendering its own template should
+    /// still return its probes when rendering fails only for one of these.
+    pub pending: std::collections::BTreeSet<String>,
 }
 
 /// A built-in module. Implementations are stateless unit structs registered in `modules/`.

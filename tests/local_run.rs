@@ -335,3 +335,195 @@ fn validate_and_inventory_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `copy`"));
     let _ = Path::new("");
 }
+
+const GENERIC: &str = r#"
+- name: generic modules
+  hosts: localhost
+  vars:
+    proxy: "http://192.168.121.101:3128"
+  tasks:
+    - name: pool directory
+      file: { path: "{{ root }}/pool/images", state: directory, mode: "0711" }
+    - name: proxy lines
+      lineinfile:
+        path: "{{ root }}/environment"
+        regexp: "^{{ item.key }}="
+        line: "{{ item.key }}=\"{{ item.value }}\""
+        create: true
+      loop:
+        - { key: http_proxy, value: "{{ proxy }}" }
+        - { key: https_proxy, value: "{{ proxy }}" }
+        - { key: no_proxy, value: "localhost,127.0.0.1" }
+    - name: managed block
+      blockinfile:
+        path: "{{ root }}/fstab"
+        create: true
+        block: |
+          hugetlbfs /dev/hugepages-1G hugetlbfs pagesize=1G 0 0
+          hugetlbfs /dev/hugepages-2M hugetlbfs pagesize=2M 0 0
+    - name: rendered template
+      template: { src: netplan.yaml.hbs, dest: "{{ root }}/netplan/01-br0.yaml", mode: "0600" }
+    - name: once only
+      shell: "echo ran >> {{ root }}/once.log && touch {{ root }}/once.done"
+      args: {}
+"#;
+
+fn generic_site() -> Site {
+    let pb = GENERIC.replace(
+        "      args: {}\n",
+        "",
+    )
+    .replace(
+        "      shell: \"echo ran >> {{ root }}/once.log && touch {{ root }}/once.done\"\n",
+        "      shell:\n        cmd: \"echo ran >> {{ root }}/once.log && touch {{ root }}/once.done\"\n        creates: \"{{ root }}/once.done\"\n",
+    );
+    let site = Site::new(&pb);
+    site.write_extra(
+        "templates/netplan.yaml.hbs",
+        "network:\n  bridges:\n    br0:\n      interfaces: [{{ facts.default_interface }}]\n      # {{ inventory_hostname }}\n",
+    );
+    site
+}
+
+#[test]
+fn generic_modules_converge_and_cost_one_round_trip_when_clean() {
+    let site = generic_site();
+    let first = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&first), 8, "{}", text(&first));
+    let env = site.file("environment").unwrap();
+    assert_eq!(
+        env,
+        "http_proxy=\"http://192.168.121.101:3128\"\nhttps_proxy=\"http://192.168.121.101:3128\"\nno_proxy=\"localhost,127.0.0.1\"\n"
+    );
+    let fstab = site.file("fstab").unwrap();
+    assert!(
+        fstab.starts_with("# BEGIN KVMFORGE MANAGED BLOCK\nhugetlbfs /dev/hugepages-1G"),
+        "{fstab}"
+    );
+    assert!(site
+        .file("netplan/01-br0.yaml")
+        .unwrap()
+        .contains("# localhost\n"));
+    assert_eq!(site.file("once.log").as_deref(), Some("ran\n"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(site.path("pool/images"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o711
+    );
+
+    // Clean re-run: nothing changes, the command does not run again, one round trip in all.
+    let second = site.run(&["--detailed-exitcode", "--output", "json"]);
+    assert_eq!(code(&second), 0, "{}", text(&second));
+    assert_eq!(site.file("once.log").as_deref(), Some("ran\n"));
+    let recap: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&second.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recap["hosts"]["localhost"]["invocations"], 1, "{recap}");
+
+    // Drift in one line and in the block: found in check mode, fixed, no duplicates.
+    std::fs::write(
+        site.path("environment"),
+        "https_proxy=\"http://old:3128\"\nPATH=/usr/bin\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.path("fstab"),
+        format!(
+            "/dev/sda1 / ext4 defaults 0 1\n{}",
+            fstab.replace("2M 0 0", "2M 0 1")
+        ),
+    )
+    .unwrap();
+    assert_eq!(code(&site.run(&["--check", "--detailed-exitcode"])), 8);
+    assert!(site.file("environment").unwrap().contains("old"));
+    assert_eq!(code(&site.run(&["--detailed-exitcode"])), 8);
+    assert_eq!(
+        site.file("environment").unwrap(),
+        "https_proxy=\"http://192.168.121.101:3128\"\nPATH=/usr/bin\nhttp_proxy=\"http://192.168.121.101:3128\"\nno_proxy=\"localhost,127.0.0.1\"\n"
+    );
+    let fixed = site.file("fstab").unwrap();
+    assert!(fixed.starts_with("/dev/sda1 / ext4"), "{fixed}");
+    assert_eq!(
+        fixed.matches("BEGIN KVMFORGE MANAGED BLOCK").count(),
+        1,
+        "{fixed}"
+    );
+    assert!(fixed.contains("pagesize=2M 0 0"));
+    assert_eq!(code(&site.run(&["--detailed-exitcode"])), 0);
+}
+
+#[test]
+fn commands_register_and_handlers_run_once() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: read a value
+      command: echo "it's 42"
+      register: out
+      changed_when: false
+    - name: use it
+      copy: { dest: "{{ root }}/value", content: "{{ out.stdout }} rc={{ out.rc }}\n" }
+      notify: [count]
+    - name: also notifies
+      copy: { dest: "{{ root }}/other", content: "x\n" }
+      notify: count
+    - name: a failing command is reported, then ignored
+      shell: "echo oops >&2; exit 3"
+      register: bad
+      failed_when: "ne bad.rc 3"
+  handlers:
+    - name: count
+      shell: "echo handler >> {{ root }}/handler.log"
+"#,
+    );
+    let out = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&out), 8, "{}", text(&out));
+    assert_eq!(site.file("value").as_deref(), Some("it's 42 rc=0\n"));
+    assert_eq!(
+        site.file("handler.log").as_deref(),
+        Some("handler\n"),
+        "a handler runs once"
+    );
+    // Second run: the copy tasks are unchanged, so the handler is not notified again. The shell
+    // task runs every time (it has no creates/removes) and counts as changed.
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(site.file("handler.log").as_deref(), Some("handler\n"));
+    // In check mode commands are not run.
+    let out = site.run(&["--check"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not run in check mode"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn no_log_hides_values() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  tasks:
+    - name: secret file
+      copy: { dest: "{{ root }}/secret", content: "password=hunter2\n" }
+      no_log: true
+"#,
+    );
+    let out = site.run(&["--diff", "-v"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let all = text(&out);
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(all.contains("censored"), "{all}");
+    let out = site.run(&["--diff", "--output", "json"]);
+    assert!(!text(&out).contains("hunter2"));
+}
