@@ -24,7 +24,7 @@ kf_fact pkg_mgr "$(if command -v apt-get >/dev/null 2>&1; then echo apt; elif co
 kf_fact init "$(if [ -d /run/systemd/system ]; then echo systemd; else cat /proc/1/comm 2>/dev/null; fi)"
 kf_fact virt "$(systemd-detect-virt 2>/dev/null)"
 kf_fact kvm "$([ -e /dev/kvm ] && echo yes)"
-kf_fact user "$(id -un 2>/dev/null)"
+kf_fact user "${SUDO_USER:-$(id -un 2>/dev/null)}"
 kf_fact grub "$(command -v update-grub >/dev/null 2>&1 || command -v grub2-mkconfig >/dev/null 2>&1 || command -v grub-mkconfig >/dev/null 2>&1 && echo yes)"
 "#;
 
@@ -87,7 +87,7 @@ pub struct Facts {
     pub pkg_mgr: String,
     /// `systemd` or PID 1's name.
     pub init_system: String,
-    /// The remote user the engine runs as (after become).
+    /// The login user (before become: sudo's `SUDO_USER` when running through sudo).
     pub user: String,
     /// A GRUB configuration generator (update-grub, grub2-mkconfig) is installed.
     pub grub_available: bool,

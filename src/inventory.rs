@@ -58,6 +58,8 @@ pub struct ConnectionSpec {
     pub host_key_checking: Option<String>,
     /// A known_hosts file to use instead of the user's.
     pub known_hosts: Option<String>,
+    /// An ssh client config file to use instead of `~/.ssh/config` (`ssh -F`).
+    pub ssh_config: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,7 @@ impl Host {
             become_,
             host_key_checking: s(&["host_key_checking"]),
             known_hosts: s(&["known_hosts", "ansible_ssh_known_hosts_file"]),
+            ssh_config: s(&["ssh_config"]),
         })
     }
 }

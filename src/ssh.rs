@@ -100,6 +100,9 @@ impl SshConnection {
         if let Some(j) = &spec.jump {
             b.jump_hosts(j.split(',').map(str::trim).filter(|s| !s.is_empty()));
         }
+        if let Some(cfg) = &spec.ssh_config {
+            b.config_file(shellexpand_home(cfg));
+        }
         if let Some(kh) = &spec.known_hosts {
             b.user_known_hosts_file(shellexpand_home(kh));
         }

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
-# Configuration (environment overrides in parentheses)
+# Configuration (KVMFORGE_LAB_* environment variables override)
 # ---------------------------------------------------------------------------
 
 # Debian release of the hosts.
@@ -24,14 +24,15 @@ LAB_NET_PREFIX=${KVMFORGE_LAB_NET_PREFIX:-10.213}
 LAB_CACHE=${KVMFORGE_LAB_CACHE:-/var/tmp/kvmforge-lab}      # base images
 LAB_RUN_ROOT=${KVMFORGE_LAB_RUN:-/run/kvmforge-lab}          # per-lab interface files
 LAB_HOSTS_ROOT=${KVMFORGE_LAB_HOSTS:-$LAB_CACHE/labs}         # per-host overlays
-LAB_BOOT_TIMEOUT=${KVMFORGE_LAB_BOOT_TIMEOUT:-180}             # seconds, whole lab
+LAB_CGROUP=${KVMFORGE_LAB_CGROUP:-kvmforge-lab}                # top cgroup of all labs
+# $KVMFORGE_LAB_BOOT_TIMEOUT: seconds until every host must accept ssh
+# (default 120 + 2 per host)
 LAB_DOWN_GRACE=${KVMFORGE_LAB_DOWN_GRACE:-0}                  # seconds of orderly shutdown on `down`
 LAB_KILL_GRACE=${KVMFORGE_LAB_KILL_GRACE:-10}                  # ... on `kill NAME HOST`
 
 # Bump to force an image rebuild after changes outside customize_base.
 LAB_IMAGE_REV=1
 
-LAB_TOOLS_PACKAGES="debootstrap systemd-container openssh-client iproute2 util-linux coreutils kmod procps"
 LAB_KF_PASSWORD=kfpass
 LAB_MAX_HOSTS=240
 
@@ -49,13 +50,14 @@ usage() {
 usage: lab.sh image
        lab.sh up NAME --hosts N [--index K] [--jump M]
        lab.sh down NAME
+       lab.sh down-all
        lab.sh list
        lab.sh check
        lab.sh exec NAME HOST CMD...
        lab.sh stop-sshd NAME HOST | start-sshd NAME HOST
        lab.sh rekey NAME HOST
        lab.sh unplug NAME HOST | plug NAME HOST
-       lab.sh kill NAME HOST
+       lab.sh kill NAME HOST | start NAME HOST
 EOF
   exit 2
 }
@@ -144,7 +146,7 @@ pkg_list() {
 }
 
 image_hash() {
-  { echo "$LAB_SUITE"; pkg_list; echo; declare -f customize_base; echo "$LAB_IMAGE_REV"; } \
+  { echo "$LAB_SUITE"; pkg_list; echo; declare -f customize_base; echo "$LAB_IMAGE_REV $LAB_KF_PASSWORD"; } \
     | sha256sum | cut -c1-16
 }
 
@@ -234,12 +236,19 @@ cmd_image() {
     log "building base image $base ($LAB_SUITE from $mirror)"
     log "packages: $pkgs"
     mkdir -p "$LAB_CACHE/debs"
-    if ! debootstrap --variant=minbase --cache-dir="$LAB_CACHE/debs" \
-        --include="${pkgs// /,}" "$LAB_SUITE" "$tmp" "$mirror" >"$LAB_CACHE/debootstrap.log" 2>&1; then
+    local try ok=""
+    for try in 1 2 3; do  # downloaded packages stay in the cache dir between tries
+      if debootstrap --variant=minbase --cache-dir="$LAB_CACHE/debs" \
+          --include="${pkgs// /,}" "$LAB_SUITE" "$tmp" "$mirror" >"$LAB_CACHE/debootstrap.log" 2>&1; then
+        ok=1; break
+      fi
       tail -n 30 "$LAB_CACHE/debootstrap.log" >&2
       umount_below "$tmp"
-      die "debootstrap failed (full log: $LAB_CACHE/debootstrap.log)"
-    fi
+      rm -rf --one-file-system "$tmp"
+      log "debootstrap failed (try $try of 3)"
+      sleep $((try * 5))
+    done
+    [ -n "$ok" ] || die "debootstrap failed (full log: $LAB_CACHE/debootstrap.log)"
     umount_below "$tmp"
     customize_base "$tmp"
     umount_below "$tmp"
@@ -252,7 +261,7 @@ cmd_image() {
     local old
     for old in "$LAB_CACHE"/base-*; do
       [ -d "$old" ] && [ "$old" != "$base" ] || continue
-      if ! grep -q "lowerdir=$old[,:]" /proc/self/mounts; then
+      if ! grep -q "lowerdir=${old}[,:]" /proc/self/mounts; then
         log "removing old image $old"
         rm -rf --one-file-system "$old"
       fi
@@ -269,7 +278,7 @@ cmd_image() {
 #   netns        kfl.NAME (bridges br0 = front, br1 = VM network)
 #                kfl.NAME.H (holds H's interfaces while H is not running)
 #   root link    kfl<K> (alias kvmforge-lab:NAME), controller side of front
-#   cgroups      <hierarchy>/<own cgroup>/kvmforge-lab/NAME/H
+#   cgroups      <hierarchy root>/$LAB_CGROUP/NAME/H
 
 run_dir()   { echo "$LAB_RUN_ROOT/$1"; }
 hosts_dir() { echo "$LAB_HOSTS_ROOT/$1"; }
@@ -278,22 +287,18 @@ host_ns()   { echo "kfl.$1.$2"; }
 front_net() { echo "$LAB_NET_PREFIX.$(( 2 * $1 ))"; }
 vm_net()    { echo "$LAB_NET_PREFIX.$(( 2 * $1 + 1 ))"; }
 
-# cgroup directories (one per writable hierarchy that tracks processes) for
-# lab NAME [host H], below the cgroup this script runs in.
+# cgroup directories (one per hierarchy that tracks processes) for lab NAME
+# [host H].  Anchored at the hierarchy's root, so that every caller (tests,
+# CI, a shell) finds the same ones.
 cg_dirs() {
-  local suffix="kvmforge-lab/$1${2:+/$2}" line mnt path
-  # cgroup v2 (unified or hybrid)
+  local suffix="$LAB_CGROUP/$1${2:+/$2}" mnt
+  # cgroup v2 (unified, or the unified part of a hybrid setup)
   mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-  if [ -n "$mnt" ]; then
-    path=$(awk -F: '$1 == "0" { print $3; exit }' /proc/self/cgroup)
-    echo "$mnt${path%/}/$suffix"
-  fi
+  [ -n "$mnt" ] && echo "$mnt/$suffix"
   # cgroup v1 name=systemd (hybrid / legacy)
   mnt=$(awk '$3 == "cgroup" && $4 ~ /(^|,)name=systemd(,|$)/ { print $2; exit }' /proc/self/mounts)
-  if [ -n "$mnt" ]; then
-    path=$(awk -F: '$2 == "name=systemd" { print $3; exit }' /proc/self/cgroup)
-    echo "$mnt${path%/}/$suffix"
-  fi
+  [ -n "$mnt" ] && echo "$mnt/$suffix"
+  return 0
 }
 
 # PIDs of the systemd-nspawn processes of a lab (or one host)
@@ -328,12 +333,22 @@ is_container_init() {
   return 1
 }
 
+# is PID in the cgroup tree of lab NAME host HOST?  (guards against reused PIDs)
+in_host_cgroup() {
+  local line
+  while IFS= read -r line; do
+    [[ $line == *"/$LAB_CGROUP/$2/$3/"* ]] && return 0
+  done 2>/dev/null <"/proc/$1/cgroup"
+  return 1
+}
+
 # PID 1 of a running host container, or fail
 host_leader() {
   local name=$1 host=$2 p="" c comm kids=()
   # fast path: the pid recorded at launch (nspawn's child is the container's init)
   read -r p 2>/dev/null <"$LAB_RUN_ROOT/$name/hosts/$host.pid" || true
-  if [ -n "$p" ] && read -r comm 2>/dev/null <"/proc/$p/comm" && [ "$comm" = systemd-nspawn ]; then
+  if [ -n "$p" ] && read -r comm 2>/dev/null <"/proc/$p/comm" && [ "$comm" = systemd-nspawn ] \
+      && in_host_cgroup "$p" "$name" "$host"; then
     read -r -a kids 2>/dev/null <"/proc/$p/task/$p/children" || true
     for c in "${kids[@]}"; do
       if is_container_init "$c"; then echo "$c"; return 0; fi
@@ -406,6 +421,9 @@ allocate_index() {  # NAME WANTED -> prints index; creates the run dir under the
         if ! in_use "$d"; then k=$d; break; fi
       done
       [ -n "$k" ] || { echo "lab: ERROR: no free lab index" >&2; exit 1; }
+    fi
+    if [ -e "$LAB_RUN_ROOT/$name/index" ]; then
+      echo "lab: ERROR: lab '$name' is being started by someone else" >&2; exit 1
     fi
     mkdir -p "$LAB_RUN_ROOT/$name/hosts"
     echo "$k" >"$LAB_RUN_ROOT/$name/index"
@@ -521,9 +539,9 @@ host_diag() {  # NAME HOST: print what is known about a host that did not come u
 }
 
 sshd_listening() {  # LEADER: is something in the container's netns listening on :22?
-  local f sl loc rem st rest
+  local f loc st
   for f in "/proc/$1/net/tcp" "/proc/$1/net/tcp6"; do
-    while read -r sl loc rem st rest; do
+    while read -r _ loc _ st _; do
       [[ $loc == *:0016 && $st == 0A ]] && return 0
     done 2>/dev/null <"$f"
   done
@@ -670,7 +688,8 @@ write_lab_files() {  # NAME: known_hosts, inventory.yaml, ssh_config, lab.env (h
 
 lab_exists() {  # anything left of lab NAME?
   local name=$1 d
-  [ -e "$(run_dir "$name")" ] || [ -e "$(hosts_dir "$name")" ] || [ -e "/run/netns/$(lab_ns "$name")" ] && return 0
+  [ -e "$(run_dir "$name")" ] || [ -e "$(hosts_dir "$name")" ] && return 0
+  for d in "/run/netns/$(lab_ns "$name")" "/run/netns/$(lab_ns "$name")".*; do [ -e "$d" ] && return 0; done
   for d in $(cg_dirs "$name"); do [ -d "$d" ] && return 0; done
   return 1
 }
@@ -743,6 +762,7 @@ cmd_up() {
   } | ip -n "$lns" -b -
   ip link add "kfl$idx" type veth peer name ctl netns "$lns"
   ip link set "kfl$idx" alias "kvmforge-lab:$name"
+  sysctl -qw "net.ipv6.conf.kfl$idx.disable_ipv6=1" 2>/dev/null || true
   ip addr add "$fnet.1/24" dev "kfl$idx"
   ip link set "kfl$idx" up
   ip -n "$lns" link set ctl master br0 up
@@ -847,17 +867,38 @@ cmd_down() {
       ip link del "kfl$idx" 2>/dev/null || true
     fi
   fi
-  if grep -q " $hd[/ ]" /proc/self/mounts; then
+  if grep -q " ${hd}[/ ]" /proc/self/mounts; then
     die "mounts below $hd are still busy; not removing it"
   fi
   rm -rf --one-file-system "$hd" "$run"
   for d in $(cg_dirs "$name"); do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done
   # last lab gone: drop the guard route and our empty parent dirs
   if ! ls -d "$LAB_RUN_ROOT"/*/ >/dev/null 2>&1; then
-    ip route del unreachable "$LAB_NET_PREFIX.0.0/16" 2>/dev/null || true
     for d in $(cg_dirs ""); do rmdir "$d" 2>/dev/null || true; done
+    if ! grep -qs '^kvmforge-lab:' /sys/class/net/kfl*/ifalias; then
+      ip route del unreachable "$LAB_NET_PREFIX.0.0/16" 2>/dev/null || true
+    fi
   fi
   log "lab '$name' is down"
+}
+
+# every lab this machine has (also half-torn-down ones)
+all_lab_names() {
+  local d
+  {
+    for d in "$LAB_RUN_ROOT"/*/ "$LAB_HOSTS_ROOT"/*/; do [ -d "$d" ] && basename "$d"; done
+    for d in $(cg_dirs ""); do
+      [ -d "$d" ] && find "$d" -mindepth 1 -maxdepth 1 -type d -printf '%f\n'
+    done
+  } | sort -u
+}
+
+cmd_down_all() {
+  local n
+  for n in $(all_lab_names); do
+    [[ $n =~ ^[A-Za-z0-9_-]{1,40}$ ]] && cmd_down "$n"
+  done
+  log "no labs left"
 }
 
 # ---------------------------------------------------------------------------
@@ -989,6 +1030,7 @@ main() {
     image) [ $# -eq 0 ] || usage; cmd_image ;;
     up) cmd_up "$@" ;;
     down) [ $# -eq 1 ] || usage; cmd_down "$1" ;;
+    down-all) [ $# -eq 0 ] || usage; need_root; cmd_down_all ;;
     list) cmd_list ;;
     check) cmd_check ;;
     exec) cmd_exec "$@" ;;
