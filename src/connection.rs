@@ -8,6 +8,7 @@ use crate::inventory::{ConnectionKind, ConnectionSpec};
 use crate::module::{Action, Attrs, FileState, Observation, Probe};
 use crate::remote::{self, ActionOutcome, Script};
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// What running a script produced.
@@ -225,8 +226,11 @@ impl Connection for LocalConnection {
         self.invocations += 1;
         let root = nix::unistd::geteuid().is_root();
         let (argv, preamble) = self.become_.wrap(become_, root);
+        // Its own process group: a Ctrl-C at the terminal stops the run from starting new
+        // work, but lets the script in flight finish.
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -62,8 +62,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The process exit code: 2 for failed tasks, 4 for unreachable hosts (OR-ed), else 0 —
-    /// or 8 with `detailed` when something changed (or, in check mode, would change).
+    /// The process exit code: 130 when interrupted; else 2 for failed tasks, 4 for unreachable
+    /// hosts (OR-ed), else 0 — or 8 with `detailed` when something changed (or, in check mode,
+    /// would change).
     pub fn exit_code(&self, detailed: bool) -> i32 {
         let mut code = 0;
         if self.stats.values().any(|s| s.failed > 0) {
@@ -72,7 +73,7 @@ impl Summary {
         if self.stats.values().any(|s| s.unreachable > 0) {
             code |= exit::UNREACHABLE;
         }
-        if self.interrupted && code == 0 {
+        if self.interrupted {
             return exit::INTERRUPTED;
         }
         if code == 0 && detailed && self.stats.values().any(|s| s.changed > 0) {
@@ -393,6 +394,9 @@ struct Shared<'a> {
     reporter: &'a dyn Reporter,
     /// Set by `any_errors_fatal`: no host starts another task.
     abort: AtomicBool,
+    /// Hosts that finished the current play, and how many it has.
+    hosts_done: std::sync::atomic::AtomicUsize,
+    hosts_total: std::sync::atomic::AtomicUsize,
     interrupted: &'a AtomicBool,
 }
 
@@ -411,6 +415,8 @@ pub fn run(
         opts,
         reporter,
         abort: AtomicBool::new(false),
+        hosts_done: Default::default(),
+        hosts_total: Default::default(),
         interrupted,
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -442,6 +448,8 @@ pub fn run(
             .map(|h| &states[&h.name])
             .filter(|s| !s.lock().unwrap().out)
             .collect();
+        shared.hosts_done.store(0, Ordering::SeqCst);
+        shared.hosts_total.store(active.len(), Ordering::SeqCst);
         let mut start = 0;
         let mut batch_no = 0;
         while start < active.len() {
@@ -457,6 +465,7 @@ pub fn run(
                 batch.par_iter().for_each(|st| {
                     let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
                     HostPlay::new(&shared, target, inv, &mut st).run();
+                    shared.hosts_done.fetch_add(1, Ordering::SeqCst);
                 })
             });
             let failed = batch.iter().filter(|s| s.lock().unwrap().out).count();
@@ -599,6 +608,12 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                     break;
                 }
             }
+            self.shared.reporter.report(&Event::Progress {
+                host: &self.state.host.name,
+                task: &tasks[i].display_name(),
+                done: self.shared.hosts_done.load(Ordering::SeqCst),
+                total: self.shared.hosts_total.load(Ordering::SeqCst),
+            });
             let prepared = prepare(
                 tasks[i],
                 &self.layers,
@@ -965,6 +980,18 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         );
         if unreachable {
             self.state.out = true;
+        }
+        // Ctrl-C also reaches the ssh processes of invocations in flight: that is the
+        // interruption, not the host going away. Their writes were atomic: nothing half-done.
+        if self.shared.interrupted.load(Ordering::SeqCst) {
+            self.state.out = true;
+            return Outcome {
+                status: Status::Failed,
+                plan: Plan::ok(),
+                msg: Some(format!("interrupted ({e})")),
+                command: None,
+                detail: Vec::new(),
+            };
         }
         Outcome {
             status: if unreachable {

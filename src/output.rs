@@ -72,6 +72,13 @@ pub enum Event<'a> {
         hosts: &'a [String],
         check: bool,
     },
+    /// A host starts a task; `done` of `total` hosts have finished the play.
+    Progress {
+        host: &'a str,
+        task: &'a str,
+        done: usize,
+        total: usize,
+    },
     Result(&'a TaskResult),
     Recap {
         stats: &'a BTreeMap<String, HostStats>,
@@ -89,6 +96,8 @@ pub struct Human {
     diff: bool,
     verbose: u8,
     color: bool,
+    /// A progress line on stderr (only when it is a terminal).
+    progress: bool,
     out: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -99,6 +108,7 @@ impl Human {
             diff,
             verbose,
             color,
+            progress: std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
             out: Mutex::new(Box::new(std::io::stdout())),
         }
     }
@@ -108,6 +118,7 @@ impl Human {
             diff,
             verbose,
             color: false,
+            progress: false,
             out: Mutex::new(w),
         }
     }
@@ -143,6 +154,20 @@ impl Reporter for Human {
     fn report(&self, event: &Event) {
         let mut text = String::new();
         match event {
+            Event::Progress {
+                host,
+                task,
+                done,
+                total,
+            } => {
+                if self.progress {
+                    let _guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut line = format!("[{done}/{total} hosts done] {host}: {task}");
+                    line.truncate(100);
+                    eprint!("\r\x1b[K{line}");
+                }
+                return;
+            }
             Event::Play { name, hosts, check } => {
                 let title = format!("PLAY [{name}]{}", if *check { " (check mode)" } else { "" });
                 text.push_str(&format!(
@@ -236,6 +261,9 @@ impl Reporter for Human {
             }
         }
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
@@ -265,6 +293,7 @@ impl JsonLines {
 impl Reporter for JsonLines {
     fn report(&self, event: &Event) {
         let v = match event {
+            Event::Progress { .. } => return,
             Event::Play { name, hosts, check } => {
                 json!({"event": "play", "name": name, "hosts": hosts, "check": check})
             }

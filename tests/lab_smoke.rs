@@ -95,6 +95,28 @@ fn lab_smoke() {
     }
     assert!(inv.contains(&format!("jump: root@{jump}")));
 
+    // failure helpers: sshd stopped, changed host key
+    lab.stop_sshd("h2");
+    let out = lab.ssh("h2", "true");
+    assert!(!out.status.success(), "h2 without sshd answered");
+    lab.start_sshd("h2");
+    assert!(
+        lab.ssh("h2", "true").status.success(),
+        "h2 after start-sshd"
+    );
+    let line = lab.rekey("h2");
+    assert!(
+        line.starts_with(&format!("{} ssh-ed25519 ", lab.addr("h2"))),
+        "rekey printed {line:?}"
+    );
+    let out = lab.ssh("h2", "true");
+    assert!(!out.status.success(), "changed host key must be refused");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        describe(&out)
+    );
+
     let dir = lab.dir.clone();
     drop(lab);
     assert!(!dir.exists(), "lab dir removed on drop");

@@ -527,3 +527,45 @@ fn no_log_hides_values() {
     let out = site.run(&["--diff", "--output", "json"]);
     assert!(!text(&out).contains("hunter2"));
 }
+
+#[test]
+fn ctrl_c_lets_the_task_in_flight_finish_and_starts_nothing_new() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: slow
+      shell: "sleep 1.5 && echo finished > {{ root }}/slow"
+    - name: never started
+      copy: { dest: "{{ root }}/next", content: "x\n" }
+"#,
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_kvmforge"))
+        .arg("run")
+        .arg(site.dir.path().join("site.yaml"))
+        .arg("-i")
+        .arg(site.dir.path().join("inventory.yaml"))
+        .args(["--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", text(&out));
+    assert_eq!(
+        site.file("slow").as_deref(),
+        Some("finished\n"),
+        "the task in flight completes"
+    );
+    assert!(!site.path("next").exists(), "no new task after Ctrl-C");
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "recap");
+    assert_eq!(last["interrupted"], true);
+}
