@@ -182,6 +182,10 @@ impl Observed {
     pub fn clear(&mut self) {
         self.map.clear();
     }
+    /// Keep only the observations for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Probe, &Observation) -> bool) {
+        self.map.retain(|p, o| keep(p, o));
+    }
     /// Forget every observation a write to `path` may have changed.
     pub fn invalidate_path(&mut self, path: &str) {
         self.map.retain(|p, _| match p {

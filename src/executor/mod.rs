@@ -1,0 +1,422 @@
+//! Runs plays on hosts.
+//!
+//! Each host runs its own task list independently (no lockstep), up to `forks` hosts at once.
+//! Round trips are the cost that matters, so per host the executor:
+//! - collects the probes of as many upcoming tasks as it can render (conditions waiting for
+//!   facts or registered results count as true for this) and observes them, with the facts, in
+//!   ONE remote invocation;
+//! - renders and plans each task for real from those observations, without touching the host;
+//! - queues the actions of changed tasks, predicting their effect, and sends them with the next
+//!   observation the host needs or when a task's result is needed (see [`host`]).
+//!
+//! A run that changes nothing costs about one invocation per host, a run that changes files
+//! about two, and check mode is the same run without the applies.
+
+mod host;
+mod predict;
+mod prepare;
+
+pub use host::describe;
+
+use crate::connection::{self, Become, Connection, ConnectionError};
+use crate::error::Error;
+use crate::inventory::{Host, Inventory};
+use crate::output::{Event, HostStats, Reporter};
+use crate::playbook::{Play, Playbook};
+use crate::vars::Layers;
+use host::HostPlay;
+use prepare::{load_vars_files, prepare, Prepared};
+use rayon::prelude::*;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// How a run behaves (from the command line).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub check: bool,
+    pub diff: bool,
+    pub limit: Option<String>,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub extra_vars: Map<String, Value>,
+    pub forks: usize,
+    pub verbose: u8,
+    pub become_: Become,
+    pub connect: connection::ConnectOptions,
+}
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const INVALID: i32 = 1;
+    pub const FAILED: i32 = 2;
+    pub const UNREACHABLE: i32 = 4;
+    pub const CHANGED: i32 = 8;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub stats: BTreeMap<String, HostStats>,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// The process exit code: 130 when interrupted; else 2 for failed tasks, 4 for unreachable
+    /// hosts (OR-ed), else 0 — or 8 with `detailed` when something changed (or, in check mode,
+    /// would change).
+    pub fn exit_code(&self, detailed: bool) -> i32 {
+        let mut code = 0;
+        if self.stats.values().any(|s| s.failed > 0) {
+            code |= exit::FAILED;
+        }
+        if self.stats.values().any(|s| s.unreachable > 0) {
+            code |= exit::UNREACHABLE;
+        }
+        if self.interrupted {
+            return exit::INTERRUPTED;
+        }
+        if code == 0 && detailed && self.stats.values().any(|s| s.changed > 0) {
+            code = exit::CHANGED;
+        }
+        code
+    }
+}
+
+/// A play with the hosts it will run on.
+pub struct PlayTarget<'a> {
+    pub play: &'a Play,
+    pub hosts: Vec<Host>,
+    pub vars_files: Map<String, Value>,
+}
+
+fn magic(host: &Host, inv: &Inventory) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("inventory_hostname".into(), json!(host.name));
+    m.insert(
+        "group_names".into(),
+        json!(host
+            .groups
+            .iter()
+            .filter(|g| *g != "all")
+            .collect::<Vec<_>>()),
+    );
+    let groups: Map<String, Value> = inv
+        .groups
+        .keys()
+        .map(|g| {
+            let members: Vec<&str> = inv
+                .hosts
+                .iter()
+                .filter(|h| h.groups.contains(g))
+                .map(|h| h.name.as_str())
+                .collect();
+            (g.clone(), json!(members))
+        })
+        .collect();
+    m.insert("groups".into(), Value::Object(groups));
+    m
+}
+
+/// Does the task run under the requested tags?
+fn tags_select(task_tags: &[String], play_tags: &[String], opts: &Options) -> bool {
+    let tags: Vec<&str> = task_tags
+        .iter()
+        .chain(play_tags)
+        .map(String::as_str)
+        .collect();
+    if opts.skip_tags.iter().any(|s| tags.contains(&s.as_str())) {
+        return false;
+    }
+    if tags.contains(&"never") && !opts.tags.iter().any(|t| tags.contains(&t.as_str())) {
+        return false;
+    }
+    if opts.tags.is_empty() || opts.tags.iter().any(|t| t == "all") || tags.contains(&"always") {
+        return true;
+    }
+    opts.tags.iter().any(|t| tags.contains(&t.as_str()))
+}
+
+/// Resolve every play's hosts and check every task for every host, contacting no host:
+/// unknown variables, bad argument values and impossible argument combinations are all found
+/// here. Facts and registered results are not known yet; templates needing them are checked
+/// when they run.
+pub fn validate<'a>(
+    pb: &'a Playbook,
+    inv: &Inventory,
+    opts: &Options,
+) -> Result<Vec<PlayTarget<'a>>, Error> {
+    let limit: Option<HashSet<String>> = match &opts.limit {
+        Some(l) => Some(inv.select(l)?.into_iter().map(|h| h.name).collect()),
+        None => None,
+    };
+    let mut targets = Vec::new();
+    let mut problems: Vec<(String, Vec<String>)> = Vec::new();
+    let mut registers: BTreeSet<String> = BTreeSet::new();
+    for play in &pb.plays {
+        let mut hosts = inv
+            .select(&play.hosts)
+            .map_err(|e| Error::Playbook(format!("play `{}`: {e}", play.name)))?;
+        if let Some(l) = &limit {
+            hosts.retain(|h| l.contains(&h.name));
+        }
+        let vars_files = load_vars_files(play, pb)?;
+        for t in play.tasks.iter().chain(&play.handlers) {
+            if let Some(r) = &t.register {
+                registers.insert(r.clone());
+            }
+        }
+        let mut pending = registers.clone();
+        pending.insert("facts".into());
+        for host in &hosts {
+            if let Err(e) = host.connection() {
+                problems.push((e.to_string(), vec![host.name.clone()]));
+                continue;
+            }
+            let layers = Layers {
+                inventory: host.vars.clone(),
+                facts: None,
+                play: play.vars.clone(),
+                vars_files: vars_files.clone(),
+                registered: Map::new(),
+                extra: opts.extra_vars.clone(),
+                magic: magic(host, inv),
+            };
+            for t in play.tasks.iter().chain(&play.handlers) {
+                if let Ok(Prepared::Failed(msg)) = prepare(t, &layers, &pending, false, &pb.dir) {
+                    let key = format!("play `{}`, task `{}`: {msg}", play.name, t.display_name());
+                    match problems.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, hs)) => hs.push(host.name.clone()),
+                        None => problems.push((key, vec![host.name.clone()])),
+                    }
+                }
+            }
+        }
+        targets.push(PlayTarget {
+            play,
+            hosts,
+            vars_files,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(Error::Invalid(
+            problems
+                .into_iter()
+                .map(|(msg, hosts)| {
+                    let shown: Vec<&str> = hosts.iter().take(5).map(String::as_str).collect();
+                    let more = if hosts.len() > 5 {
+                        format!(" and {} more", hosts.len() - 5)
+                    } else {
+                        String::new()
+                    };
+                    let (head, tail) = msg.split_once(": ").unwrap_or((&msg, ""));
+                    let label = if hosts.len() == 1 { "host" } else { "hosts" };
+                    format!(
+                        "{}: {head}, {label} {}{more}: {tail}",
+                        pb.path.display(),
+                        shown.join(", ")
+                    )
+                })
+                .collect(),
+        ));
+    }
+    Ok(targets)
+}
+
+/// Per-host state that lives across plays.
+struct HostState {
+    host: Host,
+    conn: Option<Box<dyn Connection>>,
+    facts: Option<Value>,
+    registered: Map<String, Value>,
+    stats: HostStats,
+    /// Failed or unreachable: takes no further part in the run.
+    out: bool,
+}
+
+impl HostState {
+    fn connection(&mut self, opts: &Options) -> Result<&mut Box<dyn Connection>, ConnectionError> {
+        if self.conn.is_none() {
+            let spec = self
+                .host
+                .connection()
+                .map_err(|e| ConnectionError::Unreachable(e.to_string()))?;
+            self.conn = Some(connection::connect(
+                &self.host.name,
+                &spec,
+                &opts.become_,
+                &opts.connect,
+            )?);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+}
+
+/// Everything shared by the hosts of a run.
+struct Shared<'a> {
+    pb: &'a Playbook,
+    opts: &'a Options,
+    reporter: &'a dyn Reporter,
+    /// Set by `any_errors_fatal`: no host starts another task.
+    abort: AtomicBool,
+    /// Hosts that finished the current play, and how many it has.
+    hosts_done: std::sync::atomic::AtomicUsize,
+    hosts_total: std::sync::atomic::AtomicUsize,
+    interrupted: &'a AtomicBool,
+}
+
+/// Run a validated playbook.
+pub fn run(
+    pb: &Playbook,
+    inv: &Inventory,
+    opts: &Options,
+    reporter: &dyn Reporter,
+    interrupted: &AtomicBool,
+) -> Result<Summary, Error> {
+    let targets = validate(pb, inv, opts)?;
+    let mut states: BTreeMap<String, Mutex<HostState>> = BTreeMap::new();
+    let shared = Shared {
+        pb,
+        opts,
+        reporter,
+        abort: AtomicBool::new(false),
+        hosts_done: Default::default(),
+        hosts_total: Default::default(),
+        interrupted,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.forks.max(1))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start workers: {e}")))?;
+    for target in &targets {
+        let names: Vec<String> = target.hosts.iter().map(|h| h.name.clone()).collect();
+        reporter.report(&Event::Play {
+            name: &target.play.name,
+            hosts: &names,
+            check: opts.check,
+        });
+        for h in &target.hosts {
+            states.entry(h.name.clone()).or_insert_with(|| {
+                Mutex::new(HostState {
+                    host: h.clone(),
+                    conn: None,
+                    facts: None,
+                    registered: Map::new(),
+                    stats: HostStats::default(),
+                    out: false,
+                })
+            });
+        }
+        let active: Vec<&Mutex<HostState>> = target
+            .hosts
+            .iter()
+            .map(|h| &states[&h.name])
+            .filter(|s| !s.lock().unwrap().out)
+            .collect();
+        shared.hosts_done.store(0, Ordering::SeqCst);
+        shared.hosts_total.store(active.len(), Ordering::SeqCst);
+        let mut start = 0;
+        let mut batch_no = 0;
+        while start < active.len() {
+            if shared.abort.load(Ordering::SeqCst) || interrupted.load(Ordering::SeqCst) {
+                break;
+            }
+            let size = match target.play.serial.as_slice() {
+                [] => active.len(),
+                s => s[batch_no.min(s.len() - 1)].size(active.len()),
+            };
+            let batch = &active[start..(start + size).min(active.len())];
+            pool.install(|| {
+                batch.par_iter().for_each(|st| {
+                    let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
+                    HostPlay::new(&shared, target, inv, &mut st).run();
+                    shared.hosts_done.fetch_add(1, Ordering::SeqCst);
+                })
+            });
+            let failed = batch.iter().filter(|s| s.lock().unwrap().out).count();
+            if let Some(max) = target.play.max_fail_percentage {
+                if failed as f64 * 100.0 / batch.len() as f64 > max {
+                    shared.abort.store(true, Ordering::SeqCst);
+                }
+            }
+            start += size;
+            batch_no += 1;
+        }
+        if shared.abort.load(Ordering::SeqCst) || interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    let stats = states
+        .into_iter()
+        .map(|(name, st)| {
+            let st = st.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut stats = st.stats;
+            stats.invocations = st.conn.as_ref().map_or(0, |c| c.invocations());
+            (name, stats)
+        })
+        .collect();
+    Ok(Summary {
+        stats,
+        interrupted: interrupted.load(Ordering::SeqCst),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let mut s = Summary::default();
+        s.stats.insert(
+            "a".into(),
+            HostStats {
+                changed: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(s.exit_code(false), 0);
+        assert_eq!(s.exit_code(true), 8);
+        s.stats.insert(
+            "b".into(),
+            HostStats {
+                failed: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(s.exit_code(true), 2);
+        s.stats.insert(
+            "c".into(),
+            HostStats {
+                unreachable: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(s.exit_code(true), 6);
+    }
+
+    #[test]
+    fn tag_selection() {
+        let opts = |tags: &[&str], skip: &[&str]| Options {
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            skip_tags: skip.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(tags_select(&t(&["net"]), &[], &opts(&[], &[])));
+        assert!(tags_select(&t(&["net"]), &[], &opts(&["net"], &[])));
+        assert!(!tags_select(&t(&["grub"]), &[], &opts(&["net"], &[])));
+        assert!(!tags_select(&t(&["net"]), &[], &opts(&[], &["net"])));
+        assert!(tags_select(&t(&["always"]), &[], &opts(&["net"], &[])));
+        assert!(!tags_select(&t(&["never"]), &[], &opts(&[], &[])));
+        assert!(tags_select(
+            &t(&["never", "debug"]),
+            &[],
+            &opts(&["debug"], &[])
+        ));
+        assert!(tags_select(&[], &t(&["net"]), &opts(&["net"], &[])));
+    }
+}

@@ -1,0 +1,147 @@
+//! Rendering a task for one host: its condition, loop items, arguments, and what it needs to
+//! observe.
+
+use crate::error::Error;
+use crate::inventory;
+use crate::module::{ModuleError, PlanContext, Probe};
+use crate::params::Args;
+use crate::playbook::{Play, Playbook, Task};
+use crate::template::{self, TemplateError};
+use crate::vars::{Layers, Unresolved};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// One host's view of one task, ready to plan.
+#[derive(Debug, Clone)]
+pub(super) struct Item {
+    pub(super) label: Option<String>,
+    pub(super) item: Option<Value>,
+    pub(super) skip: bool,
+    pub(super) args: Args,
+    pub(super) probes: Vec<Probe>,
+    pub(super) ctx: PlanContext,
+    pub(super) vars: Value,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Prepared {
+    Items(Vec<Item>),
+    /// An error that fails the task when it is reached.
+    Failed(String),
+}
+
+/// Render a task for one host. `Err(name)` when it depends on something pending.
+/// With `speculative`, a condition that waits for something pending counts as true: the task's
+/// probes are wanted early, and the condition is evaluated for real when the task runs.
+pub(super) fn prepare(
+    task: &Task,
+    layers: &Layers,
+    pending: &BTreeSet<String>,
+    speculative: bool,
+    playbook_dir: &std::path::Path,
+) -> Result<Prepared, String> {
+    let fail = |e: Unresolved| match e {
+        Unresolved::Pending(p) => Err(p),
+        Unresolved::Error(e) => Ok(Prepared::Failed(e.to_string())),
+    };
+    let base = match layers.context(&task.vars, None, pending) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let items: Vec<Option<Value>> = match &task.loop_ {
+        None => vec![None],
+        Some(l) => match template::render_value(l, &base) {
+            Ok(Value::Array(a)) => a.into_iter().map(Some).collect(),
+            Ok(Value::Null) => Vec::new(),
+            Ok(other) => {
+                return Ok(Prepared::Failed(format!(
+                    "loop must be a list, got {}",
+                    serde_json::to_string(&other).unwrap_or_default()
+                )))
+            }
+            Err(e) => return fail(Unresolved::from(e, pending)),
+        },
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let vars = match &item {
+            None => base.clone(),
+            Some(v) => {
+                let mut c = base.clone();
+                c[task.loop_var.as_str()] = v.clone();
+                c
+            }
+        };
+        let label = item.as_ref().map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let render_err = |e: TemplateError| fail(Unresolved::from(e, pending));
+        let skip = match &task.when {
+            None => false,
+            Some(w) => match template::condition(w, &vars) {
+                Ok(b) => !b,
+                Err(e) => match Unresolved::from(e, pending) {
+                    Unresolved::Pending(_) if speculative => false,
+                    other => return fail(other),
+                },
+            },
+        };
+        let ctx = PlanContext {
+            playbook_dir: playbook_dir.to_path_buf(),
+            vars: vars.clone(),
+            pending: pending.clone(),
+        };
+        if skip {
+            out.push(Item {
+                label,
+                item,
+                skip,
+                args: Args::default(),
+                probes: Vec::new(),
+                ctx,
+                vars,
+            });
+            continue;
+        }
+        let raw = match template::render_value(&task.args, &vars) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Ok(Prepared::Failed("arguments must be a mapping".into())),
+            Err(e) => return render_err(e),
+        };
+        let spec = task.module.spec();
+        let args = match Args::validate(spec.params, &raw) {
+            Ok(a) => a,
+            Err(e) => return Ok(Prepared::Failed(format!("module `{}`: {e}", spec.name))),
+        };
+        let probes = match task.module.probes(&args, &ctx) {
+            Ok(p) => p,
+            Err(ModuleError::Template { error, .. })
+                if error.undefined_root().is_some_and(|r| pending.contains(r)) =>
+            {
+                return Err(error.undefined_root().unwrap_or_default().to_string())
+            }
+            Err(e) => return Ok(Prepared::Failed(format!("module `{}`: {e}", spec.name))),
+        };
+        out.push(Item {
+            label,
+            item,
+            skip,
+            args,
+            probes,
+            ctx,
+            vars,
+        });
+    }
+    Ok(Prepared::Items(out))
+}
+
+/// Load a play's `vars_files` (relative to the playbook).
+pub(super) fn load_vars_files(play: &Play, pb: &Playbook) -> Result<Map<String, Value>, Error> {
+    let mut m = Map::new();
+    for f in &play.vars_files {
+        let p = pb.dir.join(f);
+        m.extend(inventory::load_vars_file(&p)?);
+    }
+    Ok(m)
+}
