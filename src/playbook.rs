@@ -134,7 +134,8 @@ pub struct Play {
     pub vars: Map<String, Value>,
     pub vars_files: Vec<String>,
     pub become_: Option<bool>,
-    pub gather_facts: bool,
+    /// `Some` when the play says; otherwise facts are gathered when the play refers to them.
+    pub gather_facts: Option<bool>,
     pub serial: Vec<Serial>,
     pub any_errors_fatal: bool,
     pub max_fail_percentage: Option<f64>,
@@ -390,7 +391,7 @@ impl<'de> serde::Deserialize<'de> for Play {
                     vars: Map::new(),
                     vars_files: Vec::new(),
                     become_: None,
-                    gather_facts: true,
+                    gather_facts: None,
                     serial: Vec::new(),
                     any_errors_fatal: false,
                     max_fail_percentage: None,
@@ -414,7 +415,7 @@ impl<'de> serde::Deserialize<'de> for Play {
                                 "vars" => play.vars = mapping(k, v)?,
                                 "vars_files" => play.vars_files = string_list(k, v)?,
                                 "become" => play.become_ = Some(bool_value(k, v)?),
-                                "gather_facts" => play.gather_facts = bool_value(k, v)?,
+                                "gather_facts" => play.gather_facts = Some(bool_value(k, v)?),
                                 "serial" => play.serial = serial(v)?,
                                 "any_errors_fatal" => play.any_errors_fatal = bool_value(k, v)?,
                                 "max_fail_percentage" => {

@@ -127,7 +127,7 @@ impl SshConnection {
                 tokio::time::timeout(
                     // ProxyJump chains connect several times over.
                     Duration::from_secs(opts.connect_timeout.max(1) * 3 + 5),
-                    b.connect(&spec.address),
+                    b.connect_mux(&spec.address),
                 )
                 .await
             })

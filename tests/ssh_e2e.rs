@@ -143,7 +143,10 @@ fn fleet_over_ssh() {
         assert!(r["hosts"][h]["changed"].as_u64().unwrap() > 0, "{h}: {r}");
         assert_eq!(r["hosts"][h]["failed"], 0, "{h}: {r}");
         // Seven tasks, six of them changing: changes travel together with observations.
-        assert!(r["hosts"][h]["invocations"].as_u64().unwrap() <= 4, "{h}: {r}");
+        assert!(
+            r["hosts"][h]["invocations"].as_u64().unwrap() <= 4,
+            "{h}: {r}"
+        );
     }
     assert_eq!(remote(&lab, "v1", "cat /etc/kvmforge-host"), "v1\n");
     assert_eq!(

@@ -79,6 +79,7 @@ pub(super) struct HostPlay<'s, 'a> {
     login_root: bool,
     /// Check mode found a change on this host in this play: later tasks may depend on it.
     would_change: bool,
+    gather_facts: bool,
     /// Actions planned but not applied yet, all under `pending_become`.
     pending: Vec<Action>,
     pending_become: bool,
@@ -120,6 +121,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             become_default,
             login_root,
             would_change: false,
+            gather_facts: target.gather_facts,
             pending: Vec::new(),
             pending_become: false,
             queue: Vec::new(),
@@ -200,7 +202,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     }
 
     fn need_facts(&self) -> bool {
-        self.play.gather_facts && self.state.facts.is_none()
+        self.gather_facts && self.state.facts.is_none()
     }
 
     /// Collect the probes of tasks from `i` on (until `become` changes) and observe them, with

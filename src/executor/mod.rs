@@ -91,6 +91,44 @@ pub struct PlayTarget<'a> {
     pub play: &'a Play,
     pub hosts: Vec<Host>,
     pub vars_files: Map<String, Value>,
+    /// Gather facts (with the first observation of each host).
+    pub gather_facts: bool,
+}
+
+/// Whether anything a play renders may refer to `facts`: its tasks and handlers, its variables,
+/// the variables of its hosts and the command line, and the files its `template` tasks render.
+/// A false positive only costs gathering facts that are not used.
+fn uses_facts(play: &Play, pb: &Playbook, hosts: &[Host], extra: &Map<String, Value>) -> bool {
+    fn mentions(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains("facts"),
+            Value::Array(a) => a.iter().any(mentions),
+            Value::Object(m) => m.iter().any(|(k, v)| k.contains("facts") || mentions(v)),
+            _ => false,
+        }
+    }
+    let vars = |m: &Map<String, Value>| m.values().any(mentions);
+    play.tasks.iter().chain(&play.handlers).any(|t| {
+        let template = t.module.spec().name == "template"
+            && match t.args.get("src").and_then(Value::as_str) {
+                Some(src) => [pb.dir.join(src), pb.dir.join("templates").join(src)]
+                    .iter()
+                    .find(|p| p.is_file())
+                    .is_none_or(|p| {
+                        std::fs::read_to_string(p).map_or(true, |t| t.contains("facts"))
+                    }),
+                None => true,
+            };
+        template
+            || mentions(&t.args)
+            || [&t.when, &t.loop_, &t.changed_when, &t.failed_when]
+                .into_iter()
+                .flatten()
+                .any(mentions)
+            || vars(&t.vars)
+    }) || vars(&play.vars)
+        || vars(extra)
+        || hosts.iter().any(|h| vars(&h.vars))
 }
 
 fn magic(host: &Host, inv: &Inventory) -> Map<String, Value> {
@@ -195,10 +233,15 @@ pub fn validate<'a>(
                 }
             }
         }
+        let gather_facts = play.gather_facts.unwrap_or_else(|| {
+            uses_facts(play, pb, &hosts, &opts.extra_vars)
+                || vars_files.values().any(|v| v.to_string().contains("facts"))
+        });
         targets.push(PlayTarget {
             play,
             hosts,
             vars_files,
+            gather_facts,
         });
     }
     if !problems.is_empty() {
@@ -349,15 +392,20 @@ pub fn run(
             break;
         }
     }
-    let stats = states
+    let finished: Vec<(String, HostState)> = states
         .into_iter()
+        .map(|(name, st)| (name, st.into_inner().unwrap_or_else(|e| e.into_inner())))
+        .collect();
+    let stats = finished
+        .iter()
         .map(|(name, st)| {
-            let st = st.into_inner().unwrap_or_else(|e| e.into_inner());
-            let mut stats = st.stats;
+            let mut stats = st.stats.clone();
             stats.invocations = st.conn.as_ref().map_or(0, |c| c.invocations());
-            (name, stats)
+            (name.clone(), stats)
         })
         .collect();
+    // Closing a connection waits for its master to exit: close them all at once.
+    pool.install(|| finished.into_par_iter().for_each(drop));
     Ok(Summary {
         stats,
         interrupted: interrupted.load(Ordering::SeqCst),
