@@ -94,22 +94,25 @@ fn render_attrs(s: &mut String, id: &str, path_var: &str, attrs: &Attrs) {
     if let Some(m) = attrs.mode {
         writeln!(s, "kf_try {id} chmod {:04o} -- \"{path_var}\"", m).unwrap();
     }
-    if let Some(o) = &attrs.owner {
-        writeln!(
+    match (&attrs.owner, &attrs.group) {
+        (Some(o), Some(g)) => writeln!(
+            s,
+            "kf_try {id} chown -h -- {} \"{path_var}\"",
+            shell_quote(&format!("{o}:{g}"))
+        ),
+        (Some(o), None) => writeln!(
             s,
             "kf_try {id} chown -h -- {} \"{path_var}\"",
             shell_quote(o)
-        )
-        .unwrap();
-    }
-    if let Some(g) = &attrs.group {
-        writeln!(
+        ),
+        (None, Some(g)) => writeln!(
             s,
             "kf_try {id} chgrp -h -- {} \"{path_var}\"",
             shell_quote(g)
-        )
-        .unwrap();
+        ),
+        (None, None) => Ok(()),
     }
+    .unwrap();
 }
 
 fn render_action(s: &mut String, id: &str, action: &Action) {
@@ -120,29 +123,51 @@ fn render_action(s: &mut String, id: &str, action: &Action) {
             attrs,
             backup,
         } => {
+            // Every process started on the host costs: the common path (text content, no
+            // backup) starts only `mv`, plus `chmod`/`chown` where attributes are set or copied.
             let p = shell_quote(path);
-            writeln!(s, "kf_p={p}; kf_d=$(dirname -- \"$kf_p\")").unwrap();
+            writeln!(s, "kf_p={p}; kf_d=${{kf_p%/*}}; [ -n \"$kf_d\" ] || kf_d=/").unwrap();
             writeln!(s, "[ -d \"$kf_d\" ] || kf_try {id} mkdir -p -- \"$kf_d\"").unwrap();
-            writeln!(
-                s,
-                "kf_tmp=$(mktemp \"$kf_d/.kvmforge.XXXXXX\" 2>&1) || kf_fail {id} 1 \"$kf_tmp\""
-            )
-            .unwrap();
-            s.push_str("base64 -d > \"$kf_tmp\" <<'KF_EOF_'\n");
-            let encoded = B64.encode(content);
-            for chunk in encoded.as_bytes().chunks(76) {
-                s.push_str(std::str::from_utf8(chunk).unwrap());
-                s.push('\n');
+            // A fresh name next to the target; noclobber refuses to follow anything already there.
+            writeln!(s, "kf_tmp=\"$kf_d/.kvmforge.$$.{id}\"; set -C").unwrap();
+            match std::str::from_utf8(content) {
+                Ok(text) if !text.contains('\0') => {
+                    writeln!(
+                        s,
+                        "{{ printf '%s' {} > \"$kf_tmp\"; }} 2>/dev/null",
+                        shell_quote(text)
+                    )
+                    .unwrap();
+                }
+                _ => {
+                    s.push_str("base64 -d > \"$kf_tmp\" 2>/dev/null <<'KF_EOF_'\n");
+                    let encoded = B64.encode(content);
+                    for chunk in encoded.as_bytes().chunks(76) {
+                        s.push_str(std::str::from_utf8(chunk).unwrap());
+                        s.push('\n');
+                    }
+                    s.push_str("KF_EOF_\n");
+                }
             }
-            s.push_str("KF_EOF_\n");
-            writeln!(s, "[ $? -eq 0 ] || kf_fail {id} 1 \"cannot write $kf_tmp\"").unwrap();
-            // An existing file keeps its mode and owner; a new one gets 0644 (mktemp makes 0600).
             writeln!(
                 s,
-                "if [ -e \"$kf_p\" ]; then kf_try {id} chmod --reference=\"$kf_p\" \"$kf_tmp\"; \
-                 kf_try {id} chown --reference=\"$kf_p\" \"$kf_tmp\"; else kf_try {id} chmod 0644 \"$kf_tmp\"; fi"
+                "kf_rc=$?; set +C; [ $kf_rc -eq 0 ] || {{ [ -e \"$kf_tmp\" ] || kf_tmp=; kf_fail {id} 1 \"cannot write a temporary file in $kf_d\"; }}"
             )
             .unwrap();
+            // An existing file keeps its mode and owner unless they are given; a new one is 0644
+            // (umask 022) and owned by whoever runs the script.
+            let keep_mode = attrs.mode.is_none();
+            let keep_owner = attrs.owner.is_none() || attrs.group.is_none();
+            if keep_mode || keep_owner {
+                writeln!(s, "if [ -e \"$kf_p\" ]; then").unwrap();
+                if keep_mode {
+                    writeln!(s, "kf_try {id} chmod --reference=\"$kf_p\" \"$kf_tmp\"").unwrap();
+                }
+                if keep_owner {
+                    writeln!(s, "kf_try {id} chown --reference=\"$kf_p\" \"$kf_tmp\"").unwrap();
+                }
+                writeln!(s, "fi").unwrap();
+            }
             if *backup {
                 writeln!(
                     s,
@@ -510,6 +535,38 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".kvmforge"))
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn binary_and_text_contents_are_written_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin").to_str().unwrap().to_string();
+        let text = dir.path().join("text").to_str().unwrap().to_string();
+        let empty = dir.path().join("empty").to_str().unwrap().to_string();
+        let binary = b"\x00\xff\xfe KF_EOF_\n'\"%s\\".to_vec();
+        let odd = "100% \\n %s %b '\"' \u{e9}\n\n";
+        let s = Script {
+            actions: vec![
+                Action::write(&bin, binary.clone(), Attrs::default(), false),
+                Action::write(&text, odd, Attrs::default(), false),
+                Action::write(&empty, "", Attrs::default(), false),
+            ],
+            ..Default::default()
+        };
+        let r = run(&s);
+        assert!(
+            r.actions.iter().all(|a| *a == ActionOutcome::Done),
+            "{:?}",
+            r.actions
+        );
+        assert_eq!(std::fs::read(&bin).unwrap(), binary);
+        assert_eq!(std::fs::read_to_string(&text).unwrap(), odd);
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&text).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
     }
 
     #[test]
