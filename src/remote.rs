@@ -75,12 +75,15 @@ impl Script {
         for (i, a) in self.actions.iter().enumerate() {
             render_action(&mut s, &format!("a{i}"), a);
         }
+        render_file_batch(&mut s, &self.probes);
         for (i, p) in self.probes.iter().enumerate() {
             match p {
-                Probe::File(path) => writeln!(s, "kf_file p{i} {}", shell_quote(path)),
-                Probe::Command(cmd) => writeln!(s, "kf_cmd p{i} {} cmd", shell_quote(cmd)),
+                Probe::File(path) if !batched(path) => {
+                    writeln!(s, "kf_file p{i} {}", shell_quote(path)).unwrap()
+                }
+                Probe::File(_) => {}
+                Probe::Command(cmd) => writeln!(s, "kf_cmd p{i} {} cmd", shell_quote(cmd)).unwrap(),
             }
-            .unwrap();
         }
         if self.facts {
             s.push_str(facts::SCRIPT);
@@ -88,6 +91,130 @@ impl Script {
         s.push_str("echo 'KF end'\n} </dev/null\n");
         s
     }
+}
+
+/// Absolute paths are observed together (see [`render_file_batch`]); others one by one.
+fn batched(path: &str) -> bool {
+    path.starts_with('/')
+}
+
+/// Observe many files with a handful of processes instead of two per file: shell builtins sort
+/// the paths, one `find` prints the metadata of all of them, one `cat` streams the contents of
+/// the non-empty readable regular files (split on the controller by their sizes). Symlinks and
+/// empty-looking files (`/proc/sys/...` report size 0) are read one by one with `kf_file`.
+/// Prints `KF fs MARKS =META =DATA`, one mark per batched path: `1` in the stream, `0` metadata
+/// only, `s` observed alone.
+fn render_file_batch(s: &mut String, probes: &[Probe]) {
+    let paths: Vec<(usize, &String)> = probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Probe::File(path) if batched(path) => Some((i, path)),
+            _ => None,
+        })
+        .collect();
+    if paths.is_empty() {
+        return;
+    }
+    s.push_str("set --; kf_x=m\n");
+    for (i, path) in &paths {
+        let q = shell_quote(path);
+        writeln!(
+            s,
+            "if [ -L {q} ]; then kf_file p{i} {q}; kf_x=${{kf_x}}s; \
+             elif [ -f {q} ] && [ -r {q} ] && [ -s {q} ]; then set -- \"$@\" {q}; kf_x=${{kf_x}}1; \
+             elif [ -f {q} ]; then kf_file p{i} {q}; kf_x=${{kf_x}}s; else kf_x=${{kf_x}}0; fi"
+        )
+        .unwrap();
+    }
+    let all: Vec<String> = paths.iter().map(|(_, p)| shell_quote(p)).collect();
+    writeln!(
+        s,
+        "printf 'KF fs %s =' \"$kf_x\"; find {} -maxdepth 0 -printf '%p\\0%y\\0%m\\0%u\\0%g\\0%s\\0' 2>/dev/null | kf_b64; \
+         printf ' ='; if [ $# -gt 0 ]; then cat -- \"$@\" 2>/dev/null | kf_b64; fi; echo",
+        all.join(" ")
+    )
+    .unwrap();
+}
+
+/// Turn a `KF fs` record into observations for the batched file probes.
+fn parse_file_batch(
+    probes: &[Probe],
+    marks: &str,
+    meta: &[u8],
+    data: &[u8],
+    out: &mut [Option<Observation>],
+) -> Result<(), ProtocolError> {
+    let bad = |m: &str| ProtocolError::Malformed(format!("file batch: {m}"));
+    let fields: Vec<&[u8]> = meta.split(|b| *b == 0).collect();
+    let mut by_path = std::collections::HashMap::new();
+    for rec in fields.chunks(6).filter(|r| r.len() == 6) {
+        by_path.insert(String::from_utf8_lossy(rec[0]).into_owned(), rec);
+    }
+    let marks = marks.strip_prefix('m').ok_or_else(|| bad("marks"))?;
+    let batched: Vec<(usize, &String)> = probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Probe::File(path) if batched(path) => Some((i, path)),
+            _ => None,
+        })
+        .collect();
+    if marks.len() != batched.len() {
+        return Err(bad("wrong number of marks"));
+    }
+    let mut offset = 0usize;
+    let mut streamed: Vec<(usize, FileState)> = Vec::new();
+    for ((i, path), mark) in batched.into_iter().zip(marks.chars()) {
+        if mark == 's' {
+            continue; // observed alone: its own record
+        }
+        let Some(rec) = by_path.get(path.as_str()) else {
+            out[i] = Some(Observation::File(FileState::absent()));
+            continue;
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mode = u32::from_str_radix(&text(rec[2]), 8).map_err(|_| bad("mode"))?;
+        let size: u64 = text(rec[5]).parse().map_err(|_| bad("size"))?;
+        let kind = match rec[1] {
+            b"f" => FileKind::File,
+            b"d" => FileKind::Dir,
+            _ => FileKind::Other,
+        };
+        let mut st = FileState {
+            kind,
+            mode,
+            owner: text(rec[3]),
+            group: text(rec[4]),
+            size,
+            link_target: None,
+            content: None,
+        };
+        if mark == '1' && kind == FileKind::File {
+            let end = offset + size as usize;
+            if size <= MAX_CONTENT {
+                st.content = data.get(offset..end).map(<[u8]>::to_vec);
+            }
+            offset = end;
+            streamed.push((i, st));
+        } else {
+            out[i] = Some(Observation::File(st));
+        }
+    }
+    // A file that changed size between `find` and `cat` shifts every later one: then none of
+    // the streamed contents can be trusted.
+    let consistent = offset == data.len()
+        && streamed
+            .iter()
+            .all(|(_, st)| st.content.is_some() || st.size > MAX_CONTENT);
+    for (i, st) in streamed {
+        out[i] = Some(if consistent {
+            Observation::File(st)
+        } else {
+            Observation::Error("the file changed while it was read; run again".into())
+        });
+    }
+    Ok(())
 }
 
 fn render_attrs(s: &mut String, id: &str, path_var: &str, attrs: &Attrs) {
@@ -343,6 +470,13 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
             fact_lines.push((key, decode_str(f.next())?));
             continue;
         }
+        if id == "fs" {
+            let marks = f.next().unwrap_or_default();
+            let meta = decode(f.next())?;
+            let data = decode(f.next())?;
+            parse_file_batch(&script.probes, marks, &meta, &data, &mut observations)?;
+            continue;
+        }
         let kind = f.next().unwrap_or_default();
         let index = |prefix: char| -> Result<usize, ProtocolError> {
             id.strip_prefix(prefix)
@@ -535,6 +669,51 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".kvmforge"))
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn batched_file_probes_split_contents_correctly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        std::fs::write(p("a"), "first\n").unwrap();
+        std::fs::write(p("empty"), "").unwrap();
+        std::fs::write(p("c"), "third file\n").unwrap();
+        std::fs::create_dir(p("d")).unwrap();
+        let probes: Vec<Probe> = ["a", "missing", "empty", "d", "c"]
+            .iter()
+            .map(|n| Probe::File(p(n)))
+            .chain([
+                Probe::File("/proc/sys/kernel/ostype".into()),
+                Probe::Command("echo between".into()),
+                Probe::File("relative/path".into()),
+            ])
+            .collect();
+        let r = run(&Script {
+            probes,
+            ..Default::default()
+        });
+        let text = |i: usize| match &r.observations[i] {
+            Observation::File(st) => st
+                .content
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(c).into_owned()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text(0).as_deref(), Some("first\n"));
+        assert_eq!(r.observations[1], Observation::File(FileState::absent()));
+        assert_eq!(text(2).as_deref(), Some(""));
+        assert!(matches!(&r.observations[3], Observation::File(st) if st.kind == FileKind::Dir));
+        assert_eq!(text(4).as_deref(), Some("third file\n"));
+        assert_eq!(
+            text(5).as_deref(),
+            Some("Linux\n"),
+            "size-0 /proc files are read alone"
+        );
+        assert_eq!(
+            r.observations[6],
+            Observation::Command(CommandOutput::ok("between\n"))
+        );
+        assert_eq!(r.observations[7], Observation::File(FileState::absent()));
     }
 
     #[test]
