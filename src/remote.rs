@@ -102,7 +102,7 @@ fn batched(path: &str) -> bool {
 /// the paths, one `find` prints the metadata of all of them, one `cat` streams the contents of
 /// the non-empty readable regular files (split on the controller by their sizes). Symlinks and
 /// empty-looking files (`/proc/sys/...` report size 0) are read one by one with `kf_file`.
-/// Prints `KF fs MARKS =META =DATA`, one mark per batched path: `1` in the stream, `0` metadata
+/// Prints `KF fs MARKS =STREAM`, one mark per batched path: `1` in the stream, `0` metadata
 /// only, `s` observed alone.
 fn render_file_batch(s: &mut String, probes: &[Probe]) {
     let paths: Vec<(usize, &String)> = probes
@@ -128,10 +128,12 @@ fn render_file_batch(s: &mut String, probes: &[Probe]) {
         .unwrap();
     }
     let all: Vec<String> = paths.iter().map(|(_, p)| shell_quote(p)).collect();
+    // Metadata records, a sentinel record (its "path" is not absolute, so no real record can
+    // look like it), then the contents: one stream, one base64 process.
     writeln!(
         s,
-        "printf 'KF fs %s =' \"$kf_x\"; find {} -maxdepth 0 -printf '%p\\0%y\\0%m\\0%u\\0%g\\0%s\\0' 2>/dev/null | kf_b64; \
-         printf ' ='; if [ $# -gt 0 ]; then cat -- \"$@\" 2>/dev/null | kf_b64; fi; echo",
+        "printf 'KF fs %s =' \"$kf_x\"; {{ find {} -maxdepth 0 -printf '%p\\0%y\\0%m\\0%u\\0%g\\0%s\\0' 2>/dev/null; \
+         printf 'KF-DATA\\0\\0\\0\\0\\0\\0'; if [ $# -gt 0 ]; then cat -- \"$@\" 2>/dev/null; fi; }} | kf_b64; echo",
         all.join(" ")
     )
     .unwrap();
@@ -141,16 +143,28 @@ fn render_file_batch(s: &mut String, probes: &[Probe]) {
 fn parse_file_batch(
     probes: &[Probe],
     marks: &str,
-    meta: &[u8],
-    data: &[u8],
+    stream: &[u8],
     out: &mut [Option<Observation>],
 ) -> Result<(), ProtocolError> {
     let bad = |m: &str| ProtocolError::Malformed(format!("file batch: {m}"));
-    let fields: Vec<&[u8]> = meta.split(|b| *b == 0).collect();
+    // Six NUL-terminated fields per record, up to the sentinel; the rest is file contents.
     let mut by_path = std::collections::HashMap::new();
-    for rec in fields.chunks(6).filter(|r| r.len() == 6) {
+    let mut pos = 0;
+    let data = loop {
+        let mut rec: Vec<&[u8]> = Vec::with_capacity(6);
+        for _ in 0..6 {
+            let end = stream[pos..]
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| bad("truncated"))?;
+            rec.push(&stream[pos..pos + end]);
+            pos += end + 1;
+        }
+        if rec[0] == b"KF-DATA" {
+            break &stream[pos..];
+        }
         by_path.insert(String::from_utf8_lossy(rec[0]).into_owned(), rec);
-    }
+    };
     let marks = marks.strip_prefix('m').ok_or_else(|| bad("marks"))?;
     let batched: Vec<(usize, &String)> = probes
         .iter()
@@ -472,9 +486,8 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
         }
         if id == "fs" {
             let marks = f.next().unwrap_or_default();
-            let meta = decode(f.next())?;
-            let data = decode(f.next())?;
-            parse_file_batch(&script.probes, marks, &meta, &data, &mut observations)?;
+            let stream = decode(f.next())?;
+            parse_file_batch(&script.probes, marks, &stream, &mut observations)?;
             continue;
         }
         let kind = f.next().unwrap_or_default();
