@@ -225,11 +225,7 @@ impl Module for BlockInFile {
 
     fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
         let r = request(args)?;
-        let mut probes = vec![Probe::File(r.path.clone())];
-        if r.create {
-            probes.extend(support::parent_dir(&r.path).map(Probe::File));
-        }
-        Ok(probes)
+        Ok(support::edit_probes(&r.path, r.create))
     }
 
     fn plan(

@@ -310,6 +310,7 @@ fn finish(mut plan: Plan, name: &str, status: Map<String, Value>, notes: Vec<Str
 mod tests {
     use super::*;
     use crate::module::CommandOutput;
+    use crate::modules::support::sim::runs;
     use serde_json::json;
 
     fn args(v: serde_json::Value) -> Args {
@@ -327,16 +328,6 @@ mod tests {
         let name = a.req_str("name").to_string();
         let obs = Observed::new().with_command(&probe_cmd(&name), CommandOutput::ok(stdout));
         Service.plan(&a, &obs, &PlanContext::default())
-    }
-
-    fn runs(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .map(|a| match a {
-                Action::Run { cmd, .. } => cmd.clone(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect()
     }
 
     #[test]

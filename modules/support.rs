@@ -79,6 +79,16 @@ pub fn ensure_absent(plan: &mut Plan, path: &str, state: &FileState) {
     }
 }
 
+/// What a module editing `path` in place observes: the file, and its parent when it may create
+/// the file.
+pub fn edit_probes(path: &str, create: bool) -> Vec<crate::module::Probe> {
+    let mut probes = vec![crate::module::Probe::File(path.to_string())];
+    if create {
+        probes.extend(parent_dir(path).map(crate::module::Probe::File));
+    }
+    probes
+}
+
 /// Split text into lines, remembering whether it ended with a newline.
 pub fn lines(text: &str) -> (Vec<String>, bool) {
     let trailing = text.ends_with('\n');
@@ -312,6 +322,17 @@ pub fn write_edited(
 /// re-plan and check that a second run changes nothing.
 #[cfg(test)]
 pub mod sim {
+    /// The commands a plan runs (a plan with any other action is a test failure).
+    pub fn runs(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::Run { cmd, .. } => cmd.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
     use crate::module::{
         Action, Attrs, FileKind, FileState, Module, Observation, Observed, Plan, PlanContext, Probe,
     };

@@ -394,6 +394,7 @@ impl Module for User {
 mod tests {
     use super::*;
     use crate::module::CommandOutput;
+    use crate::modules::support::sim::runs;
     use serde_json::json;
 
     fn args(v: serde_json::Value) -> Args {
@@ -414,16 +415,6 @@ mod tests {
         let cmd = probe_cmd(&request(&a).unwrap());
         let obs = Observed::new().with_command(&cmd, CommandOutput::ok(stdout));
         User.plan(&a, &obs, &PlanContext::default())
-    }
-
-    fn runs(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .map(|a| match a {
-                Action::Run { cmd, .. } => cmd.clone(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect()
     }
 
     #[test]
