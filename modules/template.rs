@@ -122,7 +122,7 @@ mod tests {
         std::fs::write(dir.path().join("templates").join(name), text).unwrap();
         let ctx = PlanContext {
             playbook_dir: dir.path().into(),
-            vars,
+            vars: vars.into(),
             ..Default::default()
         };
         (dir, ctx)

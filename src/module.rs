@@ -432,7 +432,8 @@ pub struct PlanContext {
     /// `templates/` inside it).
     pub playbook_dir: std::path::PathBuf,
     /// The task's variables, for modules that render templates themselves.
-    pub vars: serde_json::Value,
+    /// Shared with the executor's copy: a task's context can be large (`groups` lists every host).
+    pub vars: std::sync::Arc<serde_json::Value>,
     /// Variables that exist later in the run but not yet (`facts` before they are gathered,
     /// results not yet registered). `probes()` of a module rendering its own template should
     /// still return its probes when rendering fails only for one of these.

@@ -170,6 +170,20 @@ pub fn check_names(specs: &[ParamSpec], name: &str) -> Result<(), ParamError> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Args(Map<String, Value>);
 
+/// A parameter's default, written as YAML in its spec, parsed once per run.
+fn default_value(yaml: &'static str) -> Value {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static PARSED: OnceLock<Mutex<HashMap<&'static str, Value>>> = OnceLock::new();
+    PARSED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(yaml)
+        .or_insert_with(|| serde_yaml::from_str(yaml).expect("valid default YAML"))
+        .clone()
+}
+
 impl Args {
     /// Validate `raw` (already templated) against `specs` and normalise it.
     pub fn validate(specs: &[ParamSpec], raw: &Map<String, Value>) -> Result<Args, ParamError> {
@@ -193,7 +207,7 @@ impl Args {
                 continue;
             }
             if let Some(default) = spec.default {
-                let v: Value = serde_yaml::from_str(default).expect("valid default YAML");
+                let v = default_value(default);
                 if !v.is_null() {
                     out.insert(spec.name.to_string(), normalise(spec, &v)?);
                 }

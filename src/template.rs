@@ -6,10 +6,11 @@
 
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
-    RenderErrorReason,
+    RenderErrorReason, Renderable, Template,
 };
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -283,35 +284,82 @@ pub fn is_template(s: &str) -> bool {
     s.contains("{{")
 }
 
+/// A template compiled once per run: the same arguments are rendered for every host, and
+/// parsing dominates rendering.
+fn compiled(template: &str) -> Result<Arc<Template>, TemplateError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Template>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(t) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(template)
+    {
+        return Ok(t.clone());
+    }
+    let t =
+        Arc::new(Template::compile(template).map_err(|e| TemplateError::Syntax(e.to_string()))?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(template.to_string(), t.clone());
+    Ok(t)
+}
+
+/// The variables in the form the engine reads them, made at most once per [`render_value`] or
+/// [`condition`] call however many strings it renders.
+struct Scope<'v> {
+    vars: &'v Value,
+    ctx: OnceLock<Context>,
+}
+
+impl<'v> Scope<'v> {
+    fn new(vars: &'v Value) -> Self {
+        Scope {
+            vars,
+            ctx: OnceLock::new(),
+        }
+    }
+
+    fn render(&self, template: &str) -> Result<String, TemplateError> {
+        if !is_template(template) {
+            return Ok(template.to_string());
+        }
+        let tpl = compiled(template)?;
+        let ctx = self.ctx.get_or_init(|| Context::from(self.vars.clone()));
+        let mut rc = RenderContext::new(None);
+        tpl.renders(registry(), ctx, &mut rc)
+            .map_err(|e| convert(e, template, self.vars))
+    }
+}
+
 /// Render one template string against `vars`.
 pub fn render(template: &str, vars: &Value) -> Result<String, TemplateError> {
-    if !is_template(template) {
-        return Ok(template.to_string());
-    }
-    registry()
-        .render_template(template, vars)
-        .map_err(|e| convert(e, template, vars))
+    Scope::new(vars).render(template)
 }
 
 /// Render every string inside a value. A string that is exactly one `{{ path }}` expression
 /// keeps the type of what it refers to, so `loop: "{{ packages }}"` yields a list.
 pub fn render_value(v: &Value, vars: &Value) -> Result<Value, TemplateError> {
+    render_value_in(v, &Scope::new(vars))
+}
+
+fn render_value_in(v: &Value, scope: &Scope) -> Result<Value, TemplateError> {
     Ok(match v {
         Value::String(s) => {
-            if let Some(found) = whole_expression(s, vars)? {
+            if let Some(found) = whole_expression(s, scope.vars)? {
                 found
             } else {
-                Value::String(render(s, vars)?)
+                Value::String(scope.render(s)?)
             }
         }
         Value::Array(a) => Value::Array(
             a.iter()
-                .map(|x| render_value(x, vars))
+                .map(|x| render_value_in(x, scope))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(m) => Value::Object(
             m.iter()
-                .map(|(k, x)| Ok((render(k, vars)?, render_value(x, vars)?)))
+                .map(|(k, x)| Ok((scope.render(k)?, render_value_in(x, scope)?)))
                 .collect::<Result<_, TemplateError>>()?,
         ),
         other => other.clone(),

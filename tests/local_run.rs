@@ -278,6 +278,30 @@ fn registered_results_when_and_loops() {
 }
 
 #[test]
+fn magic_variables_in_arguments_and_template_files() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  tasks:
+    - name: from arguments
+      copy: { dest: "{{ root }}/args", content: "{{ inventory_hostname }} {{ join groups.all \",\" }}\n" }
+- hosts: localhost
+  tasks:
+    - name: from a template file only
+      template: { src: hosts.j2, dest: "{{ root }}/tpl" }
+"#,
+    );
+    site.write_extra(
+        "templates/hosts.j2",
+        "{{#each groups.all}}[{{this}}]{{/each}}\n",
+    );
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(site.file("args").as_deref(), Some("localhost localhost\n"));
+    assert_eq!(site.file("tpl").as_deref(), Some("[localhost]\n"));
+}
+
+#[test]
 fn extra_vars_win_and_tags_select() {
     let site = Site::new(
         r#"

@@ -11,7 +11,6 @@ use super::predict;
 use super::prepare::{prepare, Item, Prepared};
 use super::{PlayTarget, Shared};
 use crate::connection::ConnectionError;
-use crate::inventory::Inventory;
 use crate::module::{Action, CommandOutput, ModuleError, Observed, Plan, Probe};
 use crate::output::{Event, Status, TaskResult};
 use crate::playbook::{Play, Task};
@@ -91,7 +90,6 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     pub(super) fn new(
         shared: &'s Shared<'a>,
         target: &'a PlayTarget<'a>,
-        inv: &Inventory,
         state: &'s mut super::HostState,
     ) -> Self {
         let layers = Layers {
@@ -101,7 +99,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             vars_files: target.vars_files.clone(),
             registered: state.registered.clone(),
             extra: shared.opts.extra_vars.clone(),
-            magic: super::magic(&state.host, inv),
+            magic: super::magic(&state.host, target.groups.as_ref()),
         };
         let spec = state.host.connection().ok();
         let become_default = spec.as_ref().and_then(|c| c.become_).unwrap_or(false);
@@ -757,7 +755,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     }
 
     fn apply_conditions(&self, task: &Task, item: &Item, o: &mut Outcome, value: &Value) {
-        let mut vars = item.vars.clone();
+        let mut vars = Value::clone(&item.vars);
         vars["result"] = value.clone();
         if let Some(r) = &task.register {
             vars[r.as_str()] = value.clone();

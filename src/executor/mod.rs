@@ -15,6 +15,7 @@
 mod host;
 mod predict;
 mod prepare;
+mod workers;
 
 pub use host::describe;
 
@@ -93,20 +94,35 @@ pub struct PlayTarget<'a> {
     pub vars_files: Map<String, Value>,
     /// Gather facts (with the first observation of each host).
     pub gather_facts: bool,
+    /// The `groups` variable (every group's hosts), when the play refers to it: it is as big as
+    /// the inventory, and copying it into every task's context on every host would make a run
+    /// cost grow with the square of the hosts.
+    pub groups: Option<Value>,
 }
 
-/// Whether anything a play renders may refer to `facts`: its tasks and handlers, its variables,
-/// the variables of its hosts and the command line, and the files its `template` tasks render.
-/// A false positive only costs gathering facts that are not used.
-fn uses_facts(play: &Play, pb: &Playbook, hosts: &[Host], extra: &Map<String, Value>) -> bool {
-    fn mentions(v: &Value) -> bool {
-        match v {
-            Value::String(s) => s.contains("facts"),
-            Value::Array(a) => a.iter().any(mentions),
-            Value::Object(m) => m.iter().any(|(k, v)| k.contains("facts") || mentions(v)),
-            _ => false,
+/// Whether anything a play renders may refer to the variable `name` (`facts`, `groups`): its
+/// tasks and handlers, its variables and `vars_files`, the variables of its hosts and the
+/// command line, and the files its `template` tasks render. A false positive only costs
+/// providing a variable that is not used.
+fn play_mentions(
+    name: &str,
+    target: (&Play, &Map<String, Value>),
+    pb: &Playbook,
+    hosts: &[Host],
+    extra: &Map<String, Value>,
+) -> bool {
+    let (play, vars_files) = target;
+    let mentions = |v: &Value| -> bool {
+        fn walk(v: &Value, name: &str) -> bool {
+            match v {
+                Value::String(s) => s.contains(name),
+                Value::Array(a) => a.iter().any(|x| walk(x, name)),
+                Value::Object(m) => m.iter().any(|(k, x)| k.contains(name) || walk(x, name)),
+                _ => false,
+            }
         }
-    }
+        walk(v, name)
+    };
     let vars = |m: &Map<String, Value>| m.values().any(mentions);
     play.tasks.iter().chain(&play.handlers).any(|t| {
         let template = t.module.spec().name == "template"
@@ -114,9 +130,7 @@ fn uses_facts(play: &Play, pb: &Playbook, hosts: &[Host], extra: &Map<String, Va
                 Some(src) => [pb.dir.join(src), pb.dir.join("templates").join(src)]
                     .iter()
                     .find(|p| p.is_file())
-                    .is_none_or(|p| {
-                        std::fs::read_to_string(p).map_or(true, |t| t.contains("facts"))
-                    }),
+                    .is_none_or(|p| std::fs::read_to_string(p).map_or(true, |t| t.contains(name))),
                 None => true,
             };
         template
@@ -127,11 +141,13 @@ fn uses_facts(play: &Play, pb: &Playbook, hosts: &[Host], extra: &Map<String, Va
                 .any(mentions)
             || vars(&t.vars)
     }) || vars(&play.vars)
+        || vars(vars_files)
         || vars(extra)
         || hosts.iter().any(|h| vars(&h.vars))
 }
 
-fn magic(host: &Host, inv: &Inventory) -> Map<String, Value> {
+/// `inventory_hostname`, `group_names`, and `groups` when the play uses it.
+fn magic(host: &Host, groups: Option<&Value>) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("inventory_hostname".into(), json!(host.name));
     m.insert(
@@ -142,21 +158,24 @@ fn magic(host: &Host, inv: &Inventory) -> Map<String, Value> {
             .filter(|g| *g != "all")
             .collect::<Vec<_>>()),
     );
-    let groups: Map<String, Value> = inv
-        .groups
-        .keys()
-        .map(|g| {
-            let members: Vec<&str> = inv
-                .hosts
-                .iter()
-                .filter(|h| h.groups.contains(g))
-                .map(|h| h.name.as_str())
-                .collect();
-            (g.clone(), json!(members))
-        })
-        .collect();
-    m.insert("groups".into(), Value::Object(groups));
+    if let Some(g) = groups {
+        m.insert("groups".into(), g.clone());
+    }
     m
+}
+
+/// Every group with its hosts, in inventory order.
+fn groups(inv: &Inventory) -> Value {
+    let mut groups: Map<String, Value> =
+        inv.groups.keys().map(|g| (g.clone(), json!([]))).collect();
+    for h in &inv.hosts {
+        for g in &h.groups {
+            if let Some(Value::Array(members)) = groups.get_mut(g) {
+                members.push(json!(h.name));
+            }
+        }
+    }
+    Value::Object(groups)
 }
 
 /// Does the task run under the requested tags?
@@ -209,39 +228,52 @@ pub fn validate<'a>(
         }
         let mut pending = registers.clone();
         pending.insert("facts".into());
-        for host in &hosts {
-            if let Err(e) = host.connection() {
-                problems.push((e.to_string(), vec![host.name.clone()]));
-                continue;
-            }
-            let layers = Layers {
-                inventory: host.vars.clone(),
-                facts: None,
-                play: play.vars.clone(),
-                vars_files: vars_files.clone(),
-                registered: Map::new(),
-                extra: opts.extra_vars.clone(),
-                magic: magic(host, inv),
-            };
-            for t in play.tasks.iter().chain(&play.handlers) {
-                if let Ok(Prepared::Failed(msg)) = prepare(t, &layers, &pending, false, &pb.dir) {
-                    let key = format!("play `{}`, task `{}`: {msg}", play.name, t.display_name());
-                    match problems.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, hs)) => hs.push(host.name.clone()),
-                        None => problems.push((key, vec![host.name.clone()])),
-                    }
+        let groups = play_mentions("groups", (play, &vars_files), pb, &hosts, &opts.extra_vars)
+            .then(|| groups(inv));
+        // Rendering every task for every host is pure CPU: spread it over the cores.
+        let found: Vec<Vec<(String, String)>> = hosts
+            .par_iter()
+            .map(|host| {
+                if let Err(e) = host.connection() {
+                    return vec![(e.to_string(), host.name.clone())];
                 }
+                let layers = Layers {
+                    inventory: host.vars.clone(),
+                    facts: None,
+                    play: play.vars.clone(),
+                    vars_files: vars_files.clone(),
+                    registered: Map::new(),
+                    extra: opts.extra_vars.clone(),
+                    magic: magic(host, groups.as_ref()),
+                };
+                play.tasks
+                    .iter()
+                    .chain(&play.handlers)
+                    .filter_map(|t| match prepare(t, &layers, &pending, false, &pb.dir) {
+                        Ok(Prepared::Failed(msg)) => Some((
+                            format!("play `{}`, task `{}`: {msg}", play.name, t.display_name()),
+                            host.name.clone(),
+                        )),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        for (key, host) in found.into_iter().flatten() {
+            match problems.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, hs)) => hs.push(host),
+                None => problems.push((key, vec![host])),
             }
         }
         let gather_facts = play.gather_facts.unwrap_or_else(|| {
-            uses_facts(play, pb, &hosts, &opts.extra_vars)
-                || vars_files.values().any(|v| v.to_string().contains("facts"))
+            play_mentions("facts", (play, &vars_files), pb, &hosts, &opts.extra_vars)
         });
         targets.push(PlayTarget {
             play,
             hosts,
             vars_files,
             gather_facts,
+            groups,
         });
     }
     if !problems.is_empty() {
@@ -330,10 +362,6 @@ pub fn run(
         hosts_total: Default::default(),
         interrupted,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.forks.max(1))
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start workers: {e}")))?;
     for target in &targets {
         let names: Vec<String> = target.hosts.iter().map(|h| h.name.clone()).collect();
         reporter.report(&Event::Play {
@@ -372,12 +400,10 @@ pub fn run(
                 s => s[batch_no.min(s.len() - 1)].size(active.len()),
             };
             let batch = &active[start..(start + size).min(active.len())];
-            pool.install(|| {
-                batch.par_iter().for_each(|st| {
-                    let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
-                    HostPlay::new(&shared, target, inv, &mut st).run();
-                    shared.hosts_done.fetch_add(1, Ordering::SeqCst);
-                })
+            workers::for_each(batch.to_vec(), opts.forks, |st| {
+                let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
+                HostPlay::new(&shared, target, &mut st).run();
+                shared.hosts_done.fetch_add(1, Ordering::SeqCst);
             });
             let failed = batch.iter().filter(|s| s.lock().unwrap().out).count();
             if let Some(max) = target.play.max_fail_percentage {
@@ -405,7 +431,7 @@ pub fn run(
         })
         .collect();
     // Closing a connection waits for its master to exit: close them all at once.
-    pool.install(|| finished.into_par_iter().for_each(drop));
+    workers::for_each(finished, opts.forks, drop);
     Ok(Summary {
         stats,
         interrupted: interrupted.load(Ordering::SeqCst),

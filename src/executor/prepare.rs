@@ -10,6 +10,7 @@ use crate::template::{self, TemplateError};
 use crate::vars::{Layers, Unresolved};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// One host's view of one task, ready to plan.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub(super) struct Item {
     pub(super) args: Args,
     pub(super) probes: Vec<Probe>,
     pub(super) ctx: PlanContext,
-    pub(super) vars: Value,
+    pub(super) vars: Arc<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,14 +65,14 @@ pub(super) fn prepare(
     };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let vars = match &item {
+        let vars = Arc::new(match &item {
             None => base.clone(),
             Some(v) => {
                 let mut c = base.clone();
                 c[task.loop_var.as_str()] = v.clone();
                 c
             }
-        };
+        });
         let label = item.as_ref().map(|v| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
