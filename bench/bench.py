@@ -294,7 +294,7 @@ def bench(args):
     if args.tools:
         tools = [t for t in tools if t.name in args.tools.split(",")]
     results = {"machine": machine(), "versions": versions(venv, binary), "reps": args.reps, "kex": args.kex,
-               "slow_reps": args.slow_reps, "runs": {}}
+               "slow_reps": args.slow_reps, "noop_pairs": args.noop_pairs, "runs": {}}
     work = Path(args.work)
     for n in [int(x) for x in args.hosts.split(",")]:
         print(f"== {n} hosts: booting", flush=True)
@@ -331,6 +331,23 @@ def bench(args):
                 f.pop("out", None)
                 runs["floor"]["noop"].append(f)
                 print(f"   {'ssh floor':13} rep {rep + 1}: {f['wall']:.2f}s", flush=True)
+            # The no-op run against the floor, alternated back to back: on a machine this loaded
+            # the floor itself moves by a quarter between minutes, so the two are sampled together.
+            for t in (t for t in tools if isinstance(t, Kvmforge)):
+                t.run()  # converge with this tool's own files (the KVM modules write headers)
+                for pair in range(args.noop_pairs):
+                    order = ("floor", t.name) if pair % 2 == 0 else (t.name, "floor")
+                    for who in order:
+                        if who == "floor":
+                            r = floor(lab, wn, kex)
+                        else:
+                            r = t.run()
+                            if r["changed"]:
+                                raise RuntimeError(f"{t.name}: no-op run reported changes:\n{r['out'][-2000:]}")
+                        r.pop("out", None)
+                        runs[who]["noop"].append(r)
+                    print(f"   {t.name:13} pair {pair + 1}: noop {runs[t.name]['noop'][-1]['wall']:.2f}s"
+                          f"  floor {runs['floor']['noop'][-1]['wall']:.2f}s", flush=True)
             results["runs"][str(n)] = runs
         finally:
             if not args.keep:
@@ -365,7 +382,9 @@ def markdown(results):
         f"Tools: {results['versions']['kvmforge']}, {results['versions']['pyinfra']}, "
         f"{results['versions']['ansible']}, {results['versions']['ssh']}.",
         f"Wall time in seconds, median of {results['reps']} runs "
-        f"(Ansible: {results['slow_reps']}); ratio = time / kvmforge's. "
+        f"(Ansible: {results['slow_reps']}; kvmforge's no-op and the ssh floor: "
+        f"{results['reps']} + {results.get('noop_pairs', 0)} runs, each extra one back to back with a floor run); "
+        f"ratio = time / kvmforge's. "
         f"SSH key exchange: {results.get('kex', 'default')} for every tool.",
         "",
         "| hosts | run | kvmforge | kvmforge (KVM modules) | pyinfra | Ansible | ssh floor |",
@@ -445,6 +464,8 @@ def main():
     p.add_argument("--hosts", default="1,10,25,50,100", help="comma-separated host counts")
     p.add_argument("--reps", type=int, default=3, help="repetitions per tool (median is reported)")
     p.add_argument("--slow-reps", type=int, default=1, help="repetitions for Ansible")
+    p.add_argument("--noop-pairs", type=int, default=5,
+                   help="extra no-op runs of each kvmforge variant, each alternated with the ssh floor")
     p.add_argument("--tools", default="", help="only these tools (kvmforge,kvmforge-kvm,pyinfra,ansible)")
     p.add_argument("--venv", required=True)
     p.add_argument("--kvmforge", required=True, help="the kvmforge binary")
