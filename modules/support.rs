@@ -235,23 +235,14 @@ impl InsertAt {
 /// Compiled once per run: the same pattern is used for every host, and compiling costs far more
 /// than matching a file's lines.
 pub fn regex(pattern: &str, param: &str) -> Result<regex::bytes::Regex, ModuleError> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<String, regex::bytes::Regex>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
-        return Ok(re.clone());
-    }
-    let re = regex::bytes::Regex::new(pattern).map_err(|e| {
-        ModuleError::Args(format!(
-            "{param} `{pattern}` is not a valid regular expression: {e}"
-        ))
-    })?;
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(pattern.to_string(), re.clone());
-    Ok(re)
+    static COMPILED: crate::memo::Memo<String, regex::bytes::Regex> = crate::memo::Memo::new();
+    COMPILED.get_or_try(pattern, || {
+        regex::bytes::Regex::new(pattern).map_err(|e| {
+            ModuleError::Args(format!(
+                "{param} `{pattern}` is not a valid regular expression: {e}"
+            ))
+        })
+    })
 }
 
 /// The directory containing `path`, unless that is `/` or nothing.

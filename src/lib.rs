@@ -10,6 +10,7 @@ pub mod error;
 pub mod executor;
 pub mod facts;
 pub mod inventory;
+pub mod memo;
 pub mod module;
 pub mod output;
 pub mod params;

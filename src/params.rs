@@ -172,16 +172,10 @@ pub struct Args(Map<String, Value>);
 
 /// A parameter's default, written as YAML in its spec, parsed once per run.
 fn default_value(yaml: &'static str) -> Value {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static PARSED: OnceLock<Mutex<HashMap<&'static str, Value>>> = OnceLock::new();
+    static PARSED: crate::memo::Memo<String, Value> = crate::memo::Memo::new();
     PARSED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(yaml)
-        .or_insert_with(|| serde_yaml::from_str(yaml).expect("valid default YAML"))
-        .clone()
+        .get_or_try(yaml, || serde_yaml::from_str(yaml))
+        .expect("valid default YAML")
 }
 
 impl Args {

@@ -4,13 +4,13 @@
 //! variable values and `template` files. Strict mode makes an undefined variable an error that
 //! names the variable; callers add the task and host.
 
+use crate::memo::Memo;
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
     RenderErrorReason, Renderable, Template,
 };
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -287,22 +287,12 @@ pub fn is_template(s: &str) -> bool {
 /// A template compiled once per run: the same arguments are rendered for every host, and
 /// parsing dominates rendering.
 fn compiled(template: &str) -> Result<Arc<Template>, TemplateError> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Template>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(t) = cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(template)
-    {
-        return Ok(t.clone());
-    }
-    let t =
-        Arc::new(Template::compile(template).map_err(|e| TemplateError::Syntax(e.to_string()))?);
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(template.to_string(), t.clone());
-    Ok(t)
+    static COMPILED: Memo<String, Arc<Template>> = Memo::new();
+    COMPILED.get_or_try(template, || {
+        Template::compile(template)
+            .map(Arc::new)
+            .map_err(|e| TemplateError::Syntax(e.to_string()))
+    })
 }
 
 /// The variables in the form the engine reads them, made at most once per [`render_value`] or
