@@ -266,6 +266,24 @@ impl Args {
     pub fn as_json(&self) -> &Map<String, Value> {
         &self.0
     }
+
+    /// The arguments as a module's typed request (a `#[derive(Deserialize)]` struct whose fields
+    /// are the parameters' names; choices deserialize into enums). Every argument must land in a
+    /// field: one that does not means the struct and the parameter table disagree, a bug that
+    /// the modules' tests catch (`modules/mod.rs`).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::module::ModuleError> {
+        use crate::module::ModuleError;
+        let mut ignored = Vec::new();
+        let value = Value::Object(self.0.clone());
+        let parsed = serde_ignored::deserialize(value, |path| ignored.push(path.to_string()))
+            .map_err(|e| ModuleError::Internal(format!("arguments do not fit the request: {e}")))?;
+        if let Some(name) = ignored.first() {
+            return Err(ModuleError::Internal(format!(
+                "parameter `{name}` has no field in the module's request"
+            )));
+        }
+        Ok(parsed)
+    }
 }
 
 fn type_name(v: &Value) -> String {

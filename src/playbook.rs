@@ -6,7 +6,7 @@
 
 use crate::error::{yaml_error, Error};
 use crate::inventory::yaml_to_json;
-use crate::module::Module;
+use crate::module::DynModule;
 use crate::modules;
 use crate::params::{check_names, did_you_mean, did_you_mean_suffix};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -65,7 +65,7 @@ impl Serial {
 
 pub struct Task {
     pub name: Option<String>,
-    pub module: &'static dyn Module,
+    pub module: &'static dyn DynModule,
     /// Arguments as written (may contain templates); a string for free-form modules.
     pub args: Value,
     pub when: Option<Value>,
@@ -489,7 +489,7 @@ impl<'de> serde::Deserialize<'de> for Task {
                 f.write_str("a task (a mapping with a module and its arguments)")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Task, A::Error> {
-                let mut module: Option<(&'static dyn Module, Value)> = None;
+                let mut module: Option<(&'static dyn DynModule, Value)> = None;
                 let mut t = Task {
                     name: None,
                     module: modules::ALL[0],
@@ -588,7 +588,7 @@ impl<'de> serde::Deserialize<'de> for Task {
 
 /// Deserialises a module's arguments, checking parameter names as they are read so an unknown
 /// one is reported at its own line.
-struct ArgsSeed(&'static dyn Module);
+struct ArgsSeed(&'static dyn DynModule);
 
 impl<'de> DeserializeSeed<'de> for ArgsSeed {
     type Value = Value;

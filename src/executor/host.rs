@@ -502,7 +502,11 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                 return Outcome::dropped();
             }
         }
-        let plan = match task.module.plan(&item.args, &self.cache, &item.ctx) {
+        let request = item
+            .request
+            .as_ref()
+            .expect("items that are not skipped have a request");
+        let plan = match task.module.plan(request, &self.cache) {
             Ok(p) => p,
             // In check mode earlier changes were not made, so a host state they would have
             // created (a package's unit or group) cannot be checked yet: say so, don't fail.

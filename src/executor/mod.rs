@@ -102,7 +102,7 @@ pub struct PlayTarget<'a> {
 
 /// Whether anything a play renders may refer to the variable `name` (`facts`, `groups`): its
 /// tasks and handlers, its variables and `vars_files`, the variables of its hosts and the
-/// command line, and the files its `template` tasks render. A false positive only costs
+/// command line, and the files its tasks render as templates (as each module declares them). A false positive only costs
 /// providing a variable that is not used.
 fn play_mentions(
     name: &str,
@@ -125,15 +125,16 @@ fn play_mentions(
     };
     let vars = |m: &Map<String, Value>| m.values().any(mentions);
     play.tasks.iter().chain(&play.handlers).any(|t| {
-        let template = t.module.spec().name == "template"
-            && match t.args.get("src").and_then(Value::as_str) {
-                Some(src) => [pb.dir.join(src), pb.dir.join("templates").join(src)]
+        let rendered = match t.args.as_object() {
+            Some(raw) => match t.module.rendered_files(raw, &pb.dir) {
+                Some(files) => files
                     .iter()
-                    .find(|p| p.is_file())
-                    .is_none_or(|p| std::fs::read_to_string(p).map_or(true, |t| t.contains(name))),
+                    .any(|p| std::fs::read_to_string(p).map_or(true, |text| text.contains(name))),
                 None => true,
-            };
-        template
+            },
+            None => false,
+        };
+        rendered
             || mentions(&t.args)
             || [&t.when, &t.loop_, &t.changed_when, &t.failed_when]
                 .into_iter()

@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::inventory;
-use crate::module::{ModuleError, PlanContext, Probe};
+use crate::module::{ModuleError, PlanContext, Probe, Request};
 use crate::params::Args;
 use crate::playbook::{Play, Playbook, Task};
 use crate::template::{self, TemplateError};
@@ -18,9 +18,10 @@ pub(super) struct Item {
     pub(super) label: Option<String>,
     pub(super) item: Option<Value>,
     pub(super) skip: bool,
-    pub(super) args: Args,
+    /// The module's typed request (`None` when skipped).
+    pub(super) request: Option<Request>,
     pub(super) probes: Vec<Probe>,
-    pub(super) ctx: PlanContext,
+    /// The variables the task was rendered with, for `changed_when`/`failed_when`.
     pub(super) vars: Arc<Value>,
 }
 
@@ -88,23 +89,22 @@ pub(super) fn prepare(
                 },
             },
         };
-        let ctx = PlanContext {
-            playbook_dir: playbook_dir.to_path_buf(),
-            vars: vars.clone(),
-            pending: pending.clone(),
-        };
         if skip {
             out.push(Item {
                 label,
                 item,
                 skip,
-                args: Args::default(),
+                request: None,
                 probes: Vec::new(),
-                ctx,
                 vars,
             });
             continue;
         }
+        let ctx = PlanContext {
+            playbook_dir: playbook_dir.to_path_buf(),
+            vars: vars.clone(),
+            pending: pending.clone(),
+        };
         let raw = match template::render_value(&task.args, &vars) {
             Ok(Value::Object(m)) => m,
             Ok(_) => return Ok(Prepared::Failed("arguments must be a mapping".into())),
@@ -115,8 +115,8 @@ pub(super) fn prepare(
             Ok(a) => a,
             Err(e) => return Ok(Prepared::Failed(format!("module `{}`: {e}", spec.name))),
         };
-        let probes = match task.module.probes(&args, &ctx) {
-            Ok(p) => p,
+        let request = match task.module.request(args, &ctx) {
+            Ok(r) => r,
             Err(ModuleError::Template { error, .. })
                 if error.undefined_root().is_some_and(|r| pending.contains(r)) =>
             {
@@ -124,13 +124,13 @@ pub(super) fn prepare(
             }
             Err(e) => return Ok(Prepared::Failed(format!("module `{}`: {e}", spec.name))),
         };
+        let probes = task.module.probes(&request);
         out.push(Item {
             label,
             item,
             skip,
-            args,
+            request: Some(request),
             probes,
-            ctx,
             vars,
         });
     }

@@ -1,7 +1,8 @@
-//! Planning helpers shared by modules that manage whole files or lines in them.
+//! Planning helpers for modules that manage whole files or lines in them (here and in other
+//! families: the kernel modules write their own files with them).
 
 use crate::module::{
-    shell_quote, Action, Attrs, Change, FileKind, FileState, ModuleError, Observed, Plan,
+    Action, ArgError, Attrs, Change, FileKind, FileState, ModuleError, Observed, Plan,
 };
 
 /// Plan for `path` to hold exactly `desired` with `attrs`: a write (with a diff) when the content
@@ -195,11 +196,14 @@ impl InsertAt {
     /// From the `insertafter` / `insertbefore` parameters: `EOF` and `BOF` are keywords (either
     /// keyword is accepted by either parameter, as Ansible does), anything else a regular
     /// expression. Giving both is an error.
-    pub fn from_args(args: &crate::params::Args) -> Result<Self, ModuleError> {
-        match (args.str("insertafter"), args.str("insertbefore")) {
-            (Some(_), Some(_)) => Err(ModuleError::Args(
-                "insertafter and insertbefore are mutually exclusive".into(),
-            )),
+    pub fn from_params(after: Option<&str>, before: Option<&str>) -> Result<Self, ModuleError> {
+        match (after, before) {
+            (Some(_), Some(_)) => Err(ArgError::conflict(
+                "insertafter",
+                "insertbefore",
+                "insertafter and insertbefore are mutually exclusive",
+            )
+            .into()),
             (None, None) | (Some("EOF"), None) => Ok(InsertAt::Eof),
             (Some("BOF"), None) | (None, Some("BOF")) => Ok(InsertAt::Bof),
             (Some(re), None) => Ok(InsertAt::After(regex(re, "insertafter")?)),
@@ -234,13 +238,15 @@ impl InsertAt {
 /// Python's `re.search`), naming the parameter in the error.
 /// Compiled once per run: the same pattern is used for every host, and compiling costs far more
 /// than matching a file's lines.
-pub fn regex(pattern: &str, param: &str) -> Result<regex::bytes::Regex, ModuleError> {
+pub fn regex(pattern: &str, param: &'static str) -> Result<regex::bytes::Regex, ModuleError> {
     static COMPILED: crate::memo::Memo<String, regex::bytes::Regex> = crate::memo::Memo::new();
     COMPILED.get_or_try(pattern, || {
         regex::bytes::Regex::new(pattern).map_err(|e| {
-            ModuleError::Args(format!(
-                "{param} `{pattern}` is not a valid regular expression: {e}"
-            ))
+            ArgError::invalid(
+                param,
+                format!("{param} `{pattern}` is not a valid regular expression: {e}"),
+            )
+            .into()
         })
     })
 }
@@ -323,129 +329,6 @@ pub fn write_edited(
     )
 }
 
-/// Test support: apply planned actions to observed state the way the engine would, so tests can
-/// re-plan and check that a second run changes nothing.
-#[cfg(test)]
-pub mod sim {
-    /// The commands a plan runs (a plan with any other action is a test failure).
-    pub fn runs(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .map(|a| match a {
-                Action::Run { cmd, .. } => cmd.clone(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect()
-    }
-
-    use crate::module::{
-        Action, Attrs, FileKind, FileState, Module, Observation, Observed, Plan, PlanContext, Probe,
-    };
-    use crate::params::Args;
-
-    fn set_attrs(state: &mut FileState, attrs: &Attrs) {
-        if let Some(m) = attrs.mode {
-            state.mode = m;
-        }
-        if let Some(o) = &attrs.owner {
-            state.owner = o.clone();
-        }
-        if let Some(g) = &attrs.group {
-            state.group = g.clone();
-        }
-    }
-
-    fn get(observed: &Observed, path: &str) -> FileState {
-        match observed.get(&Probe::File(path.into())) {
-            Some(Observation::File(f)) => f.clone(),
-            _ => FileState::absent(),
-        }
-    }
-
-    /// The observed state after `actions` (a write to a symlink's target is not mirrored onto
-    /// the link: tests of that case check the written path).
-    pub fn apply(observed: &Observed, actions: &[Action]) -> Observed {
-        let mut out = observed.clone();
-        for action in actions {
-            match action {
-                Action::WriteFile {
-                    path,
-                    content,
-                    attrs,
-                    ..
-                } => {
-                    let mut st = get(&out, path);
-                    if st.kind != FileKind::File {
-                        st = FileState::file(Vec::new());
-                    }
-                    st.content = Some(content.clone());
-                    st.size = content.len() as u64;
-                    set_attrs(&mut st, attrs);
-                    out = out.with_file(path, st);
-                }
-                Action::SetAttrs { path, attrs } => {
-                    let mut st = get(&out, path);
-                    assert!(st.exists(), "SetAttrs on missing {path}");
-                    set_attrs(&mut st, attrs);
-                    out = out.with_file(path, st);
-                }
-                Action::MakeDir { path, attrs } => {
-                    let mut st = FileState::dir();
-                    set_attrs(&mut st, attrs);
-                    out = out.with_file(path, st);
-                }
-                Action::Remove { path } => out = out.with_file(path, FileState::absent()),
-                Action::Symlink { target, link } => {
-                    let resolved = super::write_target(
-                        link,
-                        &FileState {
-                            link_target: Some(target.clone()),
-                            ..FileState::absent()
-                        },
-                    );
-                    let mut st = get(&out, &resolved);
-                    if !st.exists() {
-                        st.kind = FileKind::Other;
-                    }
-                    st.link_target = Some(target.clone());
-                    out = out.with_file(link, st);
-                }
-                Action::Run { cmd, .. } => panic!("cannot simulate `{cmd}`"),
-            }
-        }
-        out
-    }
-
-    /// Plan, apply the plan, plan again: the second plan must change nothing. Returns the first
-    /// plan and the state after it.
-    pub fn converge(
-        module: &dyn Module,
-        args: &Args,
-        observed: &Observed,
-        ctx: &PlanContext,
-    ) -> (Plan, Observed) {
-        let first = module.plan(args, observed, ctx).expect("first plan");
-        let after = apply(observed, &first.actions);
-        let second = module.plan(args, &after, ctx).expect("second plan");
-        assert!(
-            !second.changed(),
-            "second run changes again: {:?}",
-            second.changes
-        );
-        assert!(
-            second.actions.is_empty(),
-            "second run acts again: {:?}",
-            second.actions
-        );
-        (first, after)
-    }
-
-    /// The content the state holds at `path` (after [`apply`]).
-    pub fn content(observed: &Observed, path: &str) -> String {
-        observed.file(path).expect("observed").text()
-    }
-}
-
 /// The text of a file a module edits in place: `None` when it does not exist (a dangling symlink
 /// counts as missing, as for [`ensure_content`]); an error when it is not a regular file whose
 /// content was observed.
@@ -465,48 +348,6 @@ pub fn existing_text(path: &str, state: &FileState) -> Result<Option<String>, Mo
             ))),
         },
     }
-}
-
-/// A sysctl key in `/proc/sys`-relative path form, as sysctl(8) reads keys: when the first
-/// separator is a dot, dots and slashes swap (`net.ipv4.conf.eth0/100.rp_filter` is
-/// `net/ipv4/conf/eth0.100/rp_filter`, the VLAN interface `eth0.100`); a key whose first
-/// separator is a slash is a path already.
-pub fn sysctl_path(key: &str) -> String {
-    swap_separators(key, '/')
-}
-
-/// A sysctl key in dotted form (`net.ipv4.ip_forward`), the inverse of [`sysctl_path`].
-pub fn sysctl_dotted(key: &str) -> String {
-    swap_separators(key, '.')
-}
-
-fn swap_separators(key: &str, wanted: char) -> String {
-    match key.chars().find(|c| *c == '.' || *c == '/') {
-        Some(c) if c != wanted => key
-            .chars()
-            .map(|c| match c {
-                '.' => '/',
-                '/' => '.',
-                c => c,
-            })
-            .collect(),
-        _ => key.to_string(),
-    }
-}
-
-/// A sysctl value as the kernel reports it, whitespace-normalised: `/proc/sys` separates fields
-/// with tabs (`32768\t60999\n`), files and users with any spaces.
-pub fn sysctl_value(v: &str) -> String {
-    v.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// `sysctl -w` setting the given dotted keys, each `key=value` quoted as one word.
-pub fn sysctl_set_cmd(pairs: &[(String, String)]) -> String {
-    let words: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| shell_quote(&format!("{k}={v}")))
-        .collect();
-    format!("sysctl -w {}", words.join(" "))
 }
 
 #[cfg(test)]
@@ -660,33 +501,5 @@ mod tests {
         let mut big = FileState::file("");
         big.content = None;
         assert!(existing_text("/x", &big).is_err());
-    }
-
-    #[test]
-    fn sysctl_key_forms() {
-        assert_eq!(sysctl_path("net.ipv4.ip_forward"), "net/ipv4/ip_forward");
-        assert_eq!(sysctl_path("net/ipv4/ip_forward"), "net/ipv4/ip_forward");
-        assert_eq!(
-            sysctl_path("net.ipv4.conf.eth0/100.rp_filter"),
-            "net/ipv4/conf/eth0.100/rp_filter"
-        );
-        assert_eq!(
-            sysctl_path("net/ipv4/conf/eth0.100/rp_filter"),
-            "net/ipv4/conf/eth0.100/rp_filter"
-        );
-        assert_eq!(
-            sysctl_dotted("net/ipv4/conf/eth0.100/rp_filter"),
-            "net.ipv4.conf.eth0/100.rp_filter"
-        );
-        assert_eq!(sysctl_dotted("vm.swappiness"), "vm.swappiness");
-    }
-
-    #[test]
-    fn sysctl_values_and_command() {
-        assert_eq!(sysctl_value("32768\t60999\n"), "32768 60999");
-        assert_eq!(
-            sysctl_set_cmd(&[("net.ipv4.ip_local_port_range".into(), "32768 60999".into())]),
-            "sysctl -w 'net.ipv4.ip_local_port_range=32768 60999'"
-        );
     }
 }

@@ -1,14 +1,19 @@
 //! `service`: a systemd unit's run state, enablement and mask.
 //!
-//! Everything is decided from one `systemctl show` of the unit, so an unchanged service costs
-//! nothing beyond the shared probe round trip.
+//! Everything is decided from one `systemctl show` of the unit (the [`UnitState`] fact), so an
+//! unchanged service costs nothing beyond the shared probe round trip.
+//!
+//! This is the worked example of the module contract: a typed [`Request`] built and checked once
+//! (`request`), the fact it needs (`probes`), and a planner that reads only the request and the
+//! fact (`plan`), with tests for each from fixtures of real `systemctl show` output.
 
 use crate::module::{
-    shell_quote, Action, Change, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext,
-    Probe,
+    shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observed, Plan,
+    PlanContext, Probe,
 };
+use crate::modules::facts::systemd::UnitState;
 use crate::params::{Args, ParamKind, ParamSpec};
-use serde_json::{Map, Value};
+use serde::Deserialize;
 
 pub struct Service;
 
@@ -66,133 +71,129 @@ properties.",
 "#,
 };
 
-/// The properties the probe asks for.
-const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload";
+/// The run state asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RunState {
+    Started,
+    Stopped,
+    Restarted,
+    Reloaded,
+}
 
-/// ActiveStates in which the unit counts as running (systemd ≥ 254 adds `refreshing`).
-const RUNNING: &[&str] = &["active", "activating", "reloading", "refreshing"];
+impl RunState {
+    /// States that need the unit to run.
+    fn runs(self) -> bool {
+        self != RunState::Stopped
+    }
+    fn word(self) -> &'static str {
+        match self {
+            RunState::Started => "started",
+            RunState::Stopped => "stopped",
+            RunState::Restarted => "restarted",
+            RunState::Reloaded => "reloaded",
+        }
+    }
+}
+
+/// A `service` task's arguments, typed.
+#[derive(Debug, Deserialize)]
+pub struct Request {
+    name: String,
+    state: Option<RunState>,
+    enabled: Option<bool>,
+    masked: Option<bool>,
+    daemon_reload: bool,
+}
 
 /// UnitFileStates that `systemctl enable/disable` cannot change.
 const FIXED: &[&str] = &["static", "indirect", "generated", "alias", "transient", ""];
-
-fn probe_cmd(name: &str) -> String {
-    format!("systemctl show -p {PROPERTIES} -- {}", shell_quote(name))
-}
-
-fn validate(args: &Args) -> Result<&str, ModuleError> {
-    let name = args.req_str("name");
-    if name.trim().is_empty() {
-        return Err(ModuleError::Args("name must not be empty".into()));
-    }
-    if name.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(ModuleError::Args(format!("{name:?} is not a unit name")));
-    }
-    let state = args.str("state");
-    if args.opt_bool("masked") == Some(true) {
-        if matches!(state, Some("started" | "restarted" | "reloaded")) {
-            return Err(ModuleError::Args(format!(
-                "a masked unit cannot be {}",
-                state.unwrap_or_default()
-            )));
-        }
-        if args.opt_bool("enabled") == Some(true) {
-            return Err(ModuleError::Args("a masked unit cannot be enabled".into()));
-        }
-    }
-    if state.is_none() && !args.has("enabled") && !args.has("masked") && !args.bool("daemon_reload")
-    {
-        return Err(ModuleError::Args(
-            "nothing to do: give state, enabled, masked or daemon_reload".into(),
-        ));
-    }
-    Ok(name)
-}
-
-/// `systemctl show` output: `Key=value` lines.
-fn parse_show(out: &str) -> Map<String, Value> {
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), Value::String(v.trim().to_string())))
-        .collect()
-}
-
-fn prop<'a>(status: &'a Map<String, Value>, key: &str) -> &'a str {
-    status.get(key).and_then(Value::as_str).unwrap_or_default()
-}
 
 fn systemctl(verb: impl std::fmt::Display, name: &str) -> Action {
     Action::run(format!("systemctl {verb} -- {}", shell_quote(name)))
 }
 
 impl Module for Service {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        Ok(vec![Probe::Command(probe_cmd(validate(args)?))])
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let req: Request = args.parse()?;
+        let name = &req.name;
+        if name.trim().is_empty() {
+            return Err(ArgError::invalid("name", "name must not be empty").into());
+        }
+        if name.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(ArgError::invalid("name", format!("{name:?} is not a unit name")).into());
+        }
+        if req.masked == Some(true) {
+            if let Some(state) = req.state.filter(|s| s.runs()) {
+                return Err(ArgError::conflict(
+                    "masked",
+                    "state",
+                    format!("a masked unit cannot be {}", state.word()),
+                )
+                .into());
+            }
+            if req.enabled == Some(true) {
+                return Err(ArgError::conflict(
+                    "masked",
+                    "enabled",
+                    "a masked unit cannot be enabled",
+                )
+                .into());
+            }
+        }
+        if req.state.is_none()
+            && req.enabled.is_none()
+            && req.masked.is_none()
+            && !req.daemon_reload
+        {
+            return Err(ArgError::nothing_to_do(
+                "nothing to do: give state, enabled, masked or daemon_reload",
+            )
+            .into());
+        }
+        Ok(req)
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let name = validate(args)?;
-        let out = observed.command(&probe_cmd(name))?;
-        if out.rc != 0 {
-            let why = if out.rc == 127 {
-                "systemctl not found: this host does not run systemd".to_string()
-            } else {
-                format!(
-                    "`systemctl show` failed (rc {}): {}",
-                    out.rc,
-                    out.stderr.trim()
-                )
-            };
-            return Err(ModuleError::Host(why));
-        }
-        let status = parse_show(&out.stdout);
-        let load = prop(&status, "LoadState");
-        let active = prop(&status, "ActiveState");
-        let file_state = prop(&status, "UnitFileState");
-        if load.is_empty() || active.is_empty() {
-            return Err(ModuleError::Host(format!(
-                "unexpected `systemctl show` output for {name}: {:?}",
-                out.stdout.trim()
-            )));
-        }
+    fn probes(&self, req: &Request) -> Vec<Probe> {
+        vec![UnitState::probe(&req.name)]
+    }
+
+    fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        let status = observed.fact::<UnitState>(&req.name)?;
         // Act on the canonical unit: systemctl refuses to enable or disable through an alias.
-        let unit = match prop(&status, "Id") {
-            "" => name.to_string(),
-            id => id.to_string(),
-        };
-        let unit = unit.as_str();
-        let state = args.str("state");
-        let enabled = args.opt_bool("enabled");
-        let masked_arg = args.opt_bool("masked");
+        let unit = status.id.as_str();
+        let (active, file_state) = (
+            status.active_state.as_str(),
+            status.unit_file_state.as_str(),
+        );
+        let state = req.state;
+        let needs_unit = state.is_some_and(RunState::runs) || req.enabled == Some(true);
         let mut plan = Plan::ok();
         let mut notes = Vec::new();
 
-        if load == "not-found" {
+        if !status.exists() {
             // Nothing to stop, disable or unmask; masking a missing unit is fine (it
             // pre-empts a later install), anything that needs the unit is not.
-            if matches!(state, Some("started" | "restarted" | "reloaded")) || enabled == Some(true)
-            {
-                return Err(ModuleError::Host(format!("unit {name} not found")));
+            if needs_unit {
+                return Err(ModuleError::Host(format!("unit {} not found", req.name)));
             }
-            if masked_arg == Some(true) {
+            if req.masked == Some(true) {
                 plan.change(
                     Change::new(format!("mask {unit}")),
                     [systemctl("mask", unit)],
                 );
             }
-            return Ok(finish(plan, unit, status, notes));
+            return Ok(finish(plan, &status, notes));
         }
 
-        if prop(&status, "NeedDaemonReload") == "yes" {
-            if args.bool("daemon_reload") {
+        if status.need_daemon_reload {
+            if req.daemon_reload {
                 plan.change(
                     Change::new(format!("daemon-reload ({unit} changed on disk)")),
                     [Action::run("systemctl daemon-reload")],
@@ -204,10 +205,10 @@ impl Module for Service {
             }
         }
 
-        let is_masked = file_state.starts_with("masked") || load == "masked";
+        let is_masked = status.masked();
         let mut unmasking = false;
         if is_masked {
-            match masked_arg {
+            match req.masked {
                 Some(false) => {
                     plan.change(
                         Change::new(format!("unmask {unit}")),
@@ -216,19 +217,16 @@ impl Module for Service {
                     unmasking = true;
                 }
                 Some(true) => {}
-                None => {
-                    if matches!(state, Some("started" | "restarted" | "reloaded"))
-                        || enabled == Some(true)
-                    {
-                        return Err(ModuleError::Host(format!(
-                            "unit {unit} is masked (masked: false unmasks it)"
-                        )));
-                    }
+                None if needs_unit => {
+                    return Err(ModuleError::Host(format!(
+                        "unit {unit} is masked (masked: false unmasks it)"
+                    )));
                 }
+                None => {}
             }
         }
 
-        match enabled {
+        match req.enabled {
             // A mask hides the enablement underneath; after unmasking, enable regardless
             // (harmless when already enabled) so one run converges.
             Some(true) if unmasking => {
@@ -264,13 +262,13 @@ impl Module for Service {
             _ => {}
         }
 
-        let running = RUNNING.contains(&active);
+        let running = status.running();
         let run_verb = match state {
-            Some("started") if !running => Some("start"),
-            Some("stopped") if running || active == "deactivating" => Some("stop"),
-            Some("restarted" | "reloaded") if !running => Some("start"),
-            Some("restarted") => Some("restart"),
-            Some("reloaded") => Some("reload"),
+            Some(RunState::Started) if !running => Some("start"),
+            Some(RunState::Stopped) if running || active == "deactivating" => Some("stop"),
+            Some(RunState::Restarted | RunState::Reloaded) if !running => Some("start"),
+            Some(RunState::Restarted) => Some("restart"),
+            Some(RunState::Reloaded) => Some("reload"),
             _ => None,
         };
         if let Some(verb) = run_verb {
@@ -280,13 +278,13 @@ impl Module for Service {
             );
         }
 
-        if masked_arg == Some(true) && file_state != "masked" {
+        if req.masked == Some(true) && file_state != "masked" {
             plan.change(
                 Change::new(format!("mask {unit} (was {file_state})")),
                 [systemctl("mask", unit)],
             );
         }
-        Ok(finish(plan, unit, status, notes))
+        Ok(finish(plan, &status, notes))
     }
 }
 
@@ -299,23 +297,26 @@ fn runtime(verb: &'static str, file_state: &str) -> String {
     }
 }
 
-fn finish(mut plan: Plan, name: &str, status: Map<String, Value>, notes: Vec<String>) -> Plan {
+fn finish(mut plan: Plan, status: &UnitState, notes: Vec<String>) -> Plan {
     if !notes.is_empty() {
         plan.msg = Some(notes.join("; "));
     }
-    plan.with_data("name", name).with_data("status", status)
+    let props: serde_json::Map<String, serde_json::Value> = status
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    plan.with_data("name", status.id.as_str())
+        .with_data("status", props)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::CommandOutput;
-    use crate::modules::support::sim::runs;
+    use crate::module::{ArgErrorKind, CommandOutput, Observation};
+    use crate::modules::facts::fixture;
+    use crate::modules::testing::{arg_error, req, runs};
     use serde_json::json;
-
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
-    }
 
     fn show(load: &str, active: &str, file: &str) -> String {
         format!(
@@ -324,21 +325,50 @@ mod tests {
     }
 
     fn plan(a: serde_json::Value, stdout: &str) -> Result<Plan, ModuleError> {
-        let a = args(a);
-        let name = a.req_str("name").to_string();
-        let obs = Observed::new().with_command(&probe_cmd(&name), CommandOutput::ok(stdout));
-        Service.plan(&a, &obs, &PlanContext::default())
+        let r = req(&Service, a);
+        let obs = Observed::new()
+            .with_fact::<UnitState>(&r.name, Observation::Command(CommandOutput::ok(stdout)));
+        Service.plan(&r, &obs)
     }
 
     #[test]
-    fn probe_is_one_quoted_show() {
-        let a = args(json!({"name": "getty@tty1", "state": "started"}));
+    fn probe_is_the_unit_fact() {
+        let r = req(&Service, json!({"name": "getty@tty1", "state": "started"}));
+        assert_eq!(Service.probes(&r), vec![UnitState::probe("getty@tty1")]);
+    }
+
+    #[test]
+    fn real_hosts_units() {
+        let p = plan(
+            json!({"name": "sshd", "state": "started", "enabled": true}),
+            &fixture("systemd_unit/sshd-alias.txt"),
+        )
+        .unwrap();
+        assert!(!p.changed());
+        assert_eq!(p.data["name"], json!("ssh.service"));
+        let p = plan(
+            json!({"name": "ssh", "state": "started", "enabled": true}),
+            &fixture("systemd_unit/ssh-stopped-disabled.txt"),
+        )
+        .unwrap();
         assert_eq!(
-            Service.probes(&a, &PlanContext::default()).unwrap(),
-            vec![Probe::Command(
-                "systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload -- getty@tty1"
-                    .into()
-            )]
+            runs(&p),
+            vec![
+                "systemctl enable -- ssh.service",
+                "systemctl start -- ssh.service"
+            ]
+        );
+        let p = plan(
+            json!({"name": "ssh", "state": "restarted", "daemon_reload": true}),
+            &fixture("systemd_unit/need-daemon-reload.txt"),
+        )
+        .unwrap();
+        assert_eq!(
+            runs(&p),
+            vec![
+                "systemctl daemon-reload",
+                "systemctl restart -- ssh.service"
+            ]
         );
     }
 
@@ -562,42 +592,53 @@ mod tests {
 
     #[test]
     fn host_without_systemd_fails_clearly() {
-        let a = args(json!({"name": "x", "state": "started"}));
-        let obs = Observed::new().with_command(
-            &probe_cmd("x"),
-            CommandOutput::failed(127, "sh: systemctl: not found"),
+        let r = req(&Service, json!({"name": "x", "state": "started"}));
+        let obs = Observed::new().with_fact::<UnitState>(
+            "x",
+            Observation::Command(CommandOutput::failed(127, "sh: systemctl: not found")),
         );
-        let e = Service.plan(&a, &obs, &PlanContext::default()).unwrap_err();
+        let e = Service.plan(&r, &obs).unwrap_err();
         assert!(e.to_string().contains("does not run systemd"), "{e}");
-        let obs = Observed::new().with_command(
-            &probe_cmd("x"),
-            CommandOutput::failed(
+        let obs = Observed::new().with_fact::<UnitState>(
+            "x",
+            Observation::Command(CommandOutput::failed(
                 1,
                 "System has not been booted with systemd as init system (PID 1).",
-            ),
+            )),
         );
-        let e = Service.plan(&a, &obs, &PlanContext::default()).unwrap_err();
+        let e = Service.plan(&r, &obs).unwrap_err();
         assert!(e.to_string().contains("not been booted"), "{e}");
         assert!(plan(json!({"name": "x", "state": "started"}), "garbage").is_err());
     }
 
     #[test]
     fn contradictory_arguments_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for v in [
-            json!({"name": "x", "state": "started", "masked": true}),
-            json!({"name": "x", "enabled": true, "masked": true}),
-            json!({"name": "x"}),
-            json!({"name": "", "state": "started"}),
-            json!({"name": "a b", "state": "started"}),
+        let conflict = |with| ArgErrorKind::Conflict { with };
+        for (v, kind, param) in [
+            (
+                json!({"name": "x", "state": "started", "masked": true}),
+                conflict("state"),
+                "masked",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "masked": true}),
+                conflict("enabled"),
+                "masked",
+            ),
+            (json!({"name": "x"}), ArgErrorKind::NothingToDo, ""),
+            (
+                json!({"name": "", "state": "started"}),
+                ArgErrorKind::Invalid,
+                "name",
+            ),
+            (
+                json!({"name": "a b", "state": "started"}),
+                ArgErrorKind::Invalid,
+                "name",
+            ),
         ] {
-            assert!(
-                matches!(
-                    Service.probes(&args(v.clone()), &ctx),
-                    Err(ModuleError::Args(_))
-                ),
-                "{v}"
-            );
+            let e = arg_error(&Service, v.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{v}");
         }
     }
 }

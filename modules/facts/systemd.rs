@@ -1,0 +1,187 @@
+//! systemd: the state of one unit, from `systemctl show`.
+
+use crate::module::fact::{command_output, Fact};
+use crate::module::{shell_quote, Observation, Probe};
+use std::collections::BTreeMap;
+
+/// The properties the probe asks for.
+const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload";
+
+/// ActiveStates in which a unit counts as running (systemd ≥ 254 adds `refreshing`).
+const RUNNING: &[&str] = &["active", "activating", "reloading", "refreshing"];
+
+/// One systemd unit as `systemctl show -p Id,LoadState,... -- UNIT` reports it. The key is the
+/// unit name as the user gave it (`libvirtd`, `getty@tty1`, an alias): systemctl appends
+/// `.service` when it has no suffix and resolves aliases, and [`UnitState::id`] is the unit it
+/// resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    /// The canonical unit name (`ssh.service` for `sshd`); the key itself when systemd did not say.
+    pub id: String,
+    /// `loaded`, `not-found`, `masked`, `error`, ...
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`, `deactivating`, ...
+    pub active_state: String,
+    pub sub_state: String,
+    /// `enabled`, `disabled`, `static`, `masked`, `enabled-runtime`, ... (empty: no unit file).
+    pub unit_file_state: String,
+    /// The unit's files changed on disk since systemd loaded them.
+    pub need_daemon_reload: bool,
+    /// Every property as printed, for `register`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl UnitState {
+    pub fn exists(&self) -> bool {
+        self.load_state != "not-found"
+    }
+    pub fn running(&self) -> bool {
+        RUNNING.contains(&self.active_state.as_str())
+    }
+    /// Masked, persistently or at runtime.
+    pub fn masked(&self) -> bool {
+        self.unit_file_state.starts_with("masked") || self.load_state == "masked"
+    }
+}
+
+impl Fact for UnitState {
+    const NAME: &'static str = "systemd unit";
+    type Key = str;
+
+    fn probe(unit: &str) -> Probe {
+        Probe::Command(format!(
+            "systemctl show -p {PROPERTIES} -- {}",
+            shell_quote(unit)
+        ))
+    }
+
+    fn parse(unit: &str, seen: &Observation) -> Result<Self, String> {
+        let out = command_output(seen)?;
+        match out.rc {
+            0 => {}
+            127 => return Err("systemctl not found: this host does not run systemd".into()),
+            rc => {
+                return Err(format!(
+                    "`systemctl show` failed (rc {rc}): {}",
+                    out.stderr.trim()
+                ))
+            }
+        }
+        let properties: BTreeMap<String, String> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let prop = |k: &str| properties.get(k).cloned().unwrap_or_default();
+        let (load_state, active_state) = (prop("LoadState"), prop("ActiveState"));
+        if load_state.is_empty() || active_state.is_empty() {
+            return Err(format!(
+                "unexpected `systemctl show` output for {unit}: {:?}",
+                out.stdout.trim()
+            ));
+        }
+        Ok(UnitState {
+            id: match prop("Id") {
+                id if id.is_empty() => unit.to_string(),
+                id => id,
+            },
+            load_state,
+            active_state,
+            sub_state: prop("SubState"),
+            unit_file_state: prop("UnitFileState"),
+            need_daemon_reload: prop("NeedDaemonReload") == "yes",
+            properties,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::{CommandOutput, ModuleError, Observed};
+    use crate::modules::facts::fixture;
+
+    fn parse(unit: &str, file: &str) -> UnitState {
+        let out = CommandOutput::ok(&fixture(&format!("systemd_unit/{file}")));
+        UnitState::parse(unit, &Observation::Command(out)).unwrap()
+    }
+
+    #[test]
+    fn probe_is_one_quoted_show() {
+        assert_eq!(
+            UnitState::probe("getty@tty1"),
+            Probe::Command(
+                "systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload -- getty@tty1"
+                    .into()
+            )
+        );
+        assert!(matches!(UnitState::probe("a b"), Probe::Command(c) if c.ends_with("-- 'a b'")));
+    }
+
+    #[test]
+    fn running_enabled_unit() {
+        let u = parse("ssh", "ssh-running-enabled.txt");
+        assert_eq!(u.id, "ssh.service");
+        assert!(u.exists() && u.running() && !u.masked() && !u.need_daemon_reload);
+        assert_eq!(u.unit_file_state, "enabled");
+        assert_eq!(u.properties["SubState"], "running");
+    }
+
+    #[test]
+    fn alias_resolves_to_the_canonical_unit() {
+        assert_eq!(parse("sshd", "sshd-alias.txt").id, "ssh.service");
+    }
+
+    #[test]
+    fn stopped_disabled_and_runtime_enabled() {
+        let u = parse("ssh", "ssh-stopped-disabled.txt");
+        assert!(!u.running());
+        assert_eq!(u.unit_file_state, "disabled");
+        assert_eq!(
+            parse("ssh", "enabled-runtime.txt").unit_file_state,
+            "enabled-runtime"
+        );
+    }
+
+    #[test]
+    fn missing_masked_static_and_stale_units() {
+        let u = parse("nosuchunit", "not-found.txt");
+        assert!(!u.exists());
+        assert_eq!(u.unit_file_state, "");
+        assert!(parse("e2scrub_reap", "masked.txt").masked());
+        assert!(parse("getty@tty1", "template-instance.txt").masked());
+        assert_eq!(
+            parse("systemd-journald", "journald-static.txt").unit_file_state,
+            "static"
+        );
+        assert!(parse("ssh", "need-daemon-reload.txt").need_daemon_reload);
+    }
+
+    #[test]
+    fn hosts_without_systemd_and_garbage() {
+        let o = Observed::new()
+            .with_fact::<UnitState>(
+                "x",
+                Observation::Command(CommandOutput::failed(127, "sh: systemctl: not found")),
+            )
+            .with_fact::<UnitState>(
+                "y",
+                Observation::Command(CommandOutput::failed(
+                    1,
+                    "System has not been booted with systemd as init system (PID 1).",
+                )),
+            )
+            .with_fact::<UnitState>("z", Observation::Command(CommandOutput::ok("garbage")));
+        for (unit, says) in [
+            ("x", "does not run systemd"),
+            ("y", "not been booted"),
+            ("z", "unexpected"),
+        ] {
+            match o.fact::<UnitState>(unit) {
+                Err(ModuleError::Observe(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

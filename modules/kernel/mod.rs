@@ -1,0 +1,3 @@
+//! The kernel: sysctls (bridge netfilter among them), modules, the boot command line.
+
+pub mod sysctl_keys;

@@ -1,0 +1,3 @@
+//! The system: commands, systemd services, packages, users.
+
+pub mod service;
