@@ -34,6 +34,27 @@ pub enum ConnectionError {
     Protocol(#[from] remote::ProtocolError),
     #[error("timed out after {0} s")]
     Timeout(u64),
+    /// The connection failed (unreachable, timed out, I/O) while running a script that changes
+    /// the host: its changes may be partly made, and the host may have become unreachable
+    /// *because* of them (a network change). Told apart from a host that was never reached so
+    /// that confirming or rolling back a change can react to it; shown as the failure itself.
+    #[error(transparent)]
+    LostDuringChange(Box<ConnectionError>),
+}
+
+impl ConnectionError {
+    /// The host is to be reported unreachable (not merely failed).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ConnectionError::Unreachable(_) | ConnectionError::Timeout(_) => true,
+            ConnectionError::LostDuringChange(e) => e.is_unreachable(),
+            _ => false,
+        }
+    }
+    /// The connection was lost while changes were being made.
+    pub fn lost_during_change(&self) -> bool {
+        matches!(self, ConnectionError::LostDuringChange(_))
+    }
 }
 
 /// A way to run scripts on one host.
@@ -48,7 +69,16 @@ pub trait Connection: Send {
 
     /// Run a [`Script`] and parse its report.
     fn execute(&mut self, script: &Script) -> Result<remote::Report, ConnectionError> {
-        let out = self.run_script(&script.render(), script.become_)?;
+        let out = match self.run_script(&script.render(), script.become_) {
+            Err(
+                e @ (ConnectionError::Unreachable(_)
+                | ConnectionError::Timeout(_)
+                | ConnectionError::Io(_)),
+            ) if !script.actions.is_empty() => {
+                return Err(ConnectionError::LostDuringChange(Box::new(e)))
+            }
+            r => r?,
+        };
         let report = remote::parse(script, &out.stdout)?;
         if !report.complete
             && report.actions.iter().all(|a| *a == ActionOutcome::NotRun)
@@ -273,6 +303,43 @@ mod tests {
         let st = c.read_file(&path).unwrap();
         assert_eq!(st.content.as_deref(), Some(&b"hello\n"[..]));
         assert_eq!(c.invocations(), 2);
+    }
+
+    /// A transport that fails every script the way a dropped SSH session does.
+    struct Dropped(ConnectionError);
+
+    impl Connection for Dropped {
+        fn run_script(&mut self, _: &str, _: bool) -> Result<ScriptOutput, ConnectionError> {
+            Err(self.0.clone())
+        }
+        fn invocations(&self) -> u32 {
+            1
+        }
+    }
+
+    #[test]
+    fn a_connection_lost_while_changing_is_its_own_case() {
+        let lost = ConnectionError::Unreachable("h1: connection lost (broken pipe)".into());
+        let mut c = Dropped(lost.clone());
+        let change = Script {
+            actions: vec![Action::run("true")],
+            ..Default::default()
+        };
+        let e = c.execute(&change).unwrap_err();
+        assert!(e.lost_during_change() && e.is_unreachable(), "{e:?}");
+        assert_eq!(e.to_string(), lost.to_string());
+        let observe = Script {
+            probes: vec![Probe::File("/etc/hostname".into())],
+            ..Default::default()
+        };
+        let e = c.execute(&observe).unwrap_err();
+        assert_eq!(e, lost);
+        // sudo refusing runs nothing: no change was under way.
+        let mut c = Dropped(ConnectionError::Become("incorrect password".into()));
+        assert!(!c.execute(&change).unwrap_err().lost_during_change());
+        let mut c = Dropped(ConnectionError::Io("broken pipe".into()));
+        let e = c.execute(&change).unwrap_err();
+        assert!(e.lost_during_change() && !e.is_unreachable());
     }
 
     #[test]

@@ -109,6 +109,15 @@ fn resolve(ctx: &mut Value, pending: &BTreeSet<String>) -> Result<(), Unresolved
     Ok(())
 }
 
+/// Whether a context rendered with `pending` variables missing is the one the task will see
+/// once they exist: no pending name is defined already (a registered result replaces a variable
+/// of the same name) and no variable still holds a template waiting for a pending one.
+pub fn settled(ctx: &Value, pending: &BTreeSet<String>) -> bool {
+    let Value::Object(m) = ctx else { return false };
+    !pending.iter().any(|p| m.contains_key(p))
+        && !m.iter().any(|(k, v)| k != "facts" && contains_template(v))
+}
+
 fn contains_template(v: &Value) -> bool {
     match v {
         Value::String(s) => template::is_template(s),
@@ -158,6 +167,17 @@ mod tests {
     }
 
     #[test]
+    fn settled_contexts() {
+        let pending: BTreeSet<String> = ["facts".to_string(), "out".to_string()].into();
+        assert!(settled(&json!({"a": "x", "n": 1}), &pending));
+        assert!(
+            !settled(&json!({"out": "inventory value"}), &pending),
+            "shadowed by a result"
+        );
+        assert!(!settled(&json!({"x": ["{{ out.stdout }}"]}), &pending));
+    }
+
+    #[test]
     fn templated_vars_resolve_and_pending_waits() {
         let l = Layers {
             inventory: obj(
@@ -170,6 +190,7 @@ mod tests {
         let c = l.context(&Map::new(), None, &pending).unwrap();
         assert_eq!(c["no_proxy"], "http://10.0.0.1:3128,localhost");
         assert_eq!(c["kernel_arg"], "{{ facts.kernel }}");
+        assert!(!settled(&c, &pending), "kernel_arg waits for facts");
         let e = l.context(&Map::new(), None, &BTreeSet::new()).unwrap_err();
         assert!(
             matches!(e, Unresolved::Error(TemplateError::Undefined(ref v)) if v.contains("facts.kernel") && v.contains("kernel_arg")),

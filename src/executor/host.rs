@@ -69,6 +69,7 @@ struct Queued<'a> {
 
 pub(super) struct HostPlay<'s, 'a> {
     shared: &'s Shared<'a>,
+    target: &'a PlayTarget<'a>,
     play: &'a Play,
     state: &'s mut super::HostState,
     layers: Layers,
@@ -112,6 +113,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         };
         HostPlay {
             shared,
+            target,
             play: target.play,
             state,
             layers,
@@ -199,6 +201,11 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         self.flush(tasks.last().copied(), &[]);
     }
 
+    /// Validation's final rendering of `task` for this host, if it has one.
+    fn rendered(&self, task: &Task) -> Option<&'a Prepared> {
+        self.target.rendered(&self.state.host.name, task)
+    }
+
     fn need_facts(&self) -> bool {
         self.gather_facts && self.state.facts.is_none()
     }
@@ -226,10 +233,20 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             if self.become_for(tasks[k]) != become_ {
                 break;
             }
-            let probes = match prepare(tasks[k], &self.layers, &pending, true, &self.shared.pb.dir)
-            {
-                Ok(Prepared::Items(items)) => items.into_iter().flat_map(|it| it.probes).collect(),
-                _ => Vec::new(),
+            let probes = match self.rendered(tasks[k]) {
+                Some(Prepared::Items(items)) => items
+                    .iter()
+                    .flat_map(|it| it.probes.iter().cloned())
+                    .collect(),
+                Some(Prepared::Failed(_)) => Vec::new(),
+                None => {
+                    match prepare(tasks[k], &self.layers, &pending, true, &self.shared.pb.dir) {
+                        Ok(Prepared::Items(items)) => {
+                            items.into_iter().flat_map(|it| it.probes).collect()
+                        }
+                        _ => Vec::new(),
+                    }
+                }
             };
             speculated[k] = Some(probes);
         }
@@ -410,14 +427,17 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     /// Render, observe if needed and plan one task, queueing its changes.
     fn run_task(&mut self, task: &'a Task, later: &[Probe]) {
         let started = Instant::now();
-        let prepared = prepare(
-            task,
-            &self.layers,
-            &BTreeSet::new(),
-            false,
-            &self.shared.pb.dir,
-        )
-        .unwrap_or_else(|p| Prepared::Failed(format!("`{p}` is not available")));
+        let prepared = match self.rendered(task) {
+            Some(p) => p.clone(),
+            None => prepare(
+                task,
+                &self.layers,
+                &BTreeSet::new(),
+                false,
+                &self.shared.pb.dir,
+            )
+            .unwrap_or_else(|p| Prepared::Failed(format!("`{p}` is not available"))),
+        };
         let items = match prepared {
             Prepared::Failed(msg) => {
                 self.queue.push(Queued {
@@ -558,10 +578,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     }
 
     fn connection_outcome(&mut self, e: ConnectionError) -> Outcome {
-        let unreachable = matches!(
-            e,
-            ConnectionError::Unreachable(_) | ConnectionError::Timeout(_)
-        );
+        let unreachable = e.is_unreachable();
         if unreachable {
             self.state.out = true;
         }
@@ -759,7 +776,21 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     }
 
     fn apply_conditions(&self, task: &Task, item: &Item, o: &mut Outcome, value: &Value) {
-        let mut vars = Value::clone(&item.vars);
+        if task.changed_when.is_none() && task.failed_when.is_none() {
+            return;
+        }
+        let loop_item = item.item.as_ref().map(|v| (task.loop_var.as_str(), v));
+        let mut vars = match self.layers.context(&task.vars, loop_item, &BTreeSet::new()) {
+            Ok(v) => v,
+            Err(e) => {
+                o.status = Status::Failed;
+                o.msg = Some(match e {
+                    crate::vars::Unresolved::Error(e) => e.to_string(),
+                    crate::vars::Unresolved::Pending(p) => format!("`{p}` is not available"),
+                });
+                return;
+            }
+        };
         vars["result"] = value.clone();
         if let Some(r) = &task.register {
             vars[r.as_str()] = value.clone();

@@ -26,10 +26,10 @@ use crate::output::{Event, HostStats, Reporter};
 use crate::playbook::{Play, Playbook};
 use crate::vars::Layers;
 use host::HostPlay;
-use prepare::{load_vars_files, prepare, Prepared};
+use prepare::{load_vars_files, render, Prepared};
 use rayon::prelude::*;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -98,6 +98,22 @@ pub struct PlayTarget<'a> {
     /// the inventory, and copying it into every task's context on every host would make a run
     /// cost grow with the square of the hosts.
     pub groups: Option<Value>,
+    /// What validation rendered for each host, by task, where the rendering is final (see
+    /// [`prepare::Rendered`]): the run uses it instead of rendering the task again.
+    rendered: HashMap<String, Vec<Option<Prepared>>>,
+}
+
+impl PlayTarget<'_> {
+    /// Validation's rendering of `task` (of this play) for `host`, when it is final.
+    fn rendered(&self, host: &str, task: &crate::playbook::Task) -> Option<&Prepared> {
+        let index = self
+            .play
+            .tasks
+            .iter()
+            .chain(&self.play.handlers)
+            .position(|t| std::ptr::eq(t, task))?;
+        self.rendered.get(host)?.get(index)?.as_ref()
+    }
 }
 
 /// Whether anything a play renders may refer to the variable `name` (`facts`, `groups`): its
@@ -232,11 +248,12 @@ pub fn validate<'a>(
         let groups = play_mentions("groups", (play, &vars_files), pb, &hosts, &opts.extra_vars)
             .then(|| groups(inv));
         // Rendering every task for every host is pure CPU: spread it over the cores.
-        let found: Vec<Vec<(String, String)>> = hosts
+        type HostResult = (Vec<(String, String)>, Vec<Option<Prepared>>);
+        let found: Vec<HostResult> = hosts
             .par_iter()
             .map(|host| {
                 if let Err(e) = host.connection() {
-                    return vec![(e.to_string(), host.name.clone())];
+                    return (vec![(e.to_string(), host.name.clone())], Vec::new());
                 }
                 let layers = Layers {
                     inventory: host.vars.clone(),
@@ -247,24 +264,41 @@ pub fn validate<'a>(
                     extra: opts.extra_vars.clone(),
                     magic: magic(host, groups.as_ref()),
                 };
-                play.tasks
+                let mut problems = Vec::new();
+                let rendered = play
+                    .tasks
                     .iter()
                     .chain(&play.handlers)
-                    .filter_map(|t| match prepare(t, &layers, &pending, false, &pb.dir) {
-                        Ok(Prepared::Failed(msg)) => Some((
-                            format!("play `{}`, task `{}`: {msg}", play.name, t.display_name()),
-                            host.name.clone(),
-                        )),
-                        _ => None,
+                    .map(|t| match render(t, &layers, &pending, false, &pb.dir) {
+                        Ok(r) => match r.prepared {
+                            Prepared::Failed(msg) => {
+                                problems.push((
+                                    format!(
+                                        "play `{}`, task `{}`: {msg}",
+                                        play.name,
+                                        t.display_name()
+                                    ),
+                                    host.name.clone(),
+                                ));
+                                None
+                            }
+                            p => r.settled.then_some(p),
+                        },
+                        Err(_) => None,
                     })
-                    .collect()
+                    .collect();
+                (problems, rendered)
             })
             .collect();
-        for (key, host) in found.into_iter().flatten() {
-            match problems.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, hs)) => hs.push(host),
-                None => problems.push((key, vec![host])),
+        let mut rendered = HashMap::new();
+        for (host, (found, prepared)) in hosts.iter().zip(found) {
+            for (key, host) in found {
+                match problems.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, hs)) => hs.push(host),
+                    None => problems.push((key, vec![host])),
+                }
             }
+            rendered.insert(host.name.clone(), prepared);
         }
         let gather_facts = play.gather_facts.unwrap_or_else(|| {
             play_mentions("facts", (play, &vars_files), pb, &hosts, &opts.extra_vars)
@@ -275,6 +309,7 @@ pub fn validate<'a>(
             vars_files,
             gather_facts,
             groups,
+            rendered,
         });
     }
     if !problems.is_empty() {

@@ -21,8 +21,6 @@ pub(super) struct Item {
     /// The module's typed request (`None` when skipped).
     pub(super) request: Option<Request>,
     pub(super) probes: Vec<Probe>,
-    /// The variables the task was rendered with, for `changed_when`/`failed_when`.
-    pub(super) vars: Arc<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +28,14 @@ pub(super) enum Prepared {
     Items(Vec<Item>),
     /// An error that fails the task when it is reached.
     Failed(String),
+}
+
+/// A task rendered for one host, and whether the rendering is final: it did not depend on
+/// anything that could still change in the run (facts, registered results, variables whose
+/// templates wait for those), so running the task later renders exactly the same.
+pub(super) struct Rendered {
+    pub(super) prepared: Prepared,
+    pub(super) settled: bool,
 }
 
 /// Render a task for one host. `Err(name)` when it depends on something pending.
@@ -42,13 +48,34 @@ pub(super) fn prepare(
     speculative: bool,
     playbook_dir: &std::path::Path,
 ) -> Result<Prepared, String> {
+    render(task, layers, pending, speculative, playbook_dir).map(|r| r.prepared)
+}
+
+/// [`prepare`], telling whether the result is final.
+pub(super) fn render(
+    task: &Task,
+    layers: &Layers,
+    pending: &BTreeSet<String>,
+    speculative: bool,
+    playbook_dir: &std::path::Path,
+) -> Result<Rendered, String> {
     let fail = |e: Unresolved| match e {
         Unresolved::Pending(p) => Err(p),
-        Unresolved::Error(e) => Ok(Prepared::Failed(e.to_string())),
+        Unresolved::Error(e) => Ok(Rendered {
+            prepared: Prepared::Failed(e.to_string()),
+            settled: false,
+        }),
     };
     let base = match layers.context(&task.vars, None, pending) {
         Ok(c) => c,
         Err(e) => return fail(e),
+    };
+    let mut settled = crate::vars::settled(&base, pending);
+    let failed = |msg: String| {
+        Ok(Rendered {
+            prepared: Prepared::Failed(msg),
+            settled: false,
+        })
     };
     let items: Vec<Option<Value>> = match &task.loop_ {
         None => vec![None],
@@ -56,10 +83,10 @@ pub(super) fn prepare(
             Ok(Value::Array(a)) => a.into_iter().map(Some).collect(),
             Ok(Value::Null) => Vec::new(),
             Ok(other) => {
-                return Ok(Prepared::Failed(format!(
+                return failed(format!(
                     "loop must be a list, got {}",
                     serde_json::to_string(&other).unwrap_or_default()
-                )))
+                ))
             }
             Err(e) => return fail(Unresolved::from(e, pending)),
         },
@@ -84,7 +111,10 @@ pub(super) fn prepare(
             Some(w) => match template::condition(w, &vars) {
                 Ok(b) => !b,
                 Err(e) => match Unresolved::from(e, pending) {
-                    Unresolved::Pending(_) if speculative => false,
+                    Unresolved::Pending(_) if speculative => {
+                        settled = false;
+                        false
+                    }
                     other => return fail(other),
                 },
             },
@@ -96,7 +126,6 @@ pub(super) fn prepare(
                 skip,
                 request: None,
                 probes: Vec::new(),
-                vars,
             });
             continue;
         }
@@ -107,13 +136,13 @@ pub(super) fn prepare(
         };
         let raw = match template::render_value(&task.args, &vars) {
             Ok(Value::Object(m)) => m,
-            Ok(_) => return Ok(Prepared::Failed("arguments must be a mapping".into())),
+            Ok(_) => return failed("arguments must be a mapping".into()),
             Err(e) => return render_err(e),
         };
         let spec = task.module.spec();
         let args = match Args::validate(spec.params, &raw) {
             Ok(a) => a,
-            Err(e) => return Ok(Prepared::Failed(format!("module `{}`: {e}", spec.name))),
+            Err(e) => return failed(format!("module `{}`: {e}", spec.name)),
         };
         let request = match task.module.request(args, &ctx) {
             Ok(r) => r,
@@ -122,7 +151,7 @@ pub(super) fn prepare(
             {
                 return Err(error.undefined_root().unwrap_or_default().to_string())
             }
-            Err(e) => return Ok(Prepared::Failed(format!("module `{}`: {e}", spec.name))),
+            Err(e) => return failed(format!("module `{}`: {e}", spec.name)),
         };
         let probes = task.module.probes(&request);
         out.push(Item {
@@ -131,10 +160,12 @@ pub(super) fn prepare(
             skip,
             request: Some(request),
             probes,
-            vars,
         });
     }
-    Ok(Prepared::Items(out))
+    Ok(Rendered {
+        prepared: Prepared::Items(out),
+        settled,
+    })
 }
 
 /// Load a play's `vars_files` (relative to the playbook).
