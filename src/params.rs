@@ -270,7 +270,8 @@ impl Args {
     /// The arguments as a module's typed request (a `#[derive(Deserialize)]` struct whose fields
     /// are the parameters' names; choices deserialize into enums). Every argument must land in a
     /// field: one that does not means the struct and the parameter table disagree, a bug that
-    /// the modules' tests catch (`modules/mod.rs`).
+    /// the modules' tests catch (`modules/mod.rs`). Don't `#[serde(flatten)]`: keys a flattened
+    /// struct leaves unread go unnoticed.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::module::ModuleError> {
         use crate::module::ModuleError;
         let mut ignored = Vec::new();
@@ -458,6 +459,44 @@ mod tests {
     fn alias_twice_is_an_error() {
         let e = Args::from_json(SPECS, json!({"path": "/x", "dest": "/y"})).unwrap_err();
         assert_eq!(e, ParamError::Duplicate("path".into()));
+    }
+
+    #[test]
+    fn parse_fills_a_typed_request_and_rejects_unread_parameters() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(rename_all = "lowercase")]
+        enum State {
+            Present,
+            Absent,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        struct Full {
+            path: String,
+            state: State,
+            backup: bool,
+            mode: Option<u32>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        struct Partial {
+            path: String,
+            mode: Option<u32>,
+        }
+        let a = Args::from_json(
+            SPECS,
+            json!({"dest": "/x", "mode": "0640", "state": "absent"}),
+        )
+        .unwrap();
+        let r: Full = a.parse().unwrap();
+        assert_eq!(
+            (r.path.as_str(), r.state, r.backup),
+            ("/x", State::Absent, false)
+        );
+        assert_eq!(r.mode, Some(0o640));
+        let e = a.parse::<Partial>().unwrap_err();
+        assert!(
+            matches!(e, crate::module::ModuleError::Internal(ref m) if m.contains("`state`")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -83,9 +83,7 @@ impl Change {
 }
 
 /// Ownership and permissions to set; `None` keeps what is there (or the default for new paths).
-/// A request embeds it with `#[serde(flatten)]` to take the `mode`, `owner` and `group`
-/// parameters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attrs {
     pub mode: Option<u32>,
     pub owner: Option<String>,
