@@ -58,15 +58,10 @@ the file under the basename of `src`.",
 "#,
 };
 
-/// Where a controller-side `src` may be, in order: in the playbook directory, then in its
-/// `subdir` (`files` or `templates`). An absolute `src` is both (joining keeps it as it is).
-fn candidates(playbook_dir: &Path, src: &str, subdir: &str) -> [PathBuf; 2] {
-    [playbook_dir.join(src), playbook_dir.join(subdir).join(src)]
-}
-
-/// The first of [`candidates`] that is a file.
+/// The controller file `src` names: in the playbook directory, else in its `subdir` (`files`
+/// or `templates`). An absolute `src` is looked for as it is (joining keeps it unchanged).
 pub fn find_src(playbook_dir: &Path, src: &str, subdir: &str) -> Option<PathBuf> {
-    candidates(playbook_dir, src, subdir)
+    [playbook_dir.join(src), playbook_dir.join(subdir).join(src)]
         .into_iter()
         .find(|p| p.is_file())
 }
