@@ -13,7 +13,14 @@ pub mod testing;
 use crate::module::DynModule;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
-pub static ALL: &[&dyn DynModule] = &[&system::service::Service];
+pub static ALL: &[&dyn DynModule] = &[
+    &files::blockinfile::BlockInFile,
+    &files::copy::Copy,
+    &files::file::File,
+    &files::lineinfile::LineInFile,
+    &system::service::Service,
+    &files::template::Template,
+];
 
 /// The module called `name`.
 pub fn find(name: &str) -> Option<&'static dyn DynModule> {

@@ -1,8 +1,11 @@
 //! `blockinfile`: a block of lines between marker lines in a file.
 
-use crate::module::{Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe};
-use crate::modules::support::{self, InsertAt, Lines};
+use super::edit::{self, InsertAt, Lines, Presence};
+use crate::module::{
+    ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
+};
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 
 pub struct BlockInFile;
 
@@ -92,7 +95,27 @@ created too); with `state: absent` or an empty block a missing file is fine.",
 "##,
 };
 
-struct Request {
+/// A `blockinfile` task's arguments as the parameter table delivers them.
+#[derive(Debug, Deserialize)]
+struct Params {
+    path: String,
+    block: String,
+    marker: String,
+    marker_begin: String,
+    marker_end: String,
+    state: Presence,
+    insertafter: Option<String>,
+    insertbefore: Option<String>,
+    create: bool,
+    backup: bool,
+    mode: Option<u32>,
+    owner: Option<String>,
+    group: Option<String>,
+}
+
+/// A `blockinfile` task's arguments, checked, with the lines the block must be.
+#[derive(Debug)]
+pub struct Request {
     path: String,
     begin: Vec<u8>,
     end: Vec<u8>,
@@ -100,6 +123,8 @@ struct Request {
     wanted: Vec<Vec<u8>>,
     insert: InsertAt,
     create: bool,
+    backup: bool,
+    attrs: Attrs,
 }
 
 /// A line without trailing whitespace (and `\r`), for comparing with a marker.
@@ -111,52 +136,69 @@ fn trim_end(line: &[u8]) -> &[u8] {
     &line[..end]
 }
 
-fn request(args: &Args) -> Result<Request, ModuleError> {
-    let bad = |m: String| Err(ModuleError::Args(m));
-    let marker = args.req_str("marker");
-    let begin = marker.replace("{mark}", args.req_str("marker_begin"));
-    let end = marker.replace("{mark}", args.req_str("marker_end"));
-    for m in [&begin, &end] {
-        if m.contains(['\n', '\r']) {
-            return bad(format!("marker `{m}` must be a single line"));
-        }
-        if m.trim().is_empty() {
-            return bad("the markers must not be empty".into());
-        }
-    }
-    if trim_end(begin.as_bytes()) == trim_end(end.as_bytes()) {
-        return bad(format!(
-            "begin and end markers are both `{begin}`: marker must contain {{mark}} and marker_begin differ from marker_end"
-        ));
-    }
-    let block = args.req_str("block");
-    let present = args.req_str("state") == "present" && !block.is_empty();
-    let mut wanted = Vec::new();
-    if present {
-        let body = Lines::parse(block.as_bytes());
-        for (i, l) in body.lines.iter().enumerate() {
-            if [&begin, &end]
-                .iter()
-                .any(|m| trim_end(l) == trim_end(m.as_bytes()))
-            {
-                return bad(format!(
-                    "line {} of block is a marker line; the block would not be found again",
-                    i + 1
-                ));
+impl Request {
+    fn from_params(p: Params) -> Result<Self, ModuleError> {
+        let begin = p.marker.replace("{mark}", &p.marker_begin);
+        let end = p.marker.replace("{mark}", &p.marker_end);
+        for m in [&begin, &end] {
+            if m.contains(['\n', '\r']) {
+                return Err(ArgError::invalid(
+                    "marker",
+                    format!("marker `{m}` must be a single line"),
+                )
+                .into());
+            }
+            if m.trim().is_empty() {
+                return Err(ArgError::invalid("marker", "the markers must not be empty").into());
             }
         }
-        wanted.push(begin.as_bytes().to_vec());
-        wanted.extend(body.lines);
-        wanted.push(end.as_bytes().to_vec());
+        if trim_end(begin.as_bytes()) == trim_end(end.as_bytes()) {
+            return Err(ArgError::invalid(
+                "marker",
+                format!(
+                    "begin and end markers are both `{begin}`: marker must contain {{mark}} and marker_begin differ from marker_end"
+                ),
+            )
+            .into());
+        }
+        let present = p.state == Presence::Present && !p.block.is_empty();
+        let mut wanted = Vec::new();
+        if present {
+            let body = Lines::parse(p.block.as_bytes());
+            for (i, l) in body.lines.iter().enumerate() {
+                if [&begin, &end]
+                    .iter()
+                    .any(|m| trim_end(l) == trim_end(m.as_bytes()))
+                {
+                    return Err(ArgError::invalid(
+                        "block",
+                        format!(
+                            "line {} of block is a marker line; the block would not be found again",
+                            i + 1
+                        ),
+                    )
+                    .into());
+                }
+            }
+            wanted.push(begin.as_bytes().to_vec());
+            wanted.extend(body.lines);
+            wanted.push(end.as_bytes().to_vec());
+        }
+        Ok(Request {
+            path: p.path,
+            begin: begin.into_bytes(),
+            end: end.into_bytes(),
+            wanted,
+            insert: InsertAt::from_params(p.insertafter.as_deref(), p.insertbefore.as_deref())?,
+            create: present && p.create,
+            backup: p.backup,
+            attrs: Attrs {
+                mode: p.mode,
+                owner: p.owner,
+                group: p.group,
+            },
+        })
     }
-    Ok(Request {
-        path: args.req_str("path").to_string(),
-        begin: begin.into_bytes(),
-        end: end.into_bytes(),
-        wanted,
-        insert: InsertAt::from_args(args)?,
-        create: present && args.bool("create"),
-    })
 }
 
 /// The lines (0-based) of the begin and end markers, when there is exactly one well-formed
@@ -219,25 +261,24 @@ fn same_block(r: &Request, lines: &Lines, b: usize, e: usize) -> bool {
 }
 
 impl Module for BlockInFile {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args)?;
-        Ok(support::edit_probes(&r.path, r.create))
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        Request::from_params(args.parse()?)
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args)?;
+    fn probes(&self, r: &Request) -> Vec<Probe> {
+        edit::edit_probes(&r.path, r.create)
+    }
+
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
         let path = r.path.as_str();
         let state = observed.file(path)?;
-        support::editable(path, state)?;
+        edit::editable(path, state)?;
         let mut plan = Plan::ok();
         if !state.exists() {
             if r.wanted.is_empty() {
@@ -251,14 +292,14 @@ impl Module for BlockInFile {
             }
         }
         let mut lines = Lines::parse(state.content.as_deref().unwrap_or_default());
-        let msg = match (find_block(&r, &lines)?, r.wanted.is_empty()) {
+        let msg = match (find_block(r, &lines)?, r.wanted.is_empty()) {
             (None, true) => None,
             (None, false) => {
                 let at = r.insert.position(&lines, false);
                 lines.splice(at..at, r.wanted.clone());
                 Some("block inserted")
             }
-            (Some((b, e)), false) if same_block(&r, &lines, b, e) => None,
+            (Some((b, e)), false) if same_block(r, &lines, b, e) => None,
             (Some((b, e)), wanted_empty) => {
                 lines.splice(b..e + 1, r.wanted.clone());
                 Some(if wanted_empty {
@@ -268,23 +309,22 @@ impl Module for BlockInFile {
                 })
             }
         };
-        let attrs = Attrs::from_args(args);
         match msg {
             Some(msg) => {
-                support::write_edited(
+                edit::write_edited(
                     &mut plan,
                     path,
                     state,
                     observed,
                     &lines.to_bytes(),
-                    &attrs,
-                    args.bool("backup"),
+                    &r.attrs,
+                    r.backup,
                 )?;
                 plan.msg = Some(msg.into());
             }
             None => {
                 if state.exists() {
-                    support::ensure_attrs(&mut plan, path, state, &attrs);
+                    edit::ensure_attrs(&mut plan, path, state, &r.attrs);
                 }
             }
         }
@@ -295,23 +335,19 @@ impl Module for BlockInFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::{Action, FileState};
-    use crate::modules::support::sim;
+    use crate::module::{Action, ArgErrorKind, FileState};
+    use crate::modules::testing::{arg_error, content, converge, req};
     use serde_json::json;
 
     const P: &str = "/etc/hosts";
     const B: &str = "# BEGIN KVMFORGE MANAGED BLOCK";
     const E: &str = "# END KVMFORGE MANAGED BLOCK";
 
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
-    }
-
     /// Content after planning against a file holding `before`; asserts the second run is `ok`.
     fn run(a: serde_json::Value, before: &str) -> (String, Plan) {
         let obs = Observed::new().with_file(P, FileState::file(before));
-        let (p, after) = sim::converge(&BlockInFile, &args(a), &obs, &PlanContext::default());
-        (sim::content(&after, P), p)
+        let (p, after) = converge(&BlockInFile, &req(&BlockInFile, a), &obs);
+        (content(&after, P), p)
     }
 
     fn after(a: serde_json::Value, before: &str) -> String {
@@ -320,7 +356,7 @@ mod tests {
 
     fn plan(a: serde_json::Value, before: &str) -> Result<Plan, ModuleError> {
         let obs = Observed::new().with_file(P, FileState::file(before));
-        BlockInFile.plan(&args(a), &obs, &PlanContext::default())
+        BlockInFile.plan(&req(&BlockInFile, a), &obs)
     }
 
     #[test]
@@ -465,9 +501,8 @@ mod tests {
         let obs = Observed::new().with_file(P, FileState::absent());
         let p = BlockInFile
             .plan(
-                &args(json!({"path": P, "state": "absent"})),
+                &req(&BlockInFile, json!({"path": P, "state": "absent"})),
                 &obs,
-                &PlanContext::default(),
             )
             .unwrap();
         assert!(!p.changed());
@@ -502,19 +537,22 @@ mod tests {
 
     #[test]
     fn missing_file_needs_create() {
-        let a = args(json!({"path": "/etc/d/f", "block": "x"}));
+        let a = req(&BlockInFile, json!({"path": "/etc/d/f", "block": "x"}));
         let obs = Observed::new().with_file("/etc/d/f", FileState::absent());
         assert!(matches!(
-            BlockInFile.plan(&a, &obs, &PlanContext::default()),
+            BlockInFile.plan(&a, &obs),
             Err(ModuleError::Host(_))
         ));
-        let a = args(json!({"path": "/etc/d/f", "block": "x", "create": true, "mode": "0600"}));
+        let a = req(
+            &BlockInFile,
+            json!({"path": "/etc/d/f", "block": "x", "create": true, "mode": "0600"}),
+        );
         assert_eq!(
-            BlockInFile.probes(&a, &PlanContext::default()).unwrap(),
+            BlockInFile.probes(&a),
             vec![Probe::File("/etc/d/f".into()), Probe::File("/etc/d".into())]
         );
         let obs = obs.with_file("/etc/d", FileState::dir());
-        let (p, state) = sim::converge(&BlockInFile, &a, &obs, &PlanContext::default());
+        let (p, state) = converge(&BlockInFile, &a, &obs);
         assert_eq!(
             p.actions,
             vec![Action::write(
@@ -529,19 +567,19 @@ mod tests {
         );
         assert_eq!(state.file("/etc/d/f").unwrap().mode, 0o600);
         // An empty block creates nothing.
-        let a = args(json!({"path": "/etc/d/f", "create": true}));
-        assert!(!BlockInFile
-            .plan(&a, &obs, &PlanContext::default())
-            .unwrap()
-            .changed());
+        let a = req(&BlockInFile, json!({"path": "/etc/d/f", "create": true}));
+        assert!(!BlockInFile.plan(&a, &obs).unwrap().changed());
     }
 
     #[test]
     fn rest_of_file_is_kept_byte_for_byte() {
         let before: &[u8] = b"\xff\xfe binary-ish\r\n\n  spaced  \nlast-without-newline";
-        let a = args(json!({"path": P, "block": "x", "insertbefore": "BOF"}));
+        let a = req(
+            &BlockInFile,
+            json!({"path": P, "block": "x", "insertbefore": "BOF"}),
+        );
         let obs = Observed::new().with_file(P, FileState::file(before));
-        let (_, state) = sim::converge(&BlockInFile, &a, &obs, &PlanContext::default());
+        let (_, state) = converge(&BlockInFile, &a, &obs);
         let mut want = format!("{B}\nx\n{E}\n").into_bytes();
         want.extend_from_slice(before);
         assert_eq!(
@@ -566,30 +604,60 @@ mod tests {
         );
         let obs = Observed::new().with_file(P, FileState::dir());
         assert!(matches!(
-            BlockInFile.plan(
-                &args(json!({"path": P, "block": "x"})),
-                &obs,
-                &PlanContext::default()
-            ),
+            BlockInFile.plan(&req(&BlockInFile, json!({"path": P, "block": "x"})), &obs),
             Err(ModuleError::Host(_))
         ));
     }
 
     #[test]
     fn bad_argument_combinations_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for bad in [
-            json!({"path": P, "block": "x", "marker": "# managed"}),
-            json!({"path": P, "block": "x", "marker_begin": "X", "marker_end": "X"}),
-            json!({"path": P, "block": "x", "marker": "# {mark}\nsecond"}),
-            json!({"path": P, "block": "x", "marker": "{mark}", "marker_begin": " "}),
-            json!({"path": P, "block": format!("a\n{B}\nb")}),
-            json!({"path": P, "block": format!("{E}  ")}),
-            json!({"path": P, "block": "x", "insertafter": "(", }),
-            json!({"path": P, "block": "x", "insertafter": "a", "insertbefore": "b"}),
+        let invalid = ArgErrorKind::Invalid;
+        for (bad, kind, param) in [
+            (
+                json!({"path": P, "block": "x", "marker": "# managed"}),
+                invalid,
+                "marker",
+            ),
+            (
+                json!({"path": P, "block": "x", "marker_begin": "X", "marker_end": "X"}),
+                invalid,
+                "marker",
+            ),
+            (
+                json!({"path": P, "block": "x", "marker": "# {mark}\nsecond"}),
+                invalid,
+                "marker",
+            ),
+            (
+                json!({"path": P, "block": "x", "marker": "{mark}", "marker_begin": " "}),
+                invalid,
+                "marker",
+            ),
+            (
+                json!({"path": P, "block": format!("a\n{B}\nb")}),
+                invalid,
+                "block",
+            ),
+            (
+                json!({"path": P, "block": format!("{E}  ")}),
+                invalid,
+                "block",
+            ),
+            (
+                json!({"path": P, "block": "x", "insertafter": "(", }),
+                invalid,
+                "insertafter",
+            ),
+            (
+                json!({"path": P, "block": "x", "insertafter": "a", "insertbefore": "b"}),
+                ArgErrorKind::Conflict {
+                    with: "insertbefore",
+                },
+                "insertafter",
+            ),
         ] {
-            let r = BlockInFile.probes(&args(bad.clone()), &ctx);
-            assert!(matches!(r, Err(ModuleError::Args(_))), "{bad}: {r:?}");
+            let e = arg_error(&BlockInFile, bad.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{bad}");
         }
     }
 }

@@ -1,10 +1,11 @@
 //! `copy`: a file with given content (inline or from the controller).
 
+use super::edit;
 use crate::module::{
-    Attrs, FileKind, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
+    ArgError, Attrs, FileKind, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::support;
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 pub struct Copy;
@@ -57,124 +58,143 @@ the file under the basename of `src`.",
 "#,
 };
 
-/// Resolve a controller-side source path: absolute, else against the playbook directory, then
-/// its `subdir` (`files` or `templates`).
-pub fn resolve_src(ctx: &PlanContext, src: &str, subdir: &str) -> Result<PathBuf, ModuleError> {
-    let p = Path::new(src);
-    if p.is_absolute() {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(ModuleError::Args(format!(
-                "src {src} does not exist on the controller"
-            )))
-        };
-    }
-    for candidate in [
-        ctx.playbook_dir.join(src),
-        ctx.playbook_dir.join(subdir).join(src),
-    ] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(ModuleError::Args(format!(
-        "src {src} not found in {} or its {subdir}/ folder",
-        ctx.playbook_dir.display()
-    )))
+/// The controller file `src` names: in the playbook directory, else in its `subdir` (`files`
+/// or `templates`). An absolute `src` is looked for as it is (joining keeps it unchanged).
+pub fn find_src(playbook_dir: &Path, src: &str, subdir: &str) -> Option<PathBuf> {
+    [playbook_dir.join(src), playbook_dir.join(subdir).join(src)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
-struct Request {
+/// Resolve a controller-side source path (see [`find_src`]); an error on `src` when there is
+/// no such file.
+pub fn resolve_src(ctx: &PlanContext, src: &str, subdir: &str) -> Result<PathBuf, ArgError> {
+    find_src(&ctx.playbook_dir, src, subdir).ok_or_else(|| {
+        ArgError::invalid(
+            "src",
+            if Path::new(src).is_absolute() {
+                format!("src {src} does not exist on the controller")
+            } else {
+                format!(
+                    "src {src} not found in {} or its {subdir}/ folder",
+                    ctx.playbook_dir.display()
+                )
+            },
+        )
+    })
+}
+
+/// A `copy` task's arguments as the parameter table delivers them.
+#[derive(Debug, Deserialize)]
+struct Params {
+    dest: String,
+    content: Option<String>,
+    src: Option<String>,
+    mode: Option<u32>,
+    owner: Option<String>,
+    group: Option<String>,
+    backup: bool,
+    force: bool,
+}
+
+/// A `copy` task's arguments with the content to write (read from `src` on the controller).
+#[derive(Debug)]
+pub struct Request {
     dest: String,
     /// Where the file goes when `dest` turns out to be a directory.
     dest_in_dir: Option<String>,
     content: Vec<u8>,
-}
-
-fn request(args: &Args, ctx: &PlanContext) -> Result<Request, ModuleError> {
-    let dest = args.req_str("dest").to_string();
-    let (content, src_name) = match (args.str("content"), args.str("src")) {
-        (Some(_), Some(_)) => {
-            return Err(ModuleError::Args(
-                "give either content or src, not both".into(),
-            ))
-        }
-        (None, None) => {
-            return Err(ModuleError::Args(
-                "one of content or src is required".into(),
-            ))
-        }
-        (Some(c), None) => (c.as_bytes().to_vec(), None),
-        (None, Some(src)) => {
-            let path = resolve_src(ctx, src, "files")?;
-            let bytes = std::fs::read(&path)
-                .map_err(|e| ModuleError::Args(format!("cannot read {}: {e}", path.display())))?;
-            (
-                bytes,
-                path.file_name().map(|n| n.to_string_lossy().into_owned()),
-            )
-        }
-    };
-    let dest_in_dir = src_name.map(|n| format!("{}/{n}", dest.trim_end_matches('/')));
-    if dest.ends_with('/') {
-        let Some(d) = dest_in_dir else {
-            return Err(ModuleError::Args(
-                "dest ends with / but there is no src to name the file".into(),
-            ));
-        };
-        return Ok(Request {
-            dest: d,
-            dest_in_dir: None,
-            content,
-        });
-    }
-    Ok(Request {
-        dest,
-        dest_in_dir,
-        content,
-    })
+    attrs: Attrs,
+    backup: bool,
+    force: bool,
 }
 
 impl Module for Copy {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args, ctx)?;
-        let mut probes = vec![Probe::File(r.dest)];
-        probes.extend(r.dest_in_dir.map(Probe::File));
-        Ok(probes)
+    fn request(&self, args: Args, ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: Params = args.parse()?;
+        let (content, src_name) = match (p.content, p.src) {
+            (Some(_), Some(_)) => {
+                return Err(ArgError::conflict(
+                    "content",
+                    "src",
+                    "give either content or src, not both",
+                )
+                .into())
+            }
+            (None, None) => {
+                return Err(ArgError::requires(
+                    "dest",
+                    "content",
+                    "one of content or src is required",
+                )
+                .into())
+            }
+            (Some(c), None) => (c.into_bytes(), None),
+            (None, Some(src)) => {
+                let path = resolve_src(ctx, &src, "files")?;
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    ArgError::invalid("src", format!("cannot read {}: {e}", path.display()))
+                })?;
+                (
+                    bytes,
+                    path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                )
+            }
+        };
+        let dest_in_dir = src_name.map(|n| format!("{}/{n}", p.dest.trim_end_matches('/')));
+        let (dest, dest_in_dir) = if p.dest.ends_with('/') {
+            let Some(d) = dest_in_dir else {
+                return Err(ArgError::requires(
+                    "dest",
+                    "src",
+                    "dest ends with / but there is no src to name the file",
+                )
+                .into());
+            };
+            (d, None)
+        } else {
+            (p.dest, dest_in_dir)
+        };
+        Ok(Request {
+            dest,
+            dest_in_dir,
+            content,
+            attrs: Attrs {
+                mode: p.mode,
+                owner: p.owner,
+                group: p.group,
+            },
+            backup: p.backup,
+            force: p.force,
+        })
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args, ctx)?;
-        let mut dest = r.dest;
-        let mut state = observed.file(&dest)?;
+    fn probes(&self, r: &Request) -> Vec<Probe> {
+        let mut probes = vec![Probe::File(r.dest.clone())];
+        probes.extend(r.dest_in_dir.clone().map(Probe::File));
+        probes
+    }
+
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        let mut dest = r.dest.as_str();
+        let mut state = observed.file(dest)?;
         if state.kind == FileKind::Dir {
-            if let Some(inner) = r.dest_in_dir {
-                state = observed.file(&inner)?;
+            if let Some(inner) = &r.dest_in_dir {
+                state = observed.file(inner)?;
                 dest = inner;
             }
         }
-        let attrs = Attrs::from_args(args);
         let mut plan = Plan::ok();
-        if state.exists() && !args.bool("force") {
-            support::ensure_attrs(&mut plan, &dest, state, &attrs);
+        if state.exists() && !r.force {
+            edit::ensure_attrs(&mut plan, dest, state, &r.attrs);
         } else {
-            support::ensure_content(
-                &mut plan,
-                &dest,
-                state,
-                &r.content,
-                &attrs,
-                args.bool("backup"),
-            )?;
+            edit::ensure_content(&mut plan, dest, state, &r.content, &r.attrs, r.backup)?;
         }
         Ok(plan.with_data("dest", dest))
     }
@@ -183,18 +203,15 @@ impl Module for Copy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::{Action, FileState};
+    use crate::module::{Action, ArgErrorKind, FileState};
+    use crate::modules::testing::{arg_error, plan, request_in};
     use serde_json::json;
-
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
-    }
 
     #[test]
     fn creates_missing_file() {
-        let a = args(json!({"dest": "/etc/x", "content": "hi\n", "mode": "0600"}));
+        let a = json!({"dest": "/etc/x", "content": "hi\n", "mode": "0600"});
         let obs = Observed::new().with_file("/etc/x", FileState::absent());
-        let p = Copy.plan(&a, &obs, &PlanContext::default()).unwrap();
+        let p = plan(&Copy, a, &obs).unwrap();
         assert_eq!(p.changes.len(), 1);
         assert_eq!(
             p.actions,
@@ -212,30 +229,30 @@ mod tests {
 
     #[test]
     fn same_content_is_ok() {
-        let a = args(json!({"dest": "/etc/x", "content": "hi\n"}));
+        let a = json!({"dest": "/etc/x", "content": "hi\n"});
         let obs = Observed::new().with_file("/etc/x", FileState::file("hi\n"));
-        assert!(!Copy
-            .plan(&a, &obs, &PlanContext::default())
-            .unwrap()
-            .changed());
+        assert!(!plan(&Copy, a, &obs).unwrap().changed());
     }
 
     #[test]
     fn force_false_keeps_existing_content() {
-        let a = args(json!({"dest": "/etc/x", "content": "new\n", "force": false}));
+        let a = json!({"dest": "/etc/x", "content": "new\n", "force": false});
         let obs = Observed::new().with_file("/etc/x", FileState::file("old\n"));
-        assert!(!Copy
-            .plan(&a, &obs, &PlanContext::default())
-            .unwrap()
-            .changed());
+        assert!(!plan(&Copy, a, &obs).unwrap().changed());
     }
 
     #[test]
     fn content_and_src_conflict_is_caught_before_contact() {
-        let a = args(json!({"dest": "/etc/x", "content": "a", "src": "b"}));
-        assert!(Copy.probes(&a, &PlanContext::default()).is_err());
-        let a = args(json!({"dest": "/etc/x"}));
-        assert!(Copy.probes(&a, &PlanContext::default()).is_err());
+        let e = arg_error(&Copy, json!({"dest": "/etc/x", "content": "a", "src": "b"}));
+        assert_eq!(
+            (e.kind, e.param),
+            (ArgErrorKind::Conflict { with: "src" }, "content")
+        );
+        let e = arg_error(&Copy, json!({"dest": "/etc/x"}));
+        assert_eq!(
+            (e.kind, e.param),
+            (ArgErrorKind::Requires { other: "content" }, "dest")
+        );
     }
 
     #[test]
@@ -247,9 +264,14 @@ mod tests {
             playbook_dir: dir.path().into(),
             ..Default::default()
         };
-        let a = args(json!({"dest": "/etc/sysctl.d", "src": "bridge.conf"}));
+        let a = request_in(
+            &Copy,
+            json!({"dest": "/etc/sysctl.d", "src": "bridge.conf"}),
+            &ctx,
+        )
+        .unwrap();
         assert_eq!(
-            Copy.probes(&a, &ctx).unwrap(),
+            Copy.probes(&a),
             vec![
                 Probe::File("/etc/sysctl.d".into()),
                 Probe::File("/etc/sysctl.d/bridge.conf".into())
@@ -258,7 +280,57 @@ mod tests {
         let obs = Observed::new()
             .with_file("/etc/sysctl.d", FileState::dir())
             .with_file("/etc/sysctl.d/bridge.conf", FileState::absent());
-        let p = Copy.plan(&a, &obs, &ctx).unwrap();
+        let p = Copy.plan(&a, &obs).unwrap();
         assert_eq!(p.actions[0].path(), Some("/etc/sysctl.d/bridge.conf"));
+        assert_eq!(
+            p.actions[0],
+            Action::write(
+                "/etc/sysctl.d/bridge.conf",
+                "x=1\n",
+                Attrs::default(),
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn controller_files_are_read_before_contact() {
+        let ctx = PlanContext {
+            playbook_dir: "/nonexistent-playbook".into(),
+            ..Default::default()
+        };
+        for (args, msg) in [
+            (
+                json!({"dest": "/etc/x", "src": "nope.conf"}),
+                "src nope.conf not found in /nonexistent-playbook or its files/ folder",
+            ),
+            (
+                json!({"dest": "/etc/x", "src": "/nonexistent/nope.conf"}),
+                "src /nonexistent/nope.conf does not exist on the controller",
+            ),
+        ] {
+            let Err(ModuleError::Args(e)) = request_in(&Copy, args, &ctx) else {
+                panic!("expected an argument error")
+            };
+            assert_eq!((e.kind, e.param), (ArgErrorKind::Invalid, "src"));
+            assert_eq!(e.msg, msg);
+        }
+        let e = arg_error(&Copy, json!({"dest": "/etc/", "content": "x"}));
+        assert_eq!(
+            (e.kind, e.param),
+            (ArgErrorKind::Requires { other: "src" }, "dest")
+        );
+    }
+
+    #[test]
+    fn dest_ending_in_a_slash_names_the_file_after_src() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.conf"), "a\n").unwrap();
+        let ctx = PlanContext {
+            playbook_dir: dir.path().into(),
+            ..Default::default()
+        };
+        let a = request_in(&Copy, json!({"dest": "/etc/d/", "src": "a.conf"}), &ctx).unwrap();
+        assert_eq!(Copy.probes(&a), vec![Probe::File("/etc/d/a.conf".into())]);
     }
 }

@@ -1,11 +1,12 @@
 //! `file`: a path's type (file, directory, symlink, nothing) and its attributes.
 
+use super::edit;
 use crate::module::{
-    shell_quote, Action, Attrs, Change, FileKind, FileState, Module, ModuleError, ModuleSpec,
-    Observed, Plan, PlanContext, Probe,
+    shell_quote, Action, ArgError, Attrs, Change, FileKind, FileState, Module, ModuleError,
+    ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::support;
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 
 pub struct File;
 
@@ -54,7 +55,9 @@ target that does not exist (yet).",
 "#,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the path must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum State {
     File,
     Directory,
@@ -63,94 +66,121 @@ enum State {
     Link,
 }
 
-struct Request<'a> {
-    path: &'a str,
-    /// `None` when `state` was not given.
+/// A `file` task's arguments as the parameter table delivers them.
+#[derive(Debug, Deserialize)]
+struct Params {
+    path: String,
     state: Option<State>,
-    attrs: Attrs,
-    /// The link target as given, and where it is on the host (relative to the link's directory).
-    src: Option<(&'a str, String)>,
+    mode: Option<u32>,
+    owner: Option<String>,
+    group: Option<String>,
+    src: Option<String>,
     force: bool,
 }
 
-fn request(args: &Args) -> Result<Request<'_>, ModuleError> {
-    let path = args.req_str("path");
-    if path.is_empty() {
-        return Err(ModuleError::Args("path must not be empty".into()));
-    }
-    let state = args.str("state").map(|s| match s {
-        "directory" => State::Directory,
-        "absent" => State::Absent,
-        "touch" => State::Touch,
-        "link" => State::Link,
-        _ => State::File,
-    });
-    let attrs = Attrs::from_args(args);
-    let src = args.str("src");
-    match (state, src) {
-        (Some(State::Link), None) => {
-            return Err(ModuleError::Args(
-                "state=link needs src (the link's target)".into(),
-            ))
-        }
-        (Some(State::Link), Some("")) => {
-            return Err(ModuleError::Args("src must not be empty".into()))
-        }
-        (Some(State::Link), Some(_)) => {}
-        (_, Some(_)) => {
-            return Err(ModuleError::Args("src is only used with state=link".into()));
-        }
-        (_, None) => {}
-    }
-    if state == Some(State::Link) && attrs != Attrs::default() {
-        // A symlink's own mode means nothing on Linux, and the engine's attribute changes follow
-        // links: they would silently change the target instead.
-        return Err(ModuleError::Args(
-            "mode, owner and group cannot be set with state=link; manage the link's target with its own task"
-                .into(),
-        ));
-    }
-    let src = src.map(|s| {
-        let on_host = support::write_target(
-            path,
-            &FileState {
-                link_target: Some(s.to_string()),
-                ..FileState::absent()
-            },
-        );
-        (s, on_host)
-    });
-    Ok(Request {
-        path,
-        state,
-        attrs,
-        src,
-        force: args.bool("force"),
-    })
+/// A `file` task's arguments, checked.
+#[derive(Debug)]
+pub struct Request {
+    path: String,
+    /// `None` when `state` was not given.
+    state: Option<State>,
+    attrs: Attrs,
+    /// The link's target with `state: link`.
+    link: Option<LinkTarget>,
+    force: bool,
+}
+
+/// A symlink's target as given, and where that is on the host.
+#[derive(Debug)]
+struct LinkTarget {
+    src: String,
+    /// Relative targets resolve against the link's directory.
+    on_host: String,
 }
 
 impl Module for File {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args)?;
-        let mut probes = vec![Probe::File(r.path.to_string())];
-        if let (Some(State::Link), Some((_, target)), false) = (r.state, &r.src, r.force) {
-            probes.push(Probe::File(target.clone()));
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: Params = args.parse()?;
+        if p.path.is_empty() {
+            return Err(ArgError::invalid("path", "path must not be empty").into());
         }
-        Ok(probes)
+        let attrs = Attrs {
+            mode: p.mode,
+            owner: p.owner,
+            group: p.group,
+        };
+        let link = match (p.state, p.src) {
+            (Some(State::Link), None) => {
+                return Err(ArgError::requires(
+                    "state",
+                    "src",
+                    "state=link needs src (the link's target)",
+                )
+                .into())
+            }
+            (Some(State::Link), Some(src)) if src.is_empty() => {
+                return Err(ArgError::invalid("src", "src must not be empty").into())
+            }
+            (Some(State::Link), Some(src)) => {
+                let on_host = edit::write_target(
+                    &p.path,
+                    &FileState {
+                        link_target: Some(src.clone()),
+                        ..FileState::absent()
+                    },
+                );
+                Some(LinkTarget { src, on_host })
+            }
+            (_, Some(_)) => {
+                return Err(
+                    ArgError::conflict("src", "state", "src is only used with state=link").into(),
+                )
+            }
+            (_, None) => None,
+        };
+        if link.is_some() {
+            // A symlink's own mode means nothing on Linux, and the engine's attribute changes
+            // follow links: they would silently change the target instead.
+            let given = [
+                ("mode", attrs.mode.is_some()),
+                ("owner", attrs.owner.is_some()),
+                ("group", attrs.group.is_some()),
+            ];
+            if let Some((param, _)) = given.into_iter().find(|(_, given)| *given) {
+                return Err(ArgError::conflict(
+                    param,
+                    "state",
+                    "mode, owner and group cannot be set with state=link; manage the link's target with its own task",
+                )
+                .into());
+            }
+        }
+        Ok(Request {
+            path: p.path,
+            state: p.state,
+            attrs,
+            link,
+            force: p.force,
+        })
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args)?;
-        let path = r.path;
+    fn probes(&self, r: &Request) -> Vec<Probe> {
+        let mut probes = vec![Probe::File(r.path.clone())];
+        // Without force a missing target is an error, so it is looked at.
+        if let (Some(link), false) = (&r.link, r.force) {
+            probes.push(Probe::File(link.on_host.clone()));
+        }
+        probes
+    }
+
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        let path = r.path.as_str();
         let st = observed.file(path)?;
         let state = r.state.unwrap_or(if st.kind == FileKind::Dir {
             State::Directory
@@ -160,7 +190,7 @@ impl Module for File {
         let mut plan = Plan::ok();
         match state {
             State::File => match st.kind {
-                FileKind::File => support::ensure_attrs(&mut plan, path, st, &r.attrs),
+                FileKind::File => edit::ensure_attrs(&mut plan, path, st, &r.attrs),
                 FileKind::Absent if st.link_target.is_none() => {
                     return Err(ModuleError::Host(format!(
                         "{path} does not exist (state=file does not create files: use state=touch or copy)"
@@ -169,14 +199,14 @@ impl Module for File {
                 _ => return Err(ModuleError::Host(format!("{path} is {}, not a regular file", describe(st)))),
             },
             State::Directory => match st.kind {
-                FileKind::Dir => support::ensure_attrs(&mut plan, path, st, &r.attrs),
+                FileKind::Dir => edit::ensure_attrs(&mut plan, path, st, &r.attrs),
                 FileKind::Absent if st.link_target.is_none() => plan.change(
                     Change::new(format!("create directory {path}")),
                     [Action::MakeDir { path: path.into(), attrs: r.attrs.clone() }],
                 ),
                 _ => return Err(ModuleError::Host(format!("{path} is {}, not a directory", describe(st)))),
             },
-            State::Absent => support::ensure_absent(&mut plan, path, st),
+            State::Absent => edit::ensure_absent(&mut plan, path, st),
             State::Touch => match st.kind {
                 // Writing here would replace the link with a file rather than create its target.
                 FileKind::Other if st.link_target.is_some() => {
@@ -187,9 +217,9 @@ impl Module for File {
                     [Action::write(path, Vec::new(), r.attrs.clone(), false)],
                 ),
                 // Existing paths only get their attributes: no timestamp update, so `ok`.
-                _ => support::ensure_attrs(&mut plan, path, st, &r.attrs),
+                _ => edit::ensure_attrs(&mut plan, path, st, &r.attrs),
             },
-            State::Link => plan_link(&mut plan, &r, st, observed)?,
+            State::Link => plan_link(&mut plan, r, st, observed)?,
         }
         Ok(plan.with_data("path", path))
     }
@@ -201,13 +231,13 @@ fn plan_link(
     st: &FileState,
     observed: &Observed,
 ) -> Result<(), ModuleError> {
-    let path = r.path;
-    let (src, on_host) = r.src.as_ref().expect("checked in request");
+    let path = r.path.as_str();
+    let LinkTarget { src, on_host } = r.link.as_ref().expect("checked in request");
     let link = Action::Symlink {
-        target: src.to_string(),
+        target: src.clone(),
         link: path.into(),
     };
-    if st.link_target.as_deref() == Some(*src) {
+    if st.link_target.as_ref() == Some(src) {
         return Ok(());
     }
     if !r.force && !observed.file(on_host)?.exists() {
@@ -264,16 +294,9 @@ fn describe(st: &FileState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::support::sim;
+    use crate::module::ArgErrorKind;
+    use crate::modules::testing::{arg_error, content, converge, req};
     use serde_json::json;
-
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
-    }
-
-    fn plan(a: &Args, obs: &Observed) -> Result<Plan, ModuleError> {
-        File.plan(a, obs, &PlanContext::default())
-    }
 
     fn link(target: &str, kind: FileKind) -> FileState {
         FileState {
@@ -296,11 +319,12 @@ mod tests {
 
     #[test]
     fn directory_is_created_with_attrs_and_then_ok() {
-        let a = args(
+        let a = req(
+            &File,
             json!({"path": "/srv/images", "state": "directory", "mode": "0750", "group": "kvm"}),
         );
         let obs = Observed::new().with_file("/srv/images", FileState::absent());
-        let (p, _) = sim::converge(&File, &a, &obs, &PlanContext::default());
+        let (p, _) = converge(&File, &a, &obs);
         assert_eq!(p.changes[0].summary, "create directory /srv/images");
         assert_eq!(
             p.actions,
@@ -317,10 +341,12 @@ mod tests {
 
     #[test]
     fn directory_attrs_drift() {
-        let a =
-            args(json!({"path": "/srv", "state": "directory", "mode": "0700", "owner": "root"}));
+        let a = req(
+            &File,
+            json!({"path": "/srv", "state": "directory", "mode": "0700", "owner": "root"}),
+        );
         let obs = Observed::new().with_file("/srv", FileState::dir());
-        let (p, _) = sim::converge(&File, &a, &obs, &PlanContext::default());
+        let (p, _) = converge(&File, &a, &obs);
         assert_eq!(p.changes[0].summary, "/srv: mode 0755 -> 0700");
         assert_eq!(
             p.actions,
@@ -336,45 +362,48 @@ mod tests {
 
     #[test]
     fn directory_over_a_file_is_an_error() {
-        let a = args(json!({"path": "/srv", "state": "directory"}));
+        let a = req(&File, json!({"path": "/srv", "state": "directory"}));
         let obs = Observed::new().with_file("/srv", FileState::file("x"));
-        let e = plan(&a, &obs).unwrap_err();
+        let e = File.plan(&a, &obs).unwrap_err();
         assert_eq!(
             e,
             ModuleError::Host("/srv is a regular file, not a directory".into())
         );
         // A symlink to a directory is followed, like a directory.
         let obs = Observed::new().with_file("/srv", link("/data/srv", FileKind::Dir));
-        assert!(!plan(&a, &obs).unwrap().changed());
+        assert!(!File.plan(&a, &obs).unwrap().changed());
     }
 
     #[test]
     fn state_file_manages_attrs_but_never_creates() {
-        let a = args(json!({"path": "/etc/x", "mode": "0600", "owner": "libvirt-qemu"}));
+        let a = req(
+            &File,
+            json!({"path": "/etc/x", "mode": "0600", "owner": "libvirt-qemu"}),
+        );
         let obs = Observed::new().with_file("/etc/x", FileState::file("data"));
-        let (p, after) = sim::converge(&File, &a, &obs, &PlanContext::default());
+        let (p, after) = converge(&File, &a, &obs);
         assert_eq!(
             p.changes[0].summary,
             "/etc/x: mode 0644 -> 0600, owner root -> libvirt-qemu"
         );
-        assert_eq!(sim::content(&after, "/etc/x"), "data");
+        assert_eq!(content(&after, "/etc/x"), "data");
 
         let obs = Observed::new().with_file("/etc/x", FileState::absent());
-        let e = plan(&a, &obs).unwrap_err();
+        let e = File.plan(&a, &obs).unwrap_err();
         assert!(
             matches!(&e, ModuleError::Host(m) if m.contains("does not exist")),
             "{e}"
         );
-        let a = args(json!({"path": "/etc/x", "state": "file"}));
+        let a = req(&File, json!({"path": "/etc/x", "state": "file"}));
         let obs = Observed::new().with_file("/etc/x", FileState::dir());
-        assert!(plan(&a, &obs).is_err());
+        assert!(File.plan(&a, &obs).is_err());
     }
 
     #[test]
     fn omitted_state_on_a_directory_manages_the_directory() {
-        let a = args(json!({"path": "/srv", "mode": "0700"}));
+        let a = req(&File, json!({"path": "/srv", "mode": "0700"}));
         let obs = Observed::new().with_file("/srv", FileState::dir());
-        let p = plan(&a, &obs).unwrap();
+        let p = File.plan(&a, &obs).unwrap();
         assert_eq!(
             p.actions,
             vec![Action::SetAttrs {
@@ -386,14 +415,14 @@ mod tests {
 
     #[test]
     fn absent_removes_files_trees_and_dangling_links() {
-        let a = args(json!({"path": "/tmp/x", "state": "absent"}));
+        let a = req(&File, json!({"path": "/tmp/x", "state": "absent"}));
         for st in [
             FileState::file("a"),
             FileState::dir(),
             link("/nowhere", FileKind::Other),
         ] {
             let obs = Observed::new().with_file("/tmp/x", st);
-            let (p, _) = sim::converge(&File, &a, &obs, &PlanContext::default());
+            let (p, _) = converge(&File, &a, &obs);
             assert_eq!(
                 p.actions,
                 vec![Action::Remove {
@@ -402,14 +431,17 @@ mod tests {
             );
         }
         let obs = Observed::new().with_file("/tmp/x", FileState::absent());
-        assert!(!plan(&a, &obs).unwrap().changed());
+        assert!(!File.plan(&a, &obs).unwrap().changed());
     }
 
     #[test]
     fn touch_creates_once_then_only_fixes_attrs() {
-        let a = args(json!({"path": "/var/log/x.log", "state": "touch", "mode": "0640"}));
+        let a = req(
+            &File,
+            json!({"path": "/var/log/x.log", "state": "touch", "mode": "0640"}),
+        );
         let obs = Observed::new().with_file("/var/log/x.log", FileState::absent());
-        let (p, after) = sim::converge(&File, &a, &obs, &PlanContext::default());
+        let (p, after) = converge(&File, &a, &obs);
         assert_eq!(
             p.actions,
             vec![Action::write("/var/log/x.log", "", mode(0o640), false)]
@@ -419,9 +451,9 @@ mod tests {
         // An existing file with content is not rewritten, not even "touched".
         let obs =
             Observed::new().with_file("/var/log/x.log", FileState::file("log\n").with_mode(0o640));
-        assert!(!plan(&a, &obs).unwrap().changed());
+        assert!(!File.plan(&a, &obs).unwrap().changed());
         let obs = Observed::new().with_file("/var/log/x.log", FileState::file("log\n"));
-        let p = plan(&a, &obs).unwrap();
+        let p = File.plan(&a, &obs).unwrap();
         assert_eq!(
             p.actions,
             vec![Action::SetAttrs {
@@ -431,19 +463,20 @@ mod tests {
         );
         // Nor is a directory.
         let obs = Observed::new().with_file("/var/log/x.log", FileState::dir().with_mode(0o640));
-        assert!(!plan(&a, &obs).unwrap().changed());
+        assert!(!File.plan(&a, &obs).unwrap().changed());
         // A dangling symlink is not silently replaced by a file.
         let obs = Observed::new().with_file("/var/log/x.log", link("/gone", FileKind::Other));
-        assert!(plan(&a, &obs).is_err());
+        assert!(File.plan(&a, &obs).is_err());
     }
 
     #[test]
     fn link_created_when_missing() {
-        let a = args(
+        let a = req(
+            &File,
             json!({"path": "/etc/nginx/sites-enabled/app", "state": "link", "src": "../sites-available/app"}),
         );
         assert_eq!(
-            File.probes(&a, &PlanContext::default()).unwrap(),
+            File.probes(&a),
             vec![
                 Probe::File("/etc/nginx/sites-enabled/app".into()),
                 Probe::File("/etc/nginx/sites-enabled/../sites-available/app".into()),
@@ -455,7 +488,7 @@ mod tests {
                 "/etc/nginx/sites-enabled/../sites-available/app",
                 FileState::file("cfg"),
             );
-        let (p, _) = sim::converge(&File, &a, &obs, &PlanContext::default());
+        let (p, _) = converge(&File, &a, &obs);
         assert_eq!(
             p.changes[0].summary,
             "link /etc/nginx/sites-enabled/app -> ../sites-available/app"
@@ -471,23 +504,25 @@ mod tests {
 
     #[test]
     fn link_with_right_target_is_ok_and_wrong_target_is_replaced() {
-        let a =
-            args(json!({"path": "/usr/local/bin/vm", "state": "link", "src": "/opt/vm/bin/vm"}));
+        let a = req(
+            &File,
+            json!({"path": "/usr/local/bin/vm", "state": "link", "src": "/opt/vm/bin/vm"}),
+        );
         let target = ("/opt/vm/bin/vm", FileState::file("#!/bin/sh"));
         let obs = Observed::new()
             .with_file("/usr/local/bin/vm", link("/opt/vm/bin/vm", FileKind::File))
             .with_file(target.0, target.1.clone());
-        assert!(!plan(&a, &obs).unwrap().changed());
+        assert!(!File.plan(&a, &obs).unwrap().changed());
         // Even when the target has gone missing since: the link is as asked.
         let obs = Observed::new()
             .with_file("/usr/local/bin/vm", link("/opt/vm/bin/vm", FileKind::Other))
             .with_file(target.0, FileState::absent());
-        assert!(!plan(&a, &obs).unwrap().changed());
+        assert!(!File.plan(&a, &obs).unwrap().changed());
 
         let obs = Observed::new()
             .with_file("/usr/local/bin/vm", link("/opt/old/vm", FileKind::File))
             .with_file(target.0, target.1);
-        let (p, _) = sim::converge(&File, &a, &obs, &PlanContext::default());
+        let (p, _) = converge(&File, &a, &obs);
         assert_eq!(
             p.changes[0].summary,
             "relink /usr/local/bin/vm: /opt/old/vm -> /opt/vm/bin/vm"
@@ -497,23 +532,25 @@ mod tests {
 
     #[test]
     fn link_to_missing_target_needs_force() {
-        let a = args(json!({"path": "/etc/l", "state": "link", "src": "/opt/later"}));
+        let a = req(
+            &File,
+            json!({"path": "/etc/l", "state": "link", "src": "/opt/later"}),
+        );
         let obs = Observed::new()
             .with_file("/etc/l", FileState::absent())
             .with_file("/opt/later", FileState::absent());
-        let e = plan(&a, &obs).unwrap_err();
+        let e = File.plan(&a, &obs).unwrap_err();
         assert!(
             matches!(&e, ModuleError::Host(m) if m.contains("force")),
             "{e}"
         );
-        let a =
-            args(json!({"path": "/etc/l", "state": "link", "src": "/opt/later", "force": true}));
-        assert_eq!(
-            File.probes(&a, &PlanContext::default()).unwrap(),
-            vec![Probe::File("/etc/l".into())]
+        let a = req(
+            &File,
+            json!({"path": "/etc/l", "state": "link", "src": "/opt/later", "force": true}),
         );
+        assert_eq!(File.probes(&a), vec![Probe::File("/etc/l".into())]);
         let obs = Observed::new().with_file("/etc/l", FileState::absent());
-        let (p, _) = sim::converge(&File, &a, &obs, &PlanContext::default());
+        let (p, _) = converge(&File, &a, &obs);
         assert_eq!(
             p.actions,
             vec![Action::Symlink {
@@ -525,11 +562,14 @@ mod tests {
 
     #[test]
     fn link_over_a_file_or_directory_needs_force() {
-        let a = args(json!({"path": "/etc/l", "state": "link", "src": "/opt/t"}));
+        let a = req(
+            &File,
+            json!({"path": "/etc/l", "state": "link", "src": "/opt/t"}),
+        );
         let obs = Observed::new()
             .with_file("/etc/l", FileState::file("old"))
             .with_file("/opt/t", FileState::file("new"));
-        let e = plan(&a, &obs).unwrap_err();
+        let e = File.plan(&a, &obs).unwrap_err();
         assert_eq!(
             e,
             ModuleError::Host(
@@ -537,8 +577,11 @@ mod tests {
             )
         );
 
-        let a = args(json!({"path": "/etc/l", "state": "link", "src": "/opt/t", "force": true}));
-        let p = plan(&a, &obs).unwrap();
+        let a = req(
+            &File,
+            json!({"path": "/etc/l", "state": "link", "src": "/opt/t", "force": true}),
+        );
+        let p = File.plan(&a, &obs).unwrap();
         let link = Action::Symlink {
             target: "/opt/t".into(),
             link: "/etc/l".into(),
@@ -555,36 +598,53 @@ mod tests {
 
         // A directory is only ever removed with rmdir, which refuses a non-empty one.
         let obs = Observed::new().with_file("/etc/l", FileState::dir());
-        let p = plan(&a, &obs).unwrap();
+        let p = File.plan(&a, &obs).unwrap();
         assert_eq!(p.actions, vec![Action::run("rmdir -- /etc/l"), link]);
-        let a =
-            args(json!({"path": "/etc/it's dir", "state": "link", "src": "/opt/t", "force": true}));
+        let a = req(
+            &File,
+            json!({"path": "/etc/it's dir", "state": "link", "src": "/opt/t", "force": true}),
+        );
         let obs = Observed::new().with_file("/etc/it's dir", FileState::dir());
         assert_eq!(
-            plan(&a, &obs).unwrap().actions[0],
+            File.plan(&a, &obs).unwrap().actions[0],
             Action::run(r"rmdir -- '/etc/it'\''s dir'")
         );
     }
 
     #[test]
     fn bad_argument_combinations_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for bad in [
-            json!({"path": "/x", "state": "link"}),
-            json!({"path": "/x", "state": "link", "src": ""}),
-            json!({"path": "/x", "state": "link", "src": "/y", "mode": "0644"}),
-            json!({"path": "/x", "state": "link", "src": "/y", "owner": "root"}),
-            json!({"path": "/x", "state": "directory", "src": "/y"}),
-            json!({"path": "/x", "src": "/y"}),
-            json!({"path": ""}),
+        let conflict = |with| ArgErrorKind::Conflict { with };
+        for (bad, kind, param) in [
+            (
+                json!({"path": "/x", "state": "link"}),
+                ArgErrorKind::Requires { other: "src" },
+                "state",
+            ),
+            (
+                json!({"path": "/x", "state": "link", "src": ""}),
+                ArgErrorKind::Invalid,
+                "src",
+            ),
+            (
+                json!({"path": "/x", "state": "link", "src": "/y", "mode": "0644"}),
+                conflict("state"),
+                "mode",
+            ),
+            (
+                json!({"path": "/x", "state": "link", "src": "/y", "owner": "root"}),
+                conflict("state"),
+                "owner",
+            ),
+            (
+                json!({"path": "/x", "state": "directory", "src": "/y"}),
+                conflict("state"),
+                "src",
+            ),
+            (json!({"path": "/x", "src": "/y"}), conflict("state"), "src"),
+            (json!({"path": ""}), ArgErrorKind::Invalid, "path"),
         ] {
-            assert!(
-                matches!(
-                    File.probes(&args(bad.clone()), &ctx),
-                    Err(ModuleError::Args(_))
-                ),
-                "{bad}"
-            );
+            let e = arg_error(&File, bad.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{bad}");
         }
         assert!(Args::from_json(SPEC.params, json!({"path": "/x", "state": "hard"})).is_err());
         assert!(Args::from_json(SPEC.params, json!({"dest": "/x", "state": "touch"})).is_ok());

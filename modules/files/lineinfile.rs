@@ -1,9 +1,12 @@
 //! `lineinfile`: one line in a file is present (or replaced), or lines are absent.
 
-use crate::module::{Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe};
-use crate::modules::support::{self, InsertAt, Lines};
+use super::edit::{self, InsertAt, Lines, Presence};
+use crate::module::{
+    ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
+};
 use crate::params::{Args, ParamKind, ParamSpec};
 use regex::bytes::{Captures, Regex};
+use serde::Deserialize;
 
 pub struct LineInFile;
 
@@ -232,7 +235,27 @@ fn expand(pieces: &[Piece], caps: &Captures) -> Vec<u8> {
     out
 }
 
-struct Request {
+/// A `lineinfile` task's arguments as the parameter table delivers them.
+#[derive(Debug, Deserialize)]
+struct Params {
+    path: String,
+    regexp: Option<String>,
+    line: Option<String>,
+    state: Presence,
+    insertafter: Option<String>,
+    insertbefore: Option<String>,
+    create: bool,
+    backrefs: bool,
+    firstmatch: bool,
+    backup: bool,
+    mode: Option<u32>,
+    owner: Option<String>,
+    group: Option<String>,
+}
+
+/// A `lineinfile` task's arguments, checked, with its regular expressions compiled.
+#[derive(Debug)]
+pub struct Request {
     path: String,
     present: bool,
     regexp: Option<Regex>,
@@ -242,46 +265,75 @@ struct Request {
     insert: InsertAt,
     firstmatch: bool,
     create: bool,
+    backup: bool,
+    attrs: Attrs,
 }
 
-fn request(args: &Args) -> Result<Request, ModuleError> {
-    let bad = |m: &str| Err(ModuleError::Args(m.into()));
-    let present = args.req_str("state") == "present";
-    let regexp = match args.str("regexp") {
-        Some("") => return bad("regexp is empty: it would match every line"),
-        Some(re) => Some(support::regex(re, "regexp")?),
-        None => None,
-    };
-    let line = args.str("line");
-    if line.is_some_and(|l| l.contains('\n')) {
-        return bad(
-            "line must be a single line (it contains a newline); use blockinfile for several lines",
-        );
-    }
-    if present && line.is_none() {
-        return bad("line is required with state=present");
-    }
-    if !present && regexp.is_none() && line.is_none() {
-        return bad("state=absent needs regexp or line to know which lines to remove");
-    }
-    let backrefs = present && args.bool("backrefs");
-    let replacement = match (&regexp, backrefs) {
-        (None, true) => return bad("backrefs needs regexp"),
-        (Some(re), true) => {
-            Some(parse_replacement(line.unwrap_or_default(), re).map_err(ModuleError::Args)?)
+impl Request {
+    fn from_params(p: Params) -> Result<Self, ModuleError> {
+        let present = p.state == Presence::Present;
+        let regexp = match p.regexp.as_deref() {
+            Some("") => {
+                return Err(ArgError::invalid(
+                    "regexp",
+                    "regexp is empty: it would match every line",
+                )
+                .into())
+            }
+            Some(re) => Some(edit::regex(re, "regexp")?),
+            None => None,
+        };
+        let line = p.line;
+        if line.as_ref().is_some_and(|l| l.contains('\n')) {
+            return Err(ArgError::invalid(
+                "line",
+                "line must be a single line (it contains a newline); use blockinfile for several lines",
+            )
+            .into());
         }
-        _ => None,
-    };
-    Ok(Request {
-        path: args.req_str("path").to_string(),
-        present,
-        regexp,
-        line: line.map(|l| l.as_bytes().to_vec()),
-        replacement,
-        insert: InsertAt::from_args(args)?,
-        firstmatch: args.bool("firstmatch"),
-        create: present && args.bool("create"),
-    })
+        if present && line.is_none() {
+            return Err(
+                ArgError::requires("state", "line", "line is required with state=present").into(),
+            );
+        }
+        if !present && regexp.is_none() && line.is_none() {
+            return Err(ArgError::requires(
+                "state",
+                "regexp",
+                "state=absent needs regexp or line to know which lines to remove",
+            )
+            .into());
+        }
+        let backrefs = present && p.backrefs;
+        let replacement = match (&regexp, backrefs) {
+            (None, true) => {
+                return Err(
+                    ArgError::requires("backrefs", "regexp", "backrefs needs regexp").into(),
+                )
+            }
+            (Some(re), true) => Some(
+                parse_replacement(line.as_deref().unwrap_or_default(), re)
+                    .map_err(|m| ArgError::invalid("line", m))?,
+            ),
+            _ => None,
+        };
+        Ok(Request {
+            path: p.path,
+            present,
+            regexp,
+            line: line.map(String::into_bytes),
+            replacement,
+            insert: InsertAt::from_params(p.insertafter.as_deref(), p.insertbefore.as_deref())?,
+            firstmatch: p.firstmatch,
+            create: present && p.create,
+            backup: p.backup,
+            attrs: Attrs {
+                mode: p.mode,
+                owner: p.owner,
+                group: p.group,
+            },
+        })
+    }
 }
 
 /// What the edit did to the lines, for the result message.
@@ -312,7 +364,7 @@ fn edit_present(r: &Request, lines: &mut Lines) -> Edit {
                 ),
                 None => line.to_vec(),
             };
-            if support::strip_cr(&lines.lines[i]) == new.as_slice() {
+            if edit::strip_cr(&lines.lines[i]) == new.as_slice() {
                 return Edit::Unchanged("line already present");
             }
             lines.splice(i..i + 1, vec![new]);
@@ -323,7 +375,7 @@ fn edit_present(r: &Request, lines: &mut Lines) -> Edit {
             return Edit::Unchanged("regexp matched no line; nothing to do with backrefs");
         }
     }
-    if lines.lines.iter().any(|l| support::strip_cr(l) == line) {
+    if lines.lines.iter().any(|l| edit::strip_cr(l) == line) {
         return Edit::Unchanged("line already present");
     }
     let at = r.insert.position(lines, r.firstmatch);
@@ -334,32 +386,30 @@ fn edit_present(r: &Request, lines: &mut Lines) -> Edit {
 fn edit_absent(r: &Request, lines: &mut Lines) -> usize {
     match (&r.regexp, &r.line) {
         (Some(re), _) => lines.remove_matching(|l| re.is_match(l)),
-        (None, Some(line)) => lines.remove_matching(|l| support::strip_cr(l) == line.as_slice()),
+        (None, Some(line)) => lines.remove_matching(|l| edit::strip_cr(l) == line.as_slice()),
         (None, None) => 0,
     }
 }
 
 impl Module for LineInFile {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args)?;
-        Ok(support::edit_probes(&r.path, r.create))
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        Request::from_params(args.parse()?)
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args)?;
+    fn probes(&self, r: &Request) -> Vec<Probe> {
+        edit::edit_probes(&r.path, r.create)
+    }
+
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
         let path = r.path.as_str();
         let state = observed.file(path)?;
-        support::editable(path, state)?;
-        let attrs = Attrs::from_args(args);
+        edit::editable(path, state)?;
         let mut plan = Plan::ok();
         if !state.exists() {
             if !r.present {
@@ -374,27 +424,27 @@ impl Module for LineInFile {
         }
         let mut lines = Lines::parse(state.content.as_deref().unwrap_or_default());
         let (changed, msg) = if r.present {
-            match edit_present(&r, &mut lines) {
+            match edit_present(r, &mut lines) {
                 Edit::Changed(m) => (true, m.to_string()),
                 Edit::Unchanged(m) => (false, m.to_string()),
             }
         } else {
-            let found = edit_absent(&r, &mut lines);
+            let found = edit_absent(r, &mut lines);
             plan = plan.with_data("found", found);
             (found > 0, format!("{found} line(s) removed"))
         };
         if changed {
-            support::write_edited(
+            edit::write_edited(
                 &mut plan,
                 path,
                 state,
                 observed,
                 &lines.to_bytes(),
-                &attrs,
-                args.bool("backup"),
+                &r.attrs,
+                r.backup,
             )?;
         } else if state.exists() {
-            support::ensure_attrs(&mut plan, path, state, &attrs);
+            edit::ensure_attrs(&mut plan, path, state, &r.attrs);
         }
         plan.msg = Some(msg);
         Ok(plan)
@@ -404,23 +454,19 @@ impl Module for LineInFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::{Action, FileState};
-    use crate::modules::support::sim;
+    use crate::module::{Action, ArgErrorKind, FileState};
+    use crate::modules::testing::{arg_error, content, converge, req};
     use serde_json::json;
-
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
-    }
 
     const P: &str = "/etc/x.conf";
 
     /// Plan against a file holding `before`, check the second run is `ok`, and return the
     /// content after the first run (`before` when nothing was written) and the plan.
     fn run(a: serde_json::Value, before: &str) -> (String, Plan) {
-        let a = args(a);
+        let a = req(&LineInFile, a);
         let obs = Observed::new().with_file(P, FileState::file(before));
-        let (p, after) = sim::converge(&LineInFile, &a, &obs, &PlanContext::default());
-        (sim::content(&after, P), p)
+        let (p, after) = converge(&LineInFile, &a, &obs);
+        (content(&after, P), p)
     }
 
     fn after(a: serde_json::Value, before: &str) -> String {
@@ -579,11 +625,12 @@ mod tests {
         assert_eq!(after(a.clone(), before), "GRUB_CMDLINE_LINUX=\"quiet x\"\n");
         // `$` and `${1}` in line are literal text, not the regex crate's syntax. (This regexp
         // matches its own result differently, so only one run is checked.)
-        let a = args(
+        let a = req(
+            &LineInFile,
             json!({"path": P, "regexp": "^(a)=(.*)$", "line": "\\1=$2 ${1} \\\\ \\g<2>", "backrefs": true}),
         );
         let obs = Observed::new().with_file(P, FileState::file("a=b\n"));
-        let p = LineInFile.plan(&a, &obs, &PlanContext::default()).unwrap();
+        let p = LineInFile.plan(&a, &obs).unwrap();
         assert_eq!(
             p.actions,
             vec![Action::write(
@@ -603,17 +650,14 @@ mod tests {
         assert_eq!(text, before);
         assert!(!p.changed());
         // Not even to a missing file with create: true.
-        let a = args(
+        let a = req(
+            &LineInFile,
             json!({"path": P, "regexp": "^(x)=", "line": "\\1=1", "backrefs": true, "create": true}),
         );
         let obs = Observed::new()
             .with_file(P, FileState::absent())
             .with_file("/etc", FileState::dir());
-        assert!(LineInFile
-            .plan(&a, &obs, &PlanContext::default())
-            .unwrap()
-            .actions
-            .is_empty());
+        assert!(LineInFile.plan(&a, &obs).unwrap().actions.is_empty());
     }
 
     #[test]
@@ -668,37 +712,37 @@ mod tests {
         let (text, p) = run(json!({"path": P, "line": "zzz", "state": "absent"}), "a\n");
         assert_eq!((text.as_str(), p.changed()), ("a\n", false));
         // Missing file: ok.
-        let a = args(json!({"path": P, "regexp": "x", "state": "absent"}));
+        let a = req(
+            &LineInFile,
+            json!({"path": P, "regexp": "x", "state": "absent"}),
+        );
         let obs = Observed::new().with_file(P, FileState::absent());
-        assert!(!LineInFile
-            .plan(&a, &obs, &PlanContext::default())
-            .unwrap()
-            .changed());
+        assert!(!LineInFile.plan(&a, &obs).unwrap().changed());
     }
 
     #[test]
     fn missing_file_is_an_error_unless_create() {
-        let a = args(json!({"path": "/etc/new/x.conf", "line": "a"}));
+        let a = req(&LineInFile, json!({"path": "/etc/new/x.conf", "line": "a"}));
         let obs = Observed::new().with_file("/etc/new/x.conf", FileState::absent());
-        let e = LineInFile
-            .plan(&a, &obs, &PlanContext::default())
-            .unwrap_err();
+        let e = LineInFile.plan(&a, &obs).unwrap_err();
         assert!(
             matches!(&e, ModuleError::Host(m) if m.contains("create: true")),
             "{e}"
         );
 
-        let a =
-            args(json!({"path": "/etc/new/x.conf", "line": "a", "create": true, "mode": "0600"}));
+        let a = req(
+            &LineInFile,
+            json!({"path": "/etc/new/x.conf", "line": "a", "create": true, "mode": "0600"}),
+        );
         assert_eq!(
-            LineInFile.probes(&a, &PlanContext::default()).unwrap(),
+            LineInFile.probes(&a),
             vec![
                 Probe::File("/etc/new/x.conf".into()),
                 Probe::File("/etc/new".into())
             ]
         );
         let obs = obs.with_file("/etc/new", FileState::absent());
-        let (p, after) = sim::converge(&LineInFile, &a, &obs, &PlanContext::default());
+        let (p, after) = converge(&LineInFile, &a, &obs);
         assert_eq!(
             p.actions,
             vec![
@@ -717,18 +761,18 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(sim::content(&after, "/etc/new/x.conf"), "a\n");
+        assert_eq!(content(&after, "/etc/new/x.conf"), "a\n");
         // Existing parent: just the file.
         let obs = Observed::new()
             .with_file("/etc/new/x.conf", FileState::absent())
             .with_file("/etc/new", FileState::dir());
-        let p = LineInFile.plan(&a, &obs, &PlanContext::default()).unwrap();
+        let p = LineInFile.plan(&a, &obs).unwrap();
         assert_eq!(p.actions.len(), 1);
     }
 
     #[test]
     fn unusable_paths_are_errors() {
-        let a = args(json!({"path": P, "line": "a", "create": true}));
+        let a = req(&LineInFile, json!({"path": P, "line": "a", "create": true}));
         for st in [
             FileState::dir(),
             FileState {
@@ -741,7 +785,7 @@ mod tests {
                 .with_file(P, st)
                 .with_file("/etc", FileState::dir());
             assert!(matches!(
-                LineInFile.plan(&a, &obs, &PlanContext::default()),
+                LineInFile.plan(&a, &obs),
                 Err(ModuleError::Host(_))
             ));
         }
@@ -769,10 +813,13 @@ mod tests {
 
     #[test]
     fn rest_of_file_is_kept_byte_for_byte() {
-        let a = args(json!({"path": P, "regexp": "^b=", "line": "b=2"}));
+        let a = req(
+            &LineInFile,
+            json!({"path": P, "regexp": "^b=", "line": "b=2"}),
+        );
         let before: &[u8] = b"a=\xff\xfe\r\nb=1\n\n  trailing  \nno-final-newline";
         let obs = Observed::new().with_file(P, FileState::file(before));
-        let (_, state) = sim::converge(&LineInFile, &a, &obs, &PlanContext::default());
+        let (_, state) = converge(&LineInFile, &a, &obs);
         assert_eq!(
             state.file(P).unwrap().content.as_deref().unwrap(),
             b"a=\xff\xfe\r\nb=2\n\n  trailing  \nno-final-newline"
@@ -785,36 +832,73 @@ mod tests {
 
     #[test]
     fn writes_through_a_symlink_to_its_target() {
-        let a = args(json!({"path": "/etc/resolv.conf", "line": "options edns0"}));
+        let a = req(
+            &LineInFile,
+            json!({"path": "/etc/resolv.conf", "line": "options edns0"}),
+        );
         let st = FileState {
             link_target: Some("../run/resolv.conf".into()),
             ..FileState::file("nameserver 1.1.1.1\n")
         };
         let obs = Observed::new().with_file("/etc/resolv.conf", st);
-        let p = LineInFile.plan(&a, &obs, &PlanContext::default()).unwrap();
+        let p = LineInFile.plan(&a, &obs).unwrap();
         assert_eq!(p.actions[0].path(), Some("/etc/../run/resolv.conf"));
     }
 
     #[test]
     fn bad_argument_combinations_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for bad in [
-            json!({"path": P}),
-            json!({"path": P, "state": "absent"}),
-            json!({"path": P, "line": "a", "regexp": ""}),
-            json!({"path": P, "line": "a", "regexp": "("}),
-            json!({"path": P, "line": "a", "regexp": "(?=x)"}),
-            json!({"path": P, "line": "a", "insertafter": "["}),
-            json!({"path": P, "line": "a", "insertafter": "x", "insertbefore": "y"}),
-            json!({"path": P, "line": "a", "backrefs": true}),
-            json!({"path": P, "line": "\\2", "regexp": "(a)", "backrefs": true}),
-            json!({"path": P, "line": "two\nlines"}),
+        let invalid = ArgErrorKind::Invalid;
+        let requires = |other| ArgErrorKind::Requires { other };
+        for (bad, kind, param) in [
+            (json!({"path": P}), requires("line"), "state"),
+            (
+                json!({"path": P, "state": "absent"}),
+                requires("regexp"),
+                "state",
+            ),
+            (
+                json!({"path": P, "line": "a", "regexp": ""}),
+                invalid,
+                "regexp",
+            ),
+            (
+                json!({"path": P, "line": "a", "regexp": "("}),
+                invalid,
+                "regexp",
+            ),
+            (
+                json!({"path": P, "line": "a", "regexp": "(?=x)"}),
+                invalid,
+                "regexp",
+            ),
+            (
+                json!({"path": P, "line": "a", "insertafter": "["}),
+                invalid,
+                "insertafter",
+            ),
+            (
+                json!({"path": P, "line": "a", "insertafter": "x", "insertbefore": "y"}),
+                ArgErrorKind::Conflict {
+                    with: "insertbefore",
+                },
+                "insertafter",
+            ),
+            (
+                json!({"path": P, "line": "a", "backrefs": true}),
+                requires("regexp"),
+                "backrefs",
+            ),
+            (
+                json!({"path": P, "line": "\\2", "regexp": "(a)", "backrefs": true}),
+                invalid,
+                "line",
+            ),
+            (json!({"path": P, "line": "two\nlines"}), invalid, "line"),
         ] {
-            let r = LineInFile.probes(&args(bad.clone()), &ctx);
-            assert!(matches!(r, Err(ModuleError::Args(_))), "{bad}: {r:?}");
+            let e = arg_error(&LineInFile, bad.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{bad}");
         }
-        assert!(LineInFile
-            .probes(&args(json!({"dest": P, "regex": "x", "value": "y"})), &ctx)
-            .is_ok());
+        let r = req(&LineInFile, json!({"dest": P, "regex": "x", "value": "y"}));
+        assert_eq!(r.path, P);
     }
 }

@@ -1,9 +1,14 @@
 //! `template`: a file rendered on the controller from a Handlebars template.
 
-use crate::module::{Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe};
-use crate::modules::copy::resolve_src;
-use crate::modules::support;
+use super::copy::{find_src, resolve_src};
+use super::edit;
+use crate::module::{
+    ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
+};
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
 
 pub struct Template;
 
@@ -41,16 +46,35 @@ old file as `DEST.TIMESTAMP~`.",
 "#,
 };
 
+/// A `template` task's arguments as the parameter table delivers them.
+#[derive(Debug, Deserialize)]
+struct Params {
+    src: String,
+    dest: String,
+    mode: Option<u32>,
+    owner: Option<String>,
+    group: Option<String>,
+    backup: bool,
+}
+
+/// A `template` task's arguments with the template rendered for this host.
+#[derive(Debug)]
+pub struct Request {
+    dest: String,
+    content: Vec<u8>,
+    attrs: Attrs,
+    backup: bool,
+}
+
 /// Read and render the template. Errors name the template file, and for an undefined variable
-/// the variable.
-fn render(args: &Args, ctx: &PlanContext) -> Result<Vec<u8>, ModuleError> {
-    let src = args.req_str("src");
+/// the variable (the engine tries again later when that variable is one still to come).
+fn render(src: &str, ctx: &PlanContext) -> Result<Vec<u8>, ModuleError> {
     let path = resolve_src(ctx, src, "templates")?;
     let shown = path.display();
     let bytes = std::fs::read(&path)
-        .map_err(|e| ModuleError::Args(format!("cannot read template {shown}: {e}")))?;
+        .map_err(|e| ArgError::invalid("src", format!("cannot read template {shown}: {e}")))?;
     let text = String::from_utf8(bytes)
-        .map_err(|_| ModuleError::Args(format!("template {shown} is not UTF-8 text")))?;
+        .map_err(|_| ArgError::invalid("src", format!("template {shown} is not UTF-8 text")))?;
     crate::template::render(&text, &ctx.vars)
         .map(String::into_bytes)
         .map_err(|error| ModuleError::Template {
@@ -60,55 +84,63 @@ fn render(args: &Args, ctx: &PlanContext) -> Result<Vec<u8>, ModuleError> {
 }
 
 impl Module for Template {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        match render(args, ctx) {
-            // Rendered for real when the task runs; the destination is known already.
-            Err(ModuleError::Template { error, .. })
-                if error
-                    .undefined_root()
-                    .is_some_and(|r| ctx.pending.contains(r)) => {}
-            other => {
-                other?;
-            }
-        }
-        Ok(vec![Probe::File(args.req_str("dest").to_string())])
+    fn request(&self, args: Args, ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: Params = args.parse()?;
+        Ok(Request {
+            content: render(&p.src, ctx)?,
+            dest: p.dest,
+            attrs: Attrs {
+                mode: p.mode,
+                owner: p.owner,
+                group: p.group,
+            },
+            backup: p.backup,
+        })
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let content = render(args, ctx)?;
-        let dest = args.req_str("dest");
+    fn probes(&self, r: &Request) -> Vec<Probe> {
+        vec![Probe::File(r.dest.clone())]
+    }
+
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        let dest = r.dest.as_str();
         let state = observed.file(dest)?;
         let mut plan = Plan::ok();
-        support::ensure_content(
-            &mut plan,
-            dest,
-            state,
-            &content,
-            &Attrs::from_args(args),
-            args.bool("backup"),
-        )?;
+        edit::ensure_content(&mut plan, dest, state, &r.content, &r.attrs, r.backup)?;
         Ok(plan.with_data("dest", dest))
+    }
+
+    /// The template file `src` names, found where [`resolve_src`] looks for it in the playbook
+    /// directory; unknown while `src` is itself templated, or when there is no such file (the
+    /// task then fails on its own).
+    fn rendered_files(
+        &self,
+        raw_args: &Map<String, Value>,
+        playbook_dir: &Path,
+    ) -> Option<Vec<PathBuf>> {
+        let src = raw_args.get("src")?.as_str()?;
+        if crate::template::is_template(src) {
+            return None;
+        }
+        find_src(playbook_dir, src, "templates").map(|f| vec![f])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::{Action, FileState};
-    use crate::modules::support::sim;
+    use crate::module::{Action, ArgErrorKind, FileState};
+    use crate::modules::testing::{content, converge, request_in};
     use serde_json::json;
 
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
+    fn req(v: serde_json::Value, ctx: &PlanContext) -> Request {
+        request_in(&Template, v, ctx).unwrap_or_else(|e| panic!("request: {e}"))
     }
 
     /// A playbook directory with `templates/NAME` holding `text`, and `vars`.
@@ -129,15 +161,20 @@ mod tests {
     }
 
     #[test]
-    fn pending_variables_still_give_probes_but_others_fail() {
+    fn pending_variables_are_named_for_the_engine_to_wait_for() {
         let (_d, mut ctx) = playbook("t.hbs", "{{ facts.kernel }}\n", json!({}));
-        let a = args(json!({"src": "t.hbs", "dest": "/etc/x"}));
-        assert!(Template.probes(&a, &ctx).is_err());
-        ctx.pending.insert("facts".into());
-        assert_eq!(
-            Template.probes(&a, &ctx).unwrap(),
-            vec![Probe::File("/etc/x".into())]
-        );
+        let a = json!({"src": "t.hbs", "dest": "/etc/x"});
+        for pending in [false, true] {
+            if pending {
+                ctx.pending.insert("facts".into());
+            }
+            match request_in(&Template, a.clone(), &ctx) {
+                Err(ModuleError::Template { error, .. }) => {
+                    assert_eq!(error.undefined_root(), Some("facts"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -147,15 +184,16 @@ mod tests {
             "auto {{ bridge }}\niface {{ bridge }} inet manual\n  bridge_ports {{join ports \" \"}}\n",
             json!({"bridge": "br0", "ports": ["eno1", "eno2"]}),
         );
-        let a = args(
+        let a = req(
             json!({"src": "bridge.hbs", "dest": "/etc/network/interfaces.d/br0", "mode": "0644"}),
+            &ctx,
         );
         assert_eq!(
-            Template.probes(&a, &ctx).unwrap(),
+            Template.probes(&a),
             vec![Probe::File("/etc/network/interfaces.d/br0".into())]
         );
         let obs = Observed::new().with_file("/etc/network/interfaces.d/br0", FileState::absent());
-        let (p, _) = sim::converge(&Template, &a, &obs, &ctx);
+        let (p, _) = converge(&Template, &a, &obs);
         assert_eq!(p.changes[0].summary, "create /etc/network/interfaces.d/br0");
         assert_eq!(
             p.actions,
@@ -174,12 +212,15 @@ mod tests {
     #[test]
     fn drift_is_rewritten_with_diff_and_backup() {
         let (_d, ctx) = playbook("t", "listen_tls = {{ tls }}\n", json!({"tls": 0}));
-        let a = args(json!({"src": "t", "dest": "/etc/libvirt/libvirtd.conf", "backup": true}));
+        let a = req(
+            json!({"src": "t", "dest": "/etc/libvirt/libvirtd.conf", "backup": true}),
+            &ctx,
+        );
         let obs = Observed::new().with_file(
             "/etc/libvirt/libvirtd.conf",
             FileState::file("listen_tls = 1\n"),
         );
-        let (p, after) = sim::converge(&Template, &a, &obs, &ctx);
+        let (p, after) = converge(&Template, &a, &obs);
         let d = p.changes[0].diff.as_ref().unwrap();
         assert_eq!(
             (d.before.as_str(), d.after.as_str()),
@@ -190,7 +231,7 @@ mod tests {
             Action::WriteFile { backup: true, .. }
         ));
         assert_eq!(
-            sim::content(&after, "/etc/libvirt/libvirtd.conf"),
+            content(&after, "/etc/libvirt/libvirtd.conf"),
             "listen_tls = 0\n"
         );
     }
@@ -198,9 +239,9 @@ mod tests {
     #[test]
     fn values_are_not_escaped_and_only_attrs_fix_attrs() {
         let (_d, ctx) = playbook("t", "pw=\"{{ pw }}\"\n", json!({"pw": "a'b\"<&>$(x)"}));
-        let a = args(json!({"src": "t", "dest": "/etc/x", "mode": "0600"}));
+        let a = req(json!({"src": "t", "dest": "/etc/x", "mode": "0600"}), &ctx);
         let obs = Observed::new().with_file("/etc/x", FileState::file("pw=\"a'b\"<&>$(x)\"\n"));
-        let p = Template.plan(&a, &obs, &ctx).unwrap();
+        let p = Template.plan(&a, &obs).unwrap();
         assert_eq!(
             p.actions,
             vec![Action::SetAttrs {
@@ -216,8 +257,8 @@ mod tests {
     #[test]
     fn undefined_variable_is_an_argument_error_naming_variable_and_template() {
         let (_d, ctx) = playbook("qemu.conf.hbs", "user = \"{{ qemu.user }}\"\n", json!({}));
-        let a = args(json!({"src": "qemu.conf.hbs", "dest": "/etc/libvirt/qemu.conf"}));
-        let e = Template.probes(&a, &ctx).unwrap_err();
+        let a = json!({"src": "qemu.conf.hbs", "dest": "/etc/libvirt/qemu.conf"});
+        let e = request_in(&Template, a, &ctx).unwrap_err();
         let ModuleError::Template { .. } = &e else {
             panic!("{e:?}")
         };
@@ -231,12 +272,14 @@ mod tests {
     #[test]
     fn missing_template_and_syntax_errors_are_caught_before_contact() {
         let (_d, ctx) = playbook("bad.hbs", "{{#if x}}unclosed\n", json!({"x": true}));
-        let a = args(json!({"src": "nope.hbs", "dest": "/etc/x"}));
-        assert!(
-            matches!(Template.probes(&a, &ctx), Err(ModuleError::Args(m)) if m.contains("nope.hbs"))
-        );
-        let a = args(json!({"src": "bad.hbs", "dest": "/etc/x"}));
-        let e = Template.probes(&a, &ctx).unwrap_err();
+        let a = json!({"src": "nope.hbs", "dest": "/etc/x"});
+        let Err(ModuleError::Args(e)) = request_in(&Template, a, &ctx) else {
+            panic!("expected an argument error")
+        };
+        assert_eq!((e.kind, e.param), (ArgErrorKind::Invalid, "src"));
+        assert!(e.msg.contains("nope.hbs"), "{e}");
+        let a = json!({"src": "bad.hbs", "dest": "/etc/x"});
+        let e = request_in(&Template, a, &ctx).unwrap_err();
         assert!(matches!(e, ModuleError::Template { .. }), "{e:?}");
         assert!(e.to_string().contains("bad.hbs"), "{e}");
     }
@@ -244,11 +287,29 @@ mod tests {
     #[test]
     fn directory_at_dest_is_an_error() {
         let (_d, ctx) = playbook("t", "x\n", json!({}));
-        let a = args(json!({"src": "t", "path": "/etc/x"}));
+        let a = req(json!({"src": "t", "path": "/etc/x"}), &ctx);
         let obs = Observed::new().with_file("/etc/x", FileState::dir());
-        assert!(matches!(
-            Template.plan(&a, &obs, &ctx),
-            Err(ModuleError::Host(_))
-        ));
+        assert!(matches!(Template.plan(&a, &obs), Err(ModuleError::Host(_))));
+    }
+
+    #[test]
+    fn rendered_files_are_found_from_the_raw_src() {
+        let (d, _ctx) = playbook("in-templates.hbs", "x\n", json!({}));
+        std::fs::write(d.path().join("beside.hbs"), "y\n").unwrap();
+        std::fs::write(d.path().join("templates/beside.hbs"), "z\n").unwrap();
+        let files =
+            |raw: serde_json::Value| Template.rendered_files(raw.as_object().unwrap(), d.path());
+        assert_eq!(
+            files(json!({"src": "in-templates.hbs", "dest": "/x"})),
+            Some(vec![d.path().join("templates/in-templates.hbs")])
+        );
+        // The playbook directory comes first.
+        assert_eq!(
+            files(json!({"src": "beside.hbs", "dest": "/x"})),
+            Some(vec![d.path().join("beside.hbs")])
+        );
+        assert_eq!(files(json!({"src": "{{ name }}.hbs", "dest": "/x"})), None);
+        assert_eq!(files(json!({"src": "nope.hbs", "dest": "/x"})), None);
+        assert_eq!(files(json!({"dest": "/x"})), None);
     }
 }
