@@ -61,9 +61,16 @@ struct Params {
 #[derive(Debug)]
 pub struct Request {
     dest: String,
-    content: Vec<u8>,
+    content: Content,
     attrs: Attrs,
     backup: bool,
+}
+
+/// The rendered template, or the variable it waits for (see [`Module::waits_for`]).
+#[derive(Debug)]
+enum Content {
+    Rendered(Vec<u8>),
+    Waits(String),
 }
 
 /// Read and render the template. Errors name the template file, and for an undefined variable
@@ -92,8 +99,19 @@ impl Module for Template {
 
     fn request(&self, args: Args, ctx: &PlanContext) -> Result<Request, ModuleError> {
         let p: Params = args.parse()?;
+        let content = match render(&p.src, ctx) {
+            Ok(bytes) => Content::Rendered(bytes),
+            Err(ModuleError::Template { error, .. })
+                if error
+                    .undefined_root()
+                    .is_some_and(|r| ctx.pending.contains(r)) =>
+            {
+                Content::Waits(error.undefined_root().unwrap_or_default().to_string())
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Request {
-            content: render(&p.src, ctx)?,
+            content,
             dest: p.dest,
             attrs: Attrs {
                 mode: p.mode,
@@ -108,11 +126,24 @@ impl Module for Template {
         vec![Probe::File(r.dest.clone())]
     }
 
+    fn waits_for<'r>(&self, r: &'r Request) -> Option<&'r str> {
+        match &r.content {
+            Content::Waits(var) => Some(var),
+            Content::Rendered(_) => None,
+        }
+    }
+
     fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        let Content::Rendered(content) = &r.content else {
+            return Err(ModuleError::Internal(format!(
+                "template for {} planned before its variables exist",
+                r.dest
+            )));
+        };
         let dest = r.dest.as_str();
         let state = observed.file(dest)?;
         let mut plan = Plan::ok();
-        edit::ensure_content(&mut plan, dest, state, &r.content, &r.attrs, r.backup)?;
+        edit::ensure_content(&mut plan, dest, state, content, &r.attrs, r.backup)?;
         Ok(plan.with_data("dest", dest))
     }
 
@@ -161,20 +192,20 @@ mod tests {
     }
 
     #[test]
-    fn pending_variables_are_named_for_the_engine_to_wait_for() {
+    fn pending_variables_still_give_probes_but_others_fail() {
         let (_d, mut ctx) = playbook("t.hbs", "{{ facts.kernel }}\n", json!({}));
         let a = json!({"src": "t.hbs", "dest": "/etc/x"});
-        for pending in [false, true] {
-            if pending {
-                ctx.pending.insert("facts".into());
+        match request_in(&Template, a.clone(), &ctx) {
+            Err(ModuleError::Template { error, .. }) => {
+                assert_eq!(error.undefined_root(), Some("facts"))
             }
-            match request_in(&Template, a.clone(), &ctx) {
-                Err(ModuleError::Template { error, .. }) => {
-                    assert_eq!(error.undefined_root(), Some("facts"))
-                }
-                other => panic!("{other:?}"),
-            }
+            other => panic!("{other:?}"),
         }
+        ctx.pending.insert("facts".into());
+        let r = req(a, &ctx);
+        assert_eq!(Template.waits_for(&r), Some("facts"));
+        assert_eq!(Template.probes(&r), vec![Probe::File("/etc/x".into())]);
+        assert!(Template.plan(&r, &Observed::new()).is_err());
     }
 
     #[test]

@@ -153,6 +153,13 @@ pub(super) fn render(
             }
             Err(e) => return failed(format!("module `{}`: {e}", spec.name)),
         };
+        if let Some(var) = task.module.waits_for(&request) {
+            // Good for its probes only: observed early when speculating, rendered again to run.
+            if !speculative {
+                return Err(var.to_string());
+            }
+            settled = false;
+        }
         let probes = task.module.probes(&request);
         out.push(Item {
             label,

@@ -232,8 +232,9 @@ pub struct PlanContext {
     /// Shared with the executor's copy: a task's context can be large (`groups` lists every host).
     pub vars: Arc<Value>,
     /// Variables that exist later in the run but not yet (`facts` before they are gathered,
-    /// results not yet registered). A module rendering its own template reports a
-    /// [`ModuleError::Template`] naming one of these, and the engine tries again when it exists.
+    /// results not yet registered). A module rendering its own template that refers to one of
+    /// these still builds its request, marked with [`Module::waits_for`], so its probes can be
+    /// observed early.
     pub pending: std::collections::BTreeSet<String>,
 }
 
@@ -256,6 +257,15 @@ pub trait Module: Sync + Send + 'static {
 
     /// From the request and the observed state, what to do.
     fn plan(&self, req: &Self::Request, observed: &Observed) -> Result<Plan, ModuleError>;
+
+    /// The variable this request still waits for, if it was built before that variable exists
+    /// (a template referring to `facts` before they are gathered, see [`PlanContext::pending`]).
+    /// Such a request is only used for its probes, which the engine observes early with the
+    /// first round trip; the task is rendered again for real when it runs. Never planned.
+    fn waits_for<'r>(&self, req: &'r Self::Request) -> Option<&'r str> {
+        let _ = req;
+        None
+    }
 
     /// Controller-side files this task renders as templates, from its arguments as written
     /// (before rendering). The engine looks into them for the variables a play uses (`facts`,
@@ -289,6 +299,7 @@ pub trait DynModule: Sync + Send {
     fn request(&self, args: Args, ctx: &PlanContext) -> Result<Request, ModuleError>;
     fn probes(&self, req: &Request) -> Vec<Probe>;
     fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError>;
+    fn waits_for<'r>(&self, req: &'r Request) -> Option<&'r str>;
     fn rendered_files(
         &self,
         raw_args: &Map<String, Value>,
@@ -308,6 +319,9 @@ impl<M: Module> DynModule for M {
     }
     fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
         Module::plan(self, typed::<M>(req), observed)
+    }
+    fn waits_for<'r>(&self, req: &'r Request) -> Option<&'r str> {
+        Module::waits_for(self, typed::<M>(req))
     }
     fn rendered_files(
         &self,
