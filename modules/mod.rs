@@ -13,7 +13,13 @@ pub mod testing;
 use crate::module::DynModule;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
-pub static ALL: &[&dyn DynModule] = &[&system::service::Service];
+pub static ALL: &[&dyn DynModule] = &[
+    &kernel::grub_cmdline::GrubCmdline,
+    &kernel::kernel_module::KernelModule,
+    &system::service::Service,
+    &kernel::sysctl::Sysctl,
+    &kernel::sysctl_bridge::SysctlBridge,
+];
 
 /// The module called `name`.
 pub fn find(name: &str) -> Option<&'static dyn DynModule> {
