@@ -677,6 +677,7 @@ impl Module for GrubCmdline {
 mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, Observation};
+    use crate::modules::facts::fixture;
     use crate::modules::testing::{arg_error, req};
     use serde_json::json;
 
@@ -1058,6 +1059,27 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
             written(&plan(&a, &obs), DROPIN).unwrap(),
             "GRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX\"\n"
         );
+    }
+
+    /// What the tool probe printed on Debian 12 hosts with and without grub2-common.
+    #[test]
+    fn real_hosts_tools() {
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            &fixture("grub_tools/debian12-grub2-common.txt"),
+        );
+        let p = plan(&iommu(), &obs);
+        assert_eq!(p.actions.last(), Some(&Action::run("update-grub")));
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            &fixture("grub_tools/debian12-no-grub.txt"),
+        );
+        let e = GrubCmdline.plan(&iommu(), &obs).unwrap_err();
+        assert!(e.to_string().contains("no update-grub"), "{e}");
     }
 
     #[test]

@@ -77,6 +77,7 @@ may still load it.",
 };
 
 /// A `kernel_module` task's arguments as given.
+/// A `kernel_module` task's arguments as given.
 #[derive(Deserialize)]
 struct Params {
     name: String,
@@ -359,6 +360,7 @@ impl Module for KernelModule {
 mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
+    use crate::modules::facts::fixture;
     use crate::modules::testing::{arg_error, req};
     use serde_json::json;
 
@@ -594,6 +596,37 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
         let p = plan(&a, &obs);
         assert!(!p.changed());
         assert_eq!(p.data["unverified_params"], json!(["secret"]));
+    }
+
+    /// A kernel without loadable modules (no /proc/modules) where kvm is built in and shows its
+    /// options in sysfs.
+    #[test]
+    fn real_host_with_builtin_kvm() {
+        let a = args(json!({
+            "name": "kvm", "params": "enable_pmu=0 eager_page_split=1 nosuch=1", "persistent": false
+        }));
+        let obs = Observed::new()
+            .with_file("/proc/modules", FileState::absent())
+            .with_file("/sys/module/kvm", FileState::dir())
+            .with_fact::<ModuleState>(
+                &a.query(),
+                Observation::Command(CommandOutput::ok(&fixture(
+                    "kernel_module_state/kvm-builtin-bool-options.txt",
+                ))),
+            );
+        let p = plan(&a, &obs);
+        assert!(!p.changed());
+        assert_eq!(p.data["builtin"], json!(true));
+        assert_eq!(p.data["unverified_params"], json!(["nosuch"]));
+        let a = args(json!({"name": "kvm", "params": "enable_pmu=1", "persistent": false}));
+        let obs = obs.with_fact::<ModuleState>(
+            &a.query(),
+            Observation::Command(CommandOutput::ok(&fixture(
+                "kernel_module_state/kvm-builtin-bool-options.txt",
+            ))),
+        );
+        let e = KernelModule.plan(&a, &obs).unwrap_err();
+        assert!(e.to_string().contains("enable_pmu=N (wanted 1)"), "{e}");
     }
 
     #[test]
