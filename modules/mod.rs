@@ -17,8 +17,12 @@ pub static ALL: &[&dyn DynModule] = &[
     &files::blockinfile::BlockInFile,
     &files::copy::Copy,
     &files::file::File,
+    &kernel::grub_cmdline::GrubCmdline,
+    &kernel::kernel_module::KernelModule,
     &files::lineinfile::LineInFile,
     &system::service::Service,
+    &kernel::sysctl::Sysctl,
+    &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,
 ];
 

@@ -3,7 +3,9 @@
 //! `tests/facts/`.
 
 pub mod bridge;
+pub mod grub;
 pub mod ip;
+pub mod kmod;
 pub mod libvirt;
 pub mod pci;
 pub mod systemd;

@@ -6,12 +6,16 @@
 //! grub.cfg only when a file changed, and compares the wanted arguments with /proc/cmdline to
 //! tell whether the running kernel has them yet.
 
+use super::State;
 use crate::module::{
-    shell_quote, Action, Attrs, Change, FileState, Module, ModuleError, ModuleSpec, Observed, Plan,
-    PlanContext, Probe,
+    shell_quote, Action, ArgError, Attrs, Change, Fact, FileState, Module, ModuleError, ModuleSpec,
+    Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::support;
+use crate::modules::checks;
+use crate::modules::facts::grub::GrubTools;
+use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 
 pub struct GrubCmdline;
 
@@ -92,85 +96,80 @@ already right (an earlier run may have changed them); the words are in `cmdline_
 "#,
 };
 
-/// Observes which regeneration tool exists, whether its grub-mkconfig reads grub.d drop-ins
-/// (a Debian addition), and which grub.cfg files exist (`efi=` a full configuration in the ESP,
-/// `stub=` one that only loads /boot/grub2/grub.cfg).
-const TOOL_PROBE: &str = "\
-if command -v update-grub >/dev/null 2>&1; then echo tool=update-grub; \
-elif command -v grub2-mkconfig >/dev/null 2>&1; then echo tool=grub2-mkconfig; \
-elif command -v grub-mkconfig >/dev/null 2>&1; then echo tool=grub-mkconfig; fi; \
-m=$(command -v grub-mkconfig || command -v grub2-mkconfig); \
-if [ -n \"$m\" ] && grep -qs 'default/grub.d' \"$m\"; then echo dropins=yes; fi; \
-for f in /boot/efi/EFI/*/grub.cfg; do [ -f \"$f\" ] || continue; \
-case $f in */EFI/BOOT/*) continue;; esac; \
-if grep -qs '### BEGIN' \"$f\"; then echo \"efi=$f\"; else echo \"stub=$f\"; fi; done; \
-for f in /boot/grub2/grub.cfg /boot/grub/grub.cfg; do [ -f \"$f\" ] && echo \"cfg=$f\"; done; true";
-
 const PROC_CMDLINE: &str = "/proc/cmdline";
 
-struct Request {
+/// The shell variable holding the arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+enum Variable {
+    #[serde(rename = "GRUB_CMDLINE_LINUX")]
+    Linux,
+    #[serde(rename = "GRUB_CMDLINE_LINUX_DEFAULT")]
+    LinuxDefault,
+}
+
+impl Variable {
+    fn name(self) -> &'static str {
+        match self {
+            Variable::Linux => "GRUB_CMDLINE_LINUX",
+            Variable::LinuxDefault => "GRUB_CMDLINE_LINUX_DEFAULT",
+        }
+    }
+}
+
+/// A `grub_cmdline` task's arguments as given.
+#[derive(Deserialize)]
+struct Params {
+    args: Vec<String>,
+    state: State,
+    variable: Variable,
+    dropin: String,
+    default_file: String,
+    regenerate: bool,
+}
+
+/// A `grub_cmdline` task's arguments, checked.
+pub struct Request {
     args: Vec<String>,
     present: bool,
-    var: String,
+    var: &'static str,
     dropin: Option<String>,
     default_file: String,
     regenerate: bool,
 }
 
-fn request(args: &Args) -> Result<Request, ModuleError> {
-    let words = args.list("args");
+/// Each argument is one word the module can write inside double quotes, given once.
+fn check_words(words: &[String]) -> Result<(), ArgError> {
     if words.is_empty() {
-        return Err(ModuleError::Args(
-            "args must name at least one kernel argument".into(),
+        return Err(ArgError::invalid(
+            "args",
+            "args must name at least one kernel argument",
         ));
     }
     for (i, w) in words.iter().enumerate() {
         if w.is_empty() || w.starts_with('=') {
-            return Err(ModuleError::Args(format!("invalid kernel argument {w:?}")));
+            return Err(ArgError::invalid(
+                "args",
+                format!("invalid kernel argument {w:?}"),
+            ));
         }
         if w.chars()
             .any(|c| c.is_whitespace() || "\"'$`\\".contains(c))
         {
-            return Err(ModuleError::Args(format!(
-                "kernel argument {w:?}: spaces, quotes, `$` and backslashes are not supported"
-            )));
+            return Err(ArgError::invalid(
+                "args",
+                format!(
+                    "kernel argument {w:?}: spaces, quotes, `$` and backslashes are not supported"
+                ),
+            ));
         }
         if words[..i].contains(w) {
-            return Err(ModuleError::Args(format!(
-                "kernel argument {w} is given twice"
-            )));
-        }
-    }
-    let dropin = match args.req_str("dropin") {
-        "" => None,
-        d => Some(d.to_string()),
-    };
-    let default_file = args.req_str("default_file").to_string();
-    for p in dropin.iter().chain([&default_file]) {
-        if !p.starts_with('/') {
-            return Err(ModuleError::Args(format!("{p:?} must be an absolute path")));
-        }
-    }
-    if let Some(d) = &dropin {
-        if !d.ends_with(".cfg") {
-            return Err(ModuleError::Args(format!(
-                "dropin {d:?} must end in .cfg: grub-mkconfig only reads /etc/default/grub.d/*.cfg"
-            )));
-        }
-        if *d == default_file {
-            return Err(ModuleError::Args(
-                "dropin and default_file are the same file".into(),
+            return Err(ArgError::invalid(
+                "args",
+                format!("kernel argument {w} is given twice"),
             ));
         }
     }
-    Ok(Request {
-        args: words,
-        present: args.req_str("state") == "present",
-        var: args.req_str("variable").to_string(),
-        dropin,
-        default_file,
-        regenerate: args.bool("regenerate"),
-    })
+    Ok(())
 }
 
 // --- Argument words -------------------------------------------------------------------------
@@ -389,7 +388,7 @@ struct Doc {
 
 impl Doc {
     fn parse(path: &str, text: Option<String>, var: &str) -> Result<Doc, ModuleError> {
-        let (lines, _) = support::lines(text.as_deref().unwrap_or_default());
+        let (lines, _) = edit::lines(text.as_deref().unwrap_or_default());
         let mut assigns = Vec::new();
         for (i, l) in lines.iter().enumerate() {
             assigns.extend(parse_assign(l, var, path, i)?);
@@ -421,7 +420,7 @@ impl Doc {
                 None => lines.push(a.render()),
             }
         }
-        Some(support::unlines(&lines))
+        Some(edit::unlines(&lines))
     }
 
     /// The file holds nothing but comments, blank lines and assignments without arguments.
@@ -442,81 +441,93 @@ fn header(var: &str) -> String {
 
 // --- Regeneration ---------------------------------------------------------------------------
 
-struct Tools {
-    tool: Option<String>,
-    reads_dropins: bool,
-    efi: Option<String>,
-    cfgs: Vec<String>,
-}
-
-fn tools(out: &str) -> Tools {
-    let field = |name: &str| -> Vec<String> {
-        out.lines()
-            .filter_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
-            .map(str::to_string)
-            .collect()
-    };
-    Tools {
-        tool: field("tool").into_iter().next(),
-        reads_dropins: field("dropins").iter().any(|v| v == "yes"),
-        efi: field("efi").into_iter().next(),
-        cfgs: field("cfg"),
-    }
-}
-
-impl Tools {
-    fn command(&self) -> Option<String> {
-        let has = |p: &str| self.cfgs.iter().any(|c| c == p);
-        match self.tool.as_deref()? {
-            "update-grub" => Some("update-grub".into()),
-            "grub2-mkconfig" => {
-                let cfg = shell_quote(self.efi.as_deref().unwrap_or("/boot/grub2/grub.cfg"));
-                Some(format!(
-                    "if grub2-mkconfig --help 2>&1 | grep -q -- --update-bls-cmdline; then \
-                     grub2-mkconfig -o {cfg} --update-bls-cmdline; else grub2-mkconfig -o {cfg}; fi"
-                ))
-            }
-            "grub-mkconfig" => {
-                let cfg = if has("/boot/grub/grub.cfg") || !has("/boot/grub2/grub.cfg") {
-                    "/boot/grub/grub.cfg"
-                } else {
-                    "/boot/grub2/grub.cfg"
-                };
-                Some(format!("grub-mkconfig -o {cfg}"))
-            }
-            _ => None,
+/// The command regenerating grub.cfg with the host's tool, if it has one.
+fn regenerate_command(t: &GrubTools) -> Option<String> {
+    let has = |p: &str| t.cfgs.iter().any(|c| c == p);
+    match t.tool.as_deref()? {
+        "update-grub" => Some("update-grub".into()),
+        "grub2-mkconfig" => {
+            let cfg = shell_quote(t.efi.as_deref().unwrap_or("/boot/grub2/grub.cfg"));
+            Some(format!(
+                "if grub2-mkconfig --help 2>&1 | grep -q -- --update-bls-cmdline; then \
+                 grub2-mkconfig -o {cfg} --update-bls-cmdline; else grub2-mkconfig -o {cfg}; fi"
+            ))
         }
+        "grub-mkconfig" => {
+            let cfg = if has("/boot/grub/grub.cfg") || !has("/boot/grub2/grub.cfg") {
+                "/boot/grub/grub.cfg"
+            } else {
+                "/boot/grub2/grub.cfg"
+            };
+            Some(format!("grub-mkconfig -o {cfg}"))
+        }
+        _ => None,
     }
 }
 
 // --- The module -----------------------------------------------------------------------------
 
 impl Module for GrubCmdline {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args)?;
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: Params = args.parse()?;
+        check_words(&p.args)?;
+        let dropin = match p.dropin.as_str() {
+            "" => None,
+            _ => Some(p.dropin),
+        };
+        if let Some(d) = &dropin {
+            checks::absolute_path("dropin", d)?;
+        }
+        checks::absolute_path("default_file", &p.default_file)?;
+        if let Some(d) = &dropin {
+            if !d.ends_with(".cfg") {
+                return Err(ArgError::invalid(
+                    "dropin",
+                    format!(
+                        "dropin {d:?} must end in .cfg: grub-mkconfig only reads /etc/default/grub.d/*.cfg"
+                    ),
+                )
+                .into());
+            }
+            if *d == p.default_file {
+                return Err(ArgError::conflict(
+                    "dropin",
+                    "default_file",
+                    "dropin and default_file are the same file",
+                )
+                .into());
+            }
+        }
+        Ok(Request {
+            args: p.args,
+            present: p.state == State::Present,
+            var: p.variable.name(),
+            dropin,
+            default_file: p.default_file,
+            regenerate: p.regenerate,
+        })
+    }
+
+    fn probes(&self, r: &Request) -> Vec<Probe> {
         let mut probes = vec![Probe::File(r.default_file.clone())];
         probes.extend(r.dropin.clone().map(Probe::File));
         probes.push(Probe::File(PROC_CMDLINE.into()));
         if r.regenerate {
-            probes.push(Probe::Command(TOOL_PROBE.into()));
+            probes.push(GrubTools::probe(&()));
         }
-        Ok(probes)
+        probes
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args)?;
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
         let mut plan = Plan::ok();
         let default_state = observed.file(&r.default_file)?;
-        let default_text = support::existing_text(&r.default_file, default_state)?;
+        let default_text = edit::existing_text(&r.default_file, default_state)?;
         let self_refs = [format!("${}", r.var), format!("${{{}}}", r.var)];
 
         let mut files: Vec<(Doc, &FileState)> = Vec::new();
@@ -528,22 +539,22 @@ impl Module for GrubCmdline {
                         r.default_file
                     )));
                 }
-                let mut doc = Doc::parse(&r.default_file, default_text, &r.var)?;
+                let mut doc = Doc::parse(&r.default_file, default_text, r.var)?;
                 if doc.assigns.is_empty() && doc.text.is_some() {
-                    doc.assigns.push(Assign::new(&r.var, Vec::new()));
+                    doc.assigns.push(Assign::new(r.var, Vec::new()));
                 }
                 files.push((doc, default_state));
             }
             Some(dropin) => {
                 files.push((
-                    Doc::parse(&r.default_file, default_text, &r.var)?,
+                    Doc::parse(&r.default_file, default_text, r.var)?,
                     default_state,
                 ));
                 let state = observed.file(dropin)?;
-                let mut doc = Doc::parse(dropin, support::existing_text(dropin, state)?, &r.var)?;
+                let mut doc = Doc::parse(dropin, edit::existing_text(dropin, state)?, r.var)?;
                 if doc.assigns.is_empty() {
                     doc.assigns
-                        .push(Assign::new(&r.var, vec![self_refs[0].clone()]));
+                        .push(Assign::new(r.var, vec![self_refs[0].clone()]));
                 }
                 files.push((doc, state));
             }
@@ -573,15 +584,15 @@ impl Module for GrubCmdline {
         let mut wrote_dropin = false;
         for (i, (doc, state)) in files.iter().enumerate() {
             let is_dropin = r.dropin.is_some() && i == 1;
-            let Some(content) = doc.render(is_dropin.then(|| header(&r.var)).as_deref()) else {
+            let Some(content) = doc.render(is_dropin.then(|| header(r.var)).as_deref()) else {
                 continue;
             };
             if is_dropin && doc.text.is_some() && doc.is_empty_dropin(&self_refs) {
-                support::ensure_absent(&mut plan, &doc.path, state);
+                edit::ensure_absent(&mut plan, &doc.path, state);
                 continue;
             }
             wrote_dropin |= is_dropin;
-            support::ensure_content(
+            edit::ensure_content(
                 &mut plan,
                 &doc.path,
                 state,
@@ -592,8 +603,8 @@ impl Module for GrubCmdline {
         }
 
         if plan.changed() && r.regenerate {
-            let t = tools(&observed.command(TOOL_PROBE)?.stdout);
-            let Some(cmd) = t.command() else {
+            let t = observed.fact::<GrubTools>(&())?;
+            let Some(cmd) = regenerate_command(&t) else {
                 return Err(ModuleError::Host(
                     "no update-grub, grub2-mkconfig or grub-mkconfig on this host to regenerate \
                      grub.cfg (set regenerate: false to only edit the files)"
@@ -620,7 +631,7 @@ impl Module for GrubCmdline {
 
         // The running kernel.
         let cmdline =
-            support::existing_text(PROC_CMDLINE, observed.file(PROC_CMDLINE)?)?.unwrap_or_default();
+            edit::existing_text(PROC_CMDLINE, observed.file(PROC_CMDLINE)?)?.unwrap_or_default();
         // Words after `--` are for init, not the kernel.
         let running: Vec<&str> = cmdline
             .split_whitespace()
@@ -665,7 +676,9 @@ impl Module for GrubCmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::CommandOutput;
+    use crate::module::{ArgErrorKind, CommandOutput, Observation};
+    use crate::modules::facts::fixture;
+    use crate::modules::testing::{arg_error, req};
     use serde_json::json;
 
     const DEFAULT: &str = "/etc/default/grub";
@@ -676,11 +689,11 @@ GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null
 GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
     const DEBIAN_TOOLS: &str = "tool=update-grub\ndropins=yes\nstub=/boot/efi/EFI/debian/grub.cfg\ncfg=/boot/grub/grub.cfg\n";
 
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
+    fn args(v: serde_json::Value) -> Request {
+        req(&GrubCmdline, v)
     }
 
-    fn iommu() -> Args {
+    fn iommu() -> Request {
         args(json!({"args": ["intel_iommu=on", "iommu=pt"]}))
     }
 
@@ -689,11 +702,11 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
             .with_file(DEFAULT, default)
             .with_file(DROPIN, dropin)
             .with_file(PROC_CMDLINE, FileState::file(format!("{cmdline}\n")))
-            .with_command(TOOL_PROBE, CommandOutput::ok(tools))
+            .with_fact::<GrubTools>(&(), Observation::Command(CommandOutput::ok(tools)))
     }
 
-    fn plan(a: &Args, obs: &Observed) -> Plan {
-        GrubCmdline.plan(a, obs, &PlanContext::default()).unwrap()
+    fn plan(r: &Request, obs: &Observed) -> Plan {
+        GrubCmdline.plan(r, obs).unwrap()
     }
 
     fn written(p: &Plan, path: &str) -> Option<String> {
@@ -725,12 +738,12 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
     fn fresh_debian_host_gets_a_dropin_and_update_grub() {
         let a = iommu();
         assert_eq!(
-            GrubCmdline.probes(&a, &PlanContext::default()).unwrap(),
+            GrubCmdline.probes(&a),
             vec![
                 Probe::File(DEFAULT.into()),
                 Probe::File(DROPIN.into()),
                 Probe::File(PROC_CMDLINE.into()),
-                Probe::Command(TOOL_PROBE.into()),
+                GrubTools::probe(&()),
             ]
         );
         let obs = host(
@@ -857,10 +870,7 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
         let a = args(
             json!({"args": ["intel_iommu=on", "iommu=pt"], "dropin": "", "variable": "GRUB_CMDLINE_LINUX_DEFAULT"}),
         );
-        assert!(!GrubCmdline
-            .probes(&a, &PlanContext::default())
-            .unwrap()
-            .contains(&Probe::File(DROPIN.into())));
+        assert!(!GrubCmdline.probes(&a).contains(&Probe::File(DROPIN.into())));
         let grub =
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT='quiet splash'\nGRUB_CMDLINE_LINUX=\"\"\n";
         let tools =
@@ -1051,16 +1061,31 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
         );
     }
 
+    /// What the tool probe printed on Debian 12 hosts with and without grub2-common.
+    #[test]
+    fn real_hosts_tools() {
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            &fixture("grub_tools/debian12-grub2-common.txt"),
+        );
+        let p = plan(&iommu(), &obs);
+        assert_eq!(p.actions.last(), Some(&Action::run("update-grub")));
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            &fixture("grub_tools/debian12-no-grub.txt"),
+        );
+        let e = GrubCmdline.plan(&iommu(), &obs).unwrap_err();
+        assert!(e.to_string().contains("no update-grub"), "{e}");
+    }
+
     #[test]
     fn regenerate_false_only_edits_files() {
         let a = args(json!({"args": ["iommu=pt"], "regenerate": false}));
-        assert_eq!(
-            GrubCmdline
-                .probes(&a, &PlanContext::default())
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(GrubCmdline.probes(&a).len(), 3);
         let obs = Observed::new()
             .with_file(DEFAULT, FileState::file(DEBIAN_GRUB))
             .with_file(DROPIN, FileState::absent())
@@ -1072,15 +1097,14 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
 
     #[test]
     fn host_errors() {
-        let ctx = PlanContext::default();
         // No grub tool at all, with a change to make.
         let obs = host(FileState::file(DEBIAN_GRUB), FileState::absent(), BOOT, "");
-        let e = GrubCmdline.plan(&iommu(), &obs, &ctx).unwrap_err();
+        let e = GrubCmdline.plan(&iommu(), &obs).unwrap_err();
         assert!(e.to_string().contains("update-grub"), "{e}");
         // ... but nothing to change is fine.
         let obs = host(FileState::file(DEBIAN_GRUB), FileState::absent(), BOOT, "");
         let a = args(json!({"args": ["x=1"], "state": "absent"}));
-        assert!(GrubCmdline.plan(&a, &obs, &ctx).is_ok());
+        assert!(GrubCmdline.plan(&a, &obs).is_ok());
         // A drop-in where grub-mkconfig does not read them (RHEL).
         let rhel = "tool=grub2-mkconfig\ncfg=/boot/grub2/grub.cfg\n";
         let obs = host(
@@ -1089,12 +1113,12 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
             BOOT,
             rhel,
         );
-        let e = GrubCmdline.plan(&iommu(), &obs, &ctx).unwrap_err();
+        let e = GrubCmdline.plan(&iommu(), &obs).unwrap_err();
         assert!(e.to_string().contains("dropin: \"\""), "{e}");
         // ... unless /etc/default/grub sources them itself.
         let grub = format!("{DEBIAN_GRUB}for x in /etc/default/grub.d/*.cfg ; do . \"$x\"; done\n");
         let obs = host(FileState::file(grub), FileState::absent(), BOOT, rhel);
-        assert!(GrubCmdline.plan(&iommu(), &obs, &ctx).is_ok());
+        assert!(GrubCmdline.plan(&iommu(), &obs).is_ok());
         // A value spanning lines.
         let grub = "GRUB_CMDLINE_LINUX=\"quiet\n  splash\"\n";
         let obs = host(
@@ -1104,59 +1128,79 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
             DEBIAN_TOOLS,
         );
         assert!(matches!(
-            GrubCmdline.plan(&iommu(), &obs, &ctx),
+            GrubCmdline.plan(&iommu(), &obs),
             Err(ModuleError::Host(_))
         ));
         // Direct mode without /etc/default/grub.
         let a = args(json!({"args": ["iommu=pt"], "dropin": ""}));
         let obs = host(FileState::absent(), FileState::absent(), BOOT, DEBIAN_TOOLS);
         assert!(matches!(
-            GrubCmdline.plan(&a, &obs, &ctx),
+            GrubCmdline.plan(&a, &obs),
             Err(ModuleError::Host(_))
         ));
     }
 
     #[test]
     fn bad_arguments_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for bad in [
-            json!({"args": []}),
-            json!({"args": ["=on"]}),
-            json!({"args": ["a=\"b c\""]}),
-            json!({"args": ["root=$x"]}),
-            json!({"args": ["quiet", "quiet"]}),
-            json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.d/kvm"}),
-            json!({"args": ["iommu=pt"], "dropin": "grub.d/kvm.cfg"}),
-            json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.cfg", "default_file": "/etc/default/grub.cfg"}),
+        let invalid = ArgErrorKind::Invalid;
+        for (bad, kind, param) in [
+            (json!({"args": []}), invalid, "args"),
+            (json!({"args": ["=on"]}), invalid, "args"),
+            (json!({"args": ["a=\"b c\""]}), invalid, "args"),
+            (json!({"args": ["root=$x"]}), invalid, "args"),
+            (json!({"args": ["quiet", "quiet"]}), invalid, "args"),
+            (
+                json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.d/kvm"}),
+                invalid,
+                "dropin",
+            ),
+            (
+                json!({"args": ["iommu=pt"], "dropin": "grub.d/kvm.cfg"}),
+                invalid,
+                "dropin",
+            ),
+            (
+                json!({"args": ["iommu=pt"], "default_file": "default/grub"}),
+                invalid,
+                "default_file",
+            ),
+            (
+                json!({"args": ["iommu=pt"], "dropin": "/etc/default/grub.cfg", "default_file": "/etc/default/grub.cfg"}),
+                ArgErrorKind::Conflict {
+                    with: "default_file",
+                },
+                "dropin",
+            ),
         ] {
-            assert!(
-                GrubCmdline.probes(&args(bad.clone()), &ctx).is_err(),
-                "{bad}"
-            );
+            let e = arg_error(&GrubCmdline, bad.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{bad}");
         }
         let ok = args(json!({"args": ["vfio-pci.ids=10de:1b80,10de:10f0"]}));
-        assert!(GrubCmdline.probes(&ok, &ctx).is_ok());
+        assert_eq!(ok.args, ["vfio-pci.ids=10de:1b80,10de:10f0"]);
         // A plain string splits on whitespace only: the comma list stays one argument.
         let s = args(json!({"args": "intel_iommu=on vfio-pci.ids=10de:1b80,10de:10f0"}));
         assert_eq!(
-            s.list("args"),
+            s.args,
             vec!["intel_iommu=on", "vfio-pci.ids=10de:1b80,10de:10f0"]
         );
-        assert!(GrubCmdline.probes(&s, &ctx).is_ok());
     }
 
     #[test]
     fn tool_choice() {
+        let tools = |out: &str| {
+            GrubTools::parse(&(), &Observation::Command(CommandOutput::ok(out))).unwrap()
+        };
         assert_eq!(
-            tools(DEBIAN_TOOLS).command().as_deref(),
+            regenerate_command(&tools(DEBIAN_TOOLS)).as_deref(),
             Some("update-grub")
         );
         assert_eq!(
-            tools("tool=grub-mkconfig\ncfg=/boot/grub/grub.cfg\n")
-                .command()
-                .as_deref(),
+            regenerate_command(&tools("tool=grub-mkconfig\ncfg=/boot/grub/grub.cfg\n")).as_deref(),
             Some("grub-mkconfig -o /boot/grub/grub.cfg")
         );
-        assert_eq!(tools("cfg=/boot/grub/grub.cfg\n").command(), None);
+        assert_eq!(
+            regenerate_command(&tools("cfg=/boot/grub/grub.cfg\n")),
+            None
+        );
     }
 }

@@ -6,12 +6,15 @@
 //! module can only change by reloading it, which fails while it is in use (kvm_intel with VMs
 //! running), so that is opt-in.
 
+use super::{module_name, State};
 use crate::module::{
-    shell_quote, Action, Attrs, Change, FileKind, Module, ModuleError, ModuleSpec, Observed, Plan,
-    PlanContext, Probe,
+    shell_quote, Action, ArgError, Attrs, Change, Fact, FileKind, Module, ModuleError, ModuleSpec,
+    Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::support;
+use crate::modules::facts::kmod::{ModuleQuery, ModuleState};
+use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 
 pub struct KernelModule;
 
@@ -73,7 +76,19 @@ may still load it.",
 "#,
 };
 
-struct Request {
+/// A `kernel_module` task's arguments as given.
+/// A `kernel_module` task's arguments as given.
+#[derive(Deserialize)]
+struct Params {
+    name: String,
+    state: State,
+    params: Option<String>,
+    persistent: bool,
+    reload: bool,
+}
+
+/// A `kernel_module` task's arguments, checked.
+pub struct Request {
     /// As given: used for modprobe and the file names.
     name: String,
     /// With underscores: how /proc/modules and /sys/module name it.
@@ -103,38 +118,12 @@ impl Request {
         }
         cmd
     }
-    /// A read-only command printing `builtin` when modules.builtin lists the module, then
-    /// `option=value` for each given option the loaded module exposes in sysfs.
-    fn state_cmd(&self) -> String {
-        let pattern: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c == '-' || c == '_' {
-                    "[-_]".to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect();
-        let mut cmd = format!(
-            "grep -Eqs {} \"/lib/modules/$(uname -r)/modules.builtin\" && echo builtin",
-            shell_quote(&format!("/{pattern}\\.ko$"))
-        );
-        if !self.params.is_empty() {
-            let names: Vec<String> = self
-                .params
-                .iter()
-                .map(|p| shell_quote(&option_name(p)))
-                .collect();
-            cmd.push_str(&format!(
-                "; cd {}/parameters 2>/dev/null && for p in {}; do [ -r \"$p\" ] && printf '%s=%s\\n' \"$p\" \"$(cat \"$p\")\"; done",
-                shell_quote(&self.sys_dir()),
-                names.join(" ")
-            ));
+    /// What the kernel is asked about the module: modules.builtin and the given options.
+    fn query(&self) -> ModuleQuery {
+        ModuleQuery {
+            name: self.canonical.clone(),
+            options: self.params.iter().map(|p| option_name(p)).collect(),
         }
-        cmd.push_str("; true");
-        cmd
     }
 }
 
@@ -173,61 +162,62 @@ fn same_value(live: &str, wanted: &str) -> bool {
     matches!((live.parse::<i64>(), wanted.parse::<i64>()), (Ok(a), Ok(b)) if a == b)
 }
 
-fn request(args: &Args) -> Result<Request, ModuleError> {
-    let name = args.req_str("name").trim().to_string();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(ModuleError::Args(format!(
-            "invalid module name {name:?} (letters, digits, - and _ only)"
-        )));
-    }
-    let params: Vec<String> = args
-        .str("params")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    for p in &params {
-        let opt = option_name(p);
-        if opt.is_empty() || !opt.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ModuleError::Args(format!("invalid module option {p:?}")));
-        }
-        if p.contains(['"', '\'', '\\']) {
-            return Err(ModuleError::Args(format!(
-                "module option {p:?}: quoted values are not supported"
-            )));
-        }
-    }
-    let present = args.req_str("state") == "present";
-    if !present && !params.is_empty() {
-        return Err(ModuleError::Args(
-            "params cannot be given with state=absent".into(),
-        ));
-    }
-    Ok(Request {
-        canonical: name.replace('-', "_"),
-        name,
-        params,
-        present,
-        persistent: args.bool("persistent"),
-        reload: args.bool("reload"),
-    })
-}
-
 impl Module for KernelModule {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args)?;
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: Params = args.parse()?;
+        let name = p.name.trim().to_string();
+        let canonical = module_name("name", &name)?;
+        let params: Vec<String> = p
+            .params
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        for word in &params {
+            let opt = option_name(word);
+            if opt.is_empty() || !opt.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(
+                    ArgError::invalid("params", format!("invalid module option {word:?}")).into(),
+                );
+            }
+            if word.contains(['"', '\'', '\\']) {
+                return Err(ArgError::invalid(
+                    "params",
+                    format!("module option {word:?}: quoted values are not supported"),
+                )
+                .into());
+            }
+        }
+        let present = p.state == State::Present;
+        if !present && !params.is_empty() {
+            return Err(ArgError::conflict(
+                "params",
+                "state",
+                "params cannot be given with state=absent",
+            )
+            .into());
+        }
+        Ok(Request {
+            canonical,
+            name,
+            params,
+            present,
+            persistent: p.persistent,
+            reload: p.reload,
+        })
+    }
+
+    fn probes(&self, r: &Request) -> Vec<Probe> {
         let mut probes = vec![
             Probe::File("/proc/modules".into()),
             Probe::File(r.sys_dir()),
-            Probe::Command(r.state_cmd()),
+            ModuleState::probe(&r.query()),
         ];
         if r.persistent {
             probes.push(Probe::File(r.load_conf()));
@@ -235,30 +225,18 @@ impl Module for KernelModule {
                 probes.push(Probe::File(r.options_conf()));
             }
         }
-        Ok(probes)
+        probes
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args)?;
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
         let proc_modules = observed.file("/proc/modules")?;
-        let loaded = support::existing_text("/proc/modules", proc_modules)?
+        let loaded = edit::existing_text("/proc/modules", proc_modules)?
             .unwrap_or_default()
             .lines()
             .any(|l| l.split_whitespace().next() == Some(r.canonical.as_str()));
-        let state = observed.command(&r.state_cmd())?;
-        let mut out = state.stdout.lines();
-        let listed_builtin = state.stdout.lines().next() == Some("builtin");
-        if listed_builtin {
-            out.next();
-        }
+        let state = observed.fact::<ModuleState>(&r.query())?;
         let builtin =
-            !loaded && (observed.file(&r.sys_dir())?.kind == FileKind::Dir || listed_builtin);
-        let live: Vec<(&str, &str)> = out.filter_map(|l| l.split_once('=')).collect();
+            !loaded && (observed.file(&r.sys_dir())?.kind == FileKind::Dir || state.listed_builtin);
 
         let mut plan = Plan::ok()
             .with_data("name", r.name.clone())
@@ -280,7 +258,7 @@ impl Module for KernelModule {
             }
             if r.persistent {
                 for path in [r.load_conf(), r.options_conf()] {
-                    support::ensure_absent(&mut plan, &path, observed.file(&path)?);
+                    edit::ensure_absent(&mut plan, &path, observed.file(&path)?);
                 }
             }
             return Ok(plan);
@@ -292,11 +270,9 @@ impl Module for KernelModule {
         if loaded || builtin {
             for p in &r.params {
                 let opt = option_name(p);
-                match live.iter().find(|(k, _)| *k == opt) {
-                    Some((_, v)) if same_value(v, option_value(p)) => {}
-                    Some((_, v)) => {
-                        differing.push(format!("{opt}={v} (wanted {})", option_value(p)))
-                    }
+                match state.option(&opt) {
+                    Some(v) if same_value(v, option_value(p)) => {}
+                    Some(v) => differing.push(format!("{opt}={v} (wanted {})", option_value(p))),
                     None => unverified.push(opt),
                 }
             }
@@ -319,7 +295,7 @@ impl Module for KernelModule {
             let attrs = Attrs::default();
             let load = r.load_conf();
             let content = format!("{}\n", r.name);
-            support::ensure_content(
+            edit::ensure_content(
                 &mut plan,
                 &load,
                 observed.file(&load)?,
@@ -330,7 +306,7 @@ impl Module for KernelModule {
             if !r.params.is_empty() {
                 let opts = r.options_conf();
                 let content = format!("options {} {}\n", r.name, r.params.join(" "));
-                support::ensure_content(
+                edit::ensure_content(
                     &mut plan,
                     &opts,
                     observed.file(&opts)?,
@@ -383,7 +359,9 @@ impl Module for KernelModule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::{CommandOutput, FileState};
+    use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
+    use crate::modules::facts::fixture;
+    use crate::modules::testing::{arg_error, req};
     use serde_json::json;
 
     const MODULES_LOADED: &str = "kvm_intel 372736 0 - Live 0x0000000000000000\n\
@@ -391,25 +369,27 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
     const LOAD: &str = "/etc/modules-load.d/kvm_intel.conf";
     const OPTS: &str = "/etc/modprobe.d/kvm_intel.conf";
 
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
+    fn args(v: serde_json::Value) -> Request {
+        req(&KernelModule, v)
     }
 
-    fn state_cmd(a: &Args) -> String {
-        request(a).unwrap().state_cmd()
+    fn state_cmd(r: &Request) -> String {
+        match ModuleState::probe(&r.query()) {
+            Probe::Command(cmd) => cmd,
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A host's observations: /proc/modules, whether /sys/module/NAME is there, the state
     /// command's output, and the two configuration files.
     fn host(
-        a: &Args,
+        r: &Request,
         modules: &str,
         sys: bool,
         state: &str,
         load: FileState,
         opts: FileState,
     ) -> Observed {
-        let r = request(a).unwrap();
         Observed::new()
             .with_file("/proc/modules", FileState::file(modules))
             .with_file(
@@ -420,16 +400,16 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
                     FileState::absent()
                 },
             )
-            .with_command(&r.state_cmd(), CommandOutput::ok(state))
+            .with_fact::<ModuleState>(&r.query(), Observation::Command(CommandOutput::ok(state)))
             .with_file(&r.load_conf(), load)
             .with_file(&r.options_conf(), opts)
     }
 
-    fn plan(a: &Args, obs: &Observed) -> Plan {
-        KernelModule.plan(a, obs, &PlanContext::default()).unwrap()
+    fn plan(r: &Request, obs: &Observed) -> Plan {
+        KernelModule.plan(r, obs).unwrap()
     }
 
-    fn nested() -> Args {
+    fn nested() -> Request {
         args(json!({"name": "kvm_intel", "params": "nested=1"}))
     }
 
@@ -496,8 +476,7 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
     #[test]
     fn dash_and_underscore_names_are_the_same_module() {
         let a = args(json!({"name": "vfio-pci"}));
-        let r = request(&a).unwrap();
-        assert_eq!(r.sys_dir(), "/sys/module/vfio_pci");
+        assert_eq!(a.sys_dir(), "/sys/module/vfio_pci");
         let obs = host(
             &a,
             MODULES_LOADED,
@@ -509,8 +488,7 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
         assert!(!plan(&a, &obs).changed());
         // Without params the options file is neither probed nor managed.
         assert!(!KernelModule
-            .probes(&a, &PlanContext::default())
-            .unwrap()
+            .probes(&a)
             .contains(&Probe::File("/etc/modprobe.d/vfio-pci.conf".into())));
     }
 
@@ -579,7 +557,7 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
     #[test]
     fn not_persistent_touches_no_files() {
         let a = args(json!({"name": "kvm_intel", "params": "nested=1", "persistent": false}));
-        let probes = KernelModule.probes(&a, &PlanContext::default()).unwrap();
+        let probes = KernelModule.probes(&a);
         assert_eq!(probes.len(), 3);
         let obs = host(&a, "", false, "", FileState::absent(), FileState::absent());
         assert_eq!(
@@ -620,6 +598,37 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
         assert_eq!(p.data["unverified_params"], json!(["secret"]));
     }
 
+    /// A kernel without loadable modules (no /proc/modules) where kvm is built in and shows its
+    /// options in sysfs.
+    #[test]
+    fn real_host_with_builtin_kvm() {
+        let a = args(json!({
+            "name": "kvm", "params": "enable_pmu=0 eager_page_split=1 nosuch=1", "persistent": false
+        }));
+        let obs = Observed::new()
+            .with_file("/proc/modules", FileState::absent())
+            .with_file("/sys/module/kvm", FileState::dir())
+            .with_fact::<ModuleState>(
+                &a.query(),
+                Observation::Command(CommandOutput::ok(&fixture(
+                    "kernel_module_state/kvm-builtin-bool-options.txt",
+                ))),
+            );
+        let p = plan(&a, &obs);
+        assert!(!p.changed());
+        assert_eq!(p.data["builtin"], json!(true));
+        assert_eq!(p.data["unverified_params"], json!(["nosuch"]));
+        let a = args(json!({"name": "kvm", "params": "enable_pmu=1", "persistent": false}));
+        let obs = obs.with_fact::<ModuleState>(
+            &a.query(),
+            Observation::Command(CommandOutput::ok(&fixture(
+                "kernel_module_state/kvm-builtin-bool-options.txt",
+            ))),
+        );
+        let e = KernelModule.plan(&a, &obs).unwrap_err();
+        assert!(e.to_string().contains("enable_pmu=N (wanted 1)"), "{e}");
+    }
+
     #[test]
     fn builtin_module() {
         let a = args(json!({"name": "kvm_intel", "persistent": false}));
@@ -653,15 +662,13 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
             FileState::absent(),
             FileState::absent(),
         );
-        let e = KernelModule
-            .plan(&a, &obs, &PlanContext::default())
-            .unwrap_err();
+        let e = KernelModule.plan(&a, &obs).unwrap_err();
         assert!(e.to_string().contains("kvm_intel.nested=1"), "{e}");
         // Cannot be unloaded.
         let a = args(json!({"name": "kvm_intel", "state": "absent"}));
         let obs = host(&a, "", true, "", FileState::absent(), FileState::absent());
         assert!(matches!(
-            KernelModule.plan(&a, &obs, &PlanContext::default()),
+            KernelModule.plan(&a, &obs),
             Err(ModuleError::Host(_))
         ));
     }
@@ -699,20 +706,35 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
 
     #[test]
     fn bad_arguments_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for bad in [
-            json!({"name": "../etc/passwd"}),
-            json!({"name": "kvm intel"}),
-            json!({"name": ""}),
-            json!({"name": "kvm_intel", "params": "=1"}),
-            json!({"name": "kvm_intel", "params": "nested=\"1\""}),
-            json!({"name": "kvm_intel", "params": "a;b=1"}),
-            json!({"name": "kvm_intel", "state": "absent", "params": "nested=1"}),
+        let invalid = ArgErrorKind::Invalid;
+        for (bad, kind, param) in [
+            (json!({"name": "../etc/passwd"}), invalid, "name"),
+            (json!({"name": "kvm intel"}), invalid, "name"),
+            (json!({"name": ""}), invalid, "name"),
+            (json!({"name": "-r"}), invalid, "name"),
+            (
+                json!({"name": "kvm_intel", "params": "=1"}),
+                invalid,
+                "params",
+            ),
+            (
+                json!({"name": "kvm_intel", "params": "nested=\"1\""}),
+                invalid,
+                "params",
+            ),
+            (
+                json!({"name": "kvm_intel", "params": "a;b=1"}),
+                invalid,
+                "params",
+            ),
+            (
+                json!({"name": "kvm_intel", "state": "absent", "params": "nested=1"}),
+                ArgErrorKind::Conflict { with: "state" },
+                "params",
+            ),
         ] {
-            assert!(
-                KernelModule.probes(&args(bad.clone()), &ctx).is_err(),
-                "{bad}"
-            );
+            let e = arg_error(&KernelModule, bad.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{bad}");
         }
     }
 
@@ -721,8 +743,6 @@ kvm 1142784 1 kvm_intel, Live 0x0000000000000000\nvfio_pci 16384 0 - Live 0x0000
         let a = nested();
         let obs = host(&a, "", false, "", FileState::absent(), FileState::absent())
             .with_file("/proc/modules", FileState::dir());
-        assert!(KernelModule
-            .plan(&a, &obs, &PlanContext::default())
-            .is_err());
+        assert!(KernelModule.plan(&a, &obs).is_err());
     }
 }

@@ -4,12 +4,15 @@
 //! compared separately: a host where someone ran `sysctl -w` by hand, or where the file was
 //! written but never applied, is corrected on exactly the side that drifted.
 
+use super::sysctl_keys::{self, Drift};
+use super::State;
 use crate::module::{
-    Action, Attrs, Change, FileKind, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext,
-    Probe,
+    ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::support;
+use crate::modules::checks;
+use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 
 pub struct Sysctl;
 
@@ -75,8 +78,18 @@ the `sysctl` command (procps).",
 "#,
 };
 
-/// The validated arguments.
-struct Request {
+/// A `sysctl` task's arguments as given.
+#[derive(Deserialize)]
+struct Params {
+    name: String,
+    value: Option<String>,
+    state: State,
+    sysctl_file: String,
+    reload: bool,
+}
+
+/// A `sysctl` task's arguments, checked.
+pub struct Request {
     /// The key in dotted form, as written to the file and given to `sysctl -w`.
     dotted: String,
     /// The key in path form: what lines in the file are matched by.
@@ -87,71 +100,36 @@ struct Request {
     reload: bool,
 }
 
-impl Request {
-    fn proc_path(&self) -> String {
-        format!("/proc/sys/{}", self.path)
-    }
-}
-
 /// A value as sysctl compares it: booleans as Ansible maps them, whitespace normalised.
 fn normalise_value(v: &str) -> String {
     match v.trim().to_ascii_lowercase().as_str() {
         "yes" | "true" => "1".into(),
         "no" | "false" => "0".into(),
-        _ => support::sysctl_value(v),
+        _ => sysctl_keys::sysctl_value(v),
     }
 }
 
-fn request(args: &Args) -> Result<Request, ModuleError> {
-    let name = args.req_str("name").trim();
-    let bad = |why: &str| {
-        Err(ModuleError::Args(format!(
-            "invalid sysctl name {name:?}: {why}"
-        )))
-    };
+/// The key in path form, checked: one key, no wildcards, no empty or relative components (the
+/// path names a file under /proc/sys).
+fn key_path(name: &str) -> Result<String, ArgError> {
+    let bad = |why: &str| ArgError::invalid("name", format!("invalid sysctl name {name:?}: {why}"));
     if name.is_empty() {
-        return bad("empty");
+        return Err(bad("empty"));
     }
     if name
         .chars()
         .any(|c| c.is_whitespace() || "=*?[]".contains(c))
     {
-        return bad("it must be one key, without spaces, `=` or wildcards");
+        return Err(bad("it must be one key, without spaces, `=` or wildcards"));
     }
-    let path = support::sysctl_path(name);
+    let path = sysctl_keys::sysctl_path(name);
     if path
         .split('/')
         .any(|part| part.is_empty() || part == "." || part == "..")
     {
-        return bad("empty or relative component");
+        return Err(bad("empty or relative component"));
     }
-    let value = if args.req_str("state") == "present" {
-        let Some(v) = args.str("value") else {
-            return Err(ModuleError::Args(
-                "value is required when state is present".into(),
-            ));
-        };
-        let v = normalise_value(v);
-        if v.is_empty() {
-            return Err(ModuleError::Args(format!("value for {name} is empty")));
-        }
-        Some(v)
-    } else {
-        None
-    };
-    let file = args.req_str("sysctl_file").to_string();
-    if !file.starts_with('/') {
-        return Err(ModuleError::Args(format!(
-            "sysctl_file must be an absolute path, got {file:?}"
-        )));
-    }
-    Ok(Request {
-        dotted: support::sysctl_dotted(name),
-        path,
-        value,
-        file,
-        reload: args.bool("reload"),
-    })
+    Ok(path)
 }
 
 /// The key (path form) and value of a sysctl.d line: `key = value`, `key=value`, and
@@ -165,14 +143,14 @@ fn parse_line(line: &str) -> Option<(String, &str)> {
     let (k, v) = t.split_once('=')?;
     let k = k.trim();
     let k = k.strip_prefix('-').unwrap_or(k).trim();
-    Some((support::sysctl_path(k), v.trim()))
+    Some((sysctl_keys::sysctl_path(k), v.trim()))
 }
 
 /// The file with the key set to `req.value` (or removed when `None`). A matching line that
 /// already holds the value is kept as written; the text is returned unchanged when nothing
 /// needs to change, so a missing final newline alone is not a change.
 fn edited(text: &str, req: &Request) -> String {
-    let (lines, _) = support::lines(text);
+    let (lines, _) = edit::lines(text);
     let mut out = Vec::with_capacity(lines.len() + 1);
     let mut kept = false;
     let mut modified = false;
@@ -188,7 +166,7 @@ fn edited(text: &str, req: &Request) -> String {
         match &req.value {
             Some(value) if !kept => {
                 kept = true;
-                if support::sysctl_value(current) == *value {
+                if sysctl_keys::sysctl_value(current) == *value {
                     out.push(line);
                 } else {
                     let dash = if line.trim_start().starts_with('-') {
@@ -209,54 +187,82 @@ fn edited(text: &str, req: &Request) -> String {
         modified = true;
     }
     if modified {
-        support::unlines(&out)
+        edit::unlines(&out)
     } else {
         text.to_string()
     }
 }
 
 impl Module for Sysctl {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args)?;
-        let mut probes = vec![Probe::File(r.file.clone())];
-        if r.value.is_some() {
-            probes.push(Probe::File(r.proc_path()));
-        }
-        Ok(probes)
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: Params = args.parse()?;
+        let name = p.name.trim();
+        let path = key_path(name)?;
+        let value = match (p.state, p.value) {
+            (State::Absent, _) => None,
+            (State::Present, None) => {
+                return Err(ArgError::requires(
+                    "state",
+                    "value",
+                    "value is required when state is present",
+                )
+                .into())
+            }
+            (State::Present, Some(v)) => {
+                let v = normalise_value(&v);
+                if v.is_empty() {
+                    return Err(
+                        ArgError::invalid("value", format!("value for {name} is empty")).into(),
+                    );
+                }
+                Some(v)
+            }
+        };
+        checks::absolute_path("sysctl_file", &p.sysctl_file)?;
+        Ok(Request {
+            dotted: sysctl_keys::sysctl_dotted(name),
+            path,
+            value,
+            file: p.sysctl_file,
+            reload: p.reload,
+        })
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args)?;
+    fn probes(&self, r: &Request) -> Vec<Probe> {
+        let mut probes = vec![Probe::File(r.file.clone())];
+        if r.value.is_some() {
+            probes.push(Probe::File(sysctl_keys::proc_path(&r.dotted)));
+        }
+        probes
+    }
+
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
         let mut plan = Plan::ok()
             .with_data("name", r.dotted.clone())
             .with_data("sysctl_file", r.file.clone());
 
         // The persisted value.
         let state = observed.file(&r.file)?;
-        match support::existing_text(&r.file, state)? {
+        match edit::existing_text(&r.file, state)? {
             None if r.value.is_none() => {}
             current => {
                 let current = current.unwrap_or_default();
-                let desired = edited(&current, &r);
+                let desired = edited(&current, r);
                 if desired.is_empty() && desired != current {
-                    support::ensure_absent(&mut plan, &r.file, state);
+                    edit::ensure_absent(&mut plan, &r.file, state);
                 } else if desired != current || !state.exists() {
-                    let attrs = Attrs::default();
-                    support::ensure_content(
+                    edit::ensure_content(
                         &mut plan,
                         &r.file,
                         state,
                         desired.as_bytes(),
-                        &attrs,
+                        &Attrs::default(),
                         false,
                     )?;
                 }
@@ -268,55 +274,30 @@ impl Module for Sysctl {
             return Ok(plan);
         };
         plan.data.insert("value".into(), value.clone().into());
-        let proc = r.proc_path();
-        let live = observed.file(&proc)?;
-        match live.kind {
-            FileKind::File => {
-                let current = support::sysctl_value(&live.text());
-                plan.data
-                    .insert("live_value".into(), current.clone().into());
-                if current == *value {
-                    // Already set.
-                } else if r.reload {
-                    plan.change(
-                        Change::new(format!(
-                            "set {} = {value} (live value was {current})",
-                            r.dotted
-                        ))
-                        .with_diff(
-                            &proc,
-                            format!("{current}\n"),
-                            format!("{value}\n"),
-                        ),
-                        [Action::run(support::sysctl_set_cmd(&[(
-                            r.dotted.clone(),
-                            value.clone(),
-                        )]))],
-                    );
-                } else {
-                    plan.msg = Some(format!(
-                        "the live value of {} is {current}; not set because reload is false",
-                        r.dotted
-                    ));
-                }
+        let live = sysctl_keys::live_value(observed, &r.dotted)?;
+        plan.data.insert("live_value".into(), live.clone().into());
+        match live {
+            Some(current) if current == *value => {}
+            Some(current) if r.reload => sysctl_keys::set_live(
+                &mut plan,
+                &[Drift {
+                    key: r.dotted.clone(),
+                    live: current,
+                    wanted: value.clone(),
+                }],
+            ),
+            Some(current) => {
+                plan.msg = Some(format!(
+                    "the live value of {} is {current}; not set because reload is false",
+                    r.dotted
+                ));
             }
-            FileKind::Absent => {
-                plan.data
-                    .insert("live_value".into(), serde_json::Value::Null);
+            None => {
                 plan.msg = Some(format!(
                     "{} does not exist in /proc/sys (is the kernel module providing it loaded?): \
                      persisted in {} but not set live",
                     r.dotted, r.file
                 ));
-            }
-            FileKind::Dir => {
-                return Err(ModuleError::Host(format!(
-                    "{} is a group of keys ({proc} is a directory), not a single key",
-                    r.dotted
-                )))
-            }
-            FileKind::Other => {
-                return Err(ModuleError::Host(format!("{proc} is not a sysctl key")));
             }
         }
         Ok(plan)
@@ -326,21 +307,22 @@ impl Module for Sysctl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::FileState;
+    use crate::module::{Action, ArgErrorKind, FileState};
+    use crate::modules::testing::{arg_error, req};
     use serde_json::json;
 
     const FILE: &str = "/etc/sysctl.d/99-kvmforge.conf";
     const FWD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
+    fn args(v: serde_json::Value) -> Request {
+        req(&Sysctl, v)
     }
 
-    fn plan(a: &Args, obs: &Observed) -> Plan {
-        Sysctl.plan(a, obs, &PlanContext::default()).unwrap()
+    fn plan(r: &Request, obs: &Observed) -> Plan {
+        Sysctl.plan(r, obs).unwrap()
     }
 
-    fn fwd() -> Args {
+    fn fwd() -> Request {
         args(json!({"name": "net.ipv4.ip_forward", "value": 1}))
     }
 
@@ -348,7 +330,7 @@ mod tests {
     fn fresh_host_writes_file_and_sets_live_value() {
         let a = fwd();
         assert_eq!(
-            Sysctl.probes(&a, &PlanContext::default()).unwrap(),
+            Sysctl.probes(&a),
             vec![Probe::File(FILE.into()), Probe::File(FWD.into())]
         );
         let obs = Observed::new()
@@ -485,7 +467,7 @@ mod tests {
     fn slash_key_with_dotted_interface_name() {
         let a = args(json!({"name": "net/ipv4/conf/eth0.100/rp_filter", "value": 2}));
         assert_eq!(
-            Sysctl.probes(&a, &PlanContext::default()).unwrap()[1],
+            Sysctl.probes(&a)[1],
             Probe::File("/proc/sys/net/ipv4/conf/eth0.100/rp_filter".into())
         );
         let obs = Observed::new()
@@ -546,10 +528,7 @@ mod tests {
     #[test]
     fn absent_removes_line_only() {
         let a = args(json!({"name": "net.ipv4.ip_forward", "state": "absent"}));
-        assert_eq!(
-            Sysctl.probes(&a, &PlanContext::default()).unwrap(),
-            vec![Probe::File(FILE.into())]
-        );
+        assert_eq!(Sysctl.probes(&a), vec![Probe::File(FILE.into())]);
         let obs = Observed::new().with_file(
             FILE,
             FileState::file("vm.swappiness=10\nnet.ipv4.ip_forward = 1\n"),
@@ -581,17 +560,38 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for bad in [
-            json!({"name": "net.ipv4.ip_forward"}),
-            json!({"name": "net.ipv4.ip_forward", "value": "  "}),
-            json!({"name": "net.ipv4.*.forwarding", "value": 1}),
-            json!({"name": "net..ipv4", "value": 1}),
-            json!({"name": "../../etc/passwd", "value": 1}),
-            json!({"name": "a = b", "value": 1}),
-            json!({"name": "vm.swappiness", "value": 1, "sysctl_file": "sysctl.conf"}),
+        let invalid = ArgErrorKind::Invalid;
+        for (bad, kind, param) in [
+            (
+                json!({"name": "net.ipv4.ip_forward"}),
+                ArgErrorKind::Requires { other: "value" },
+                "state",
+            ),
+            (
+                json!({"name": "net.ipv4.ip_forward", "value": "  "}),
+                invalid,
+                "value",
+            ),
+            (
+                json!({"name": "net.ipv4.*.forwarding", "value": 1}),
+                invalid,
+                "name",
+            ),
+            (json!({"name": "net..ipv4", "value": 1}), invalid, "name"),
+            (
+                json!({"name": "../../etc/passwd", "value": 1}),
+                invalid,
+                "name",
+            ),
+            (json!({"name": "a = b", "value": 1}), invalid, "name"),
+            (
+                json!({"name": "vm.swappiness", "value": 1, "sysctl_file": "sysctl.conf"}),
+                invalid,
+                "sysctl_file",
+            ),
         ] {
-            assert!(Sysctl.probes(&args(bad.clone()), &ctx).is_err(), "{bad}");
+            let e = arg_error(&Sysctl, bad.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{bad}");
         }
     }
 
@@ -601,15 +601,12 @@ mod tests {
         let obs = Observed::new()
             .with_file(FILE, FileState::absent())
             .with_file("/proc/sys/net/ipv4", FileState::dir());
-        assert!(matches!(
-            Sysctl.plan(&a, &obs, &PlanContext::default()),
-            Err(ModuleError::Host(_))
-        ));
+        assert!(matches!(Sysctl.plan(&a, &obs), Err(ModuleError::Host(_))));
         let obs = Observed::new()
             .with_file(FILE, FileState::dir())
             .with_file(FWD, FileState::file("1\n"));
         assert!(matches!(
-            Sysctl.plan(&fwd(), &obs, &PlanContext::default()),
+            Sysctl.plan(&fwd(), &obs),
             Err(ModuleError::Host(_))
         ));
     }

@@ -7,12 +7,14 @@
 //! Kubernetes load it on demand), so a sysctl.d file alone is not enough: a udev rule re-applies it
 //! whenever the module appears.
 
+use super::sysctl_keys::{self, Drift};
+use super::{module_name, State};
 use crate::module::{
-    Action, Attrs, Change, FileKind, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext,
-    Probe,
+    Action, ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::support;
+use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 
 pub struct SysctlBridge;
 
@@ -104,11 +106,22 @@ fn key(table: &str) -> String {
     format!("net.bridge.bridge-nf-call-{table}")
 }
 
-fn proc_path(table: &str) -> String {
-    format!("/proc/sys/net/bridge/bridge-nf-call-{table}")
+/// A `sysctl_bridge` task's arguments as given.
+#[derive(Deserialize)]
+struct Params {
+    value: i64,
+    ip6tables: Option<i64>,
+    iptables: Option<i64>,
+    arptables: Option<i64>,
+    path: String,
+    udev: bool,
+    udev_rule: String,
+    modules: Vec<String>,
+    state: State,
 }
 
-struct Request {
+/// A `sysctl_bridge` task's arguments, checked.
+pub struct Request {
     /// (table, value) in [`KEYS`] order.
     values: Vec<(&'static str, i64)>,
     path: String,
@@ -117,66 +130,6 @@ struct Request {
     /// Kernel module names as udev sees them (underscores).
     modules: Vec<String>,
     present: bool,
-}
-
-fn request(args: &Args) -> Result<Request, ModuleError> {
-    let default = args.int("value").unwrap_or(0);
-    let mut values = Vec::new();
-    for table in KEYS {
-        let v = args.int(table).unwrap_or(default);
-        if v != 0 && v != 1 {
-            let name = if args.has(table) { table } else { "value" };
-            return Err(ModuleError::Args(format!("{name} must be 0 or 1, got {v}")));
-        }
-        values.push((table, v));
-    }
-    let path = args.req_str("path").to_string();
-    // The path is embedded in a udev rule's double-quoted RUN string.
-    if !path.starts_with('/')
-        || path
-            .chars()
-            .any(|c| c.is_whitespace() || "\"\\'$`".contains(c))
-    {
-        return Err(ModuleError::Args(format!(
-            "path must be an absolute path without spaces or quotes, got {path:?}"
-        )));
-    }
-    let rule = if args.bool("udev") {
-        let rule = args.req_str("udev_rule").to_string();
-        if !rule.starts_with('/') || !rule.ends_with(".rules") {
-            return Err(ModuleError::Args(format!(
-                "udev_rule must be an absolute path ending in .rules (udev ignores other files), got {rule:?}"
-            )));
-        }
-        Some(rule)
-    } else {
-        None
-    };
-    let modules: Vec<String> = args
-        .list("modules")
-        .iter()
-        .map(|m| m.replace('-', "_"))
-        .collect();
-    if rule.is_some() && modules.is_empty() {
-        return Err(ModuleError::Args(
-            "modules must name at least one kernel module when udev is true".into(),
-        ));
-    }
-    if let Some(m) = modules
-        .iter()
-        .find(|m| !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-    {
-        return Err(ModuleError::Args(format!(
-            "invalid kernel module name {m:?}"
-        )));
-    }
-    Ok(Request {
-        values,
-        path,
-        rule,
-        modules,
-        present: args.req_str("state") == "present",
-    })
 }
 
 fn sysctl_content(r: &Request) -> String {
@@ -206,27 +159,91 @@ fn rule_content(r: &Request) -> String {
 }
 
 impl Module for SysctlBridge {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        let r = request(args)?;
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: Params = args.parse()?;
+        let mut values = Vec::new();
+        for (table, given) in KEYS.into_iter().zip([p.ip6tables, p.iptables, p.arptables]) {
+            let (name, v) = match given {
+                Some(v) => (table, v),
+                None => ("value", p.value),
+            };
+            if v != 0 && v != 1 {
+                return Err(
+                    ArgError::invalid(name, format!("{name} must be 0 or 1, got {v}")).into(),
+                );
+            }
+            values.push((table, v));
+        }
+        // The path is embedded in a udev rule's double-quoted RUN string.
+        if !p.path.starts_with('/')
+            || p.path
+                .chars()
+                .any(|c| c.is_whitespace() || "\"\\'$`".contains(c))
+        {
+            return Err(ArgError::invalid(
+                "path",
+                format!(
+                    "path must be an absolute path without spaces or quotes, got {:?}",
+                    p.path
+                ),
+            )
+            .into());
+        }
+        let rule = if p.udev {
+            let rule = p.udev_rule;
+            if !rule.starts_with('/') || !rule.ends_with(".rules") {
+                return Err(ArgError::invalid(
+                    "udev_rule",
+                    format!(
+                        "udev_rule must be an absolute path ending in .rules (udev ignores other files), got {rule:?}"
+                    ),
+                )
+                .into());
+            }
+            Some(rule)
+        } else {
+            None
+        };
+        if rule.is_some() && p.modules.is_empty() {
+            return Err(ArgError::invalid(
+                "modules",
+                "modules must name at least one kernel module when udev is true",
+            )
+            .into());
+        }
+        let modules = p
+            .modules
+            .iter()
+            .map(|m| module_name("modules", m))
+            .collect::<Result<_, _>>()?;
+        Ok(Request {
+            values,
+            path: p.path,
+            rule,
+            modules,
+            present: p.state == State::Present,
+        })
+    }
+
+    fn probes(&self, r: &Request) -> Vec<Probe> {
         let mut probes = vec![Probe::File(r.path.clone())];
         probes.extend(r.rule.clone().map(Probe::File));
         if r.present {
-            probes.extend(KEYS.iter().map(|t| Probe::File(proc_path(t))));
+            probes.extend(
+                KEYS.iter()
+                    .map(|t| Probe::File(sysctl_keys::proc_path(&key(t)))),
+            );
         }
-        Ok(probes)
+        probes
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let r = request(args)?;
+    fn plan(&self, r: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
         let mut plan = Plan::ok().with_data("path", r.path.clone());
         let sysctl_state = observed.file(&r.path)?;
         let rule_state = match &r.rule {
@@ -235,10 +252,10 @@ impl Module for SysctlBridge {
         };
 
         if !r.present {
-            support::ensure_absent(&mut plan, &r.path, sysctl_state);
+            edit::ensure_absent(&mut plan, &r.path, sysctl_state);
             if let Some((rule, state)) = rule_state {
                 let before = plan.actions.len();
-                support::ensure_absent(&mut plan, rule, state);
+                edit::ensure_absent(&mut plan, rule, state);
                 if plan.actions.len() > before {
                     plan.actions.push(Action::run(UDEV_RELOAD));
                 }
@@ -247,21 +264,21 @@ impl Module for SysctlBridge {
         }
 
         let attrs = Attrs::default();
-        support::ensure_content(
+        edit::ensure_content(
             &mut plan,
             &r.path,
             sysctl_state,
-            sysctl_content(&r).as_bytes(),
+            sysctl_content(r).as_bytes(),
             &attrs,
             false,
         )?;
         if let Some((rule, state)) = rule_state {
             let before = plan.actions.len();
-            support::ensure_content(
+            edit::ensure_content(
                 &mut plan,
                 rule,
                 state,
-                rule_content(&r).as_bytes(),
+                rule_content(r).as_bytes(),
                 &attrs,
                 false,
             )?;
@@ -272,36 +289,21 @@ impl Module for SysctlBridge {
 
         // Live values, when the module providing them is loaded.
         let mut loaded = false;
-        let mut set = Vec::new();
+        let mut drift = Vec::new();
         for (table, v) in &r.values {
-            let path = proc_path(table);
-            let live = observed.file(&path)?;
-            match live.kind {
-                FileKind::Absent => continue,
-                FileKind::File => {}
-                _ => return Err(ModuleError::Host(format!("{path} is not a sysctl key"))),
-            }
+            let Some(live) = sysctl_keys::live_value(observed, &key(table))? else {
+                continue;
+            };
             loaded = true;
-            let current = support::sysctl_value(&live.text());
-            if current != v.to_string() {
-                plan.changes.push(
-                    Change::new(format!(
-                        "set {} = {v} (live value was {current})",
-                        key(table)
-                    ))
-                    .with_diff(
-                        &path,
-                        format!("{current}\n"),
-                        format!("{v}\n"),
-                    ),
-                );
-                set.push((key(table), v.to_string()));
+            if live != v.to_string() {
+                drift.push(Drift {
+                    key: key(table),
+                    live,
+                    wanted: v.to_string(),
+                });
             }
         }
-        if !set.is_empty() {
-            plan.actions
-                .push(Action::run(support::sysctl_set_cmd(&set)));
-        }
+        sysctl_keys::set_live(&mut plan, &drift);
         if !loaded {
             plan.msg = Some(
                 "br_netfilter is not loaded: the values apply when it loads".to_string()
@@ -319,7 +321,8 @@ impl Module for SysctlBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::FileState;
+    use crate::module::{ArgErrorKind, FileState};
+    use crate::modules::testing::{arg_error, req};
     use serde_json::json;
 
     const CONF: &str = "/etc/sysctl.d/bridge.conf";
@@ -338,12 +341,12 @@ ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"bridge\", RUN+=\"/sbin/sysctl 
 ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/sysctl -p /etc/sysctl.d/bridge.conf\"
 ";
 
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
+    fn args(v: serde_json::Value) -> Request {
+        req(&SysctlBridge, v)
     }
 
-    fn plan(a: &Args, obs: &Observed) -> Plan {
-        SysctlBridge.plan(a, obs, &PlanContext::default()).unwrap()
+    fn plan(r: &Request, obs: &Observed) -> Plan {
+        SysctlBridge.plan(r, obs).unwrap()
     }
 
     fn live(obs: Observed, values: [Option<&str>; 3]) -> Observed {
@@ -353,7 +356,7 @@ ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/s
                 Some(v) => FileState::file(format!("{v}\n")),
                 None => FileState::absent(),
             };
-            obs = obs.with_file(&proc_path(t), state);
+            obs = obs.with_file(&sysctl_keys::proc_path(&key(t)), state);
         }
         obs
     }
@@ -362,7 +365,7 @@ ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/s
     fn fresh_host_with_module_loaded() {
         let a = args(json!({}));
         assert_eq!(
-            SysctlBridge.probes(&a, &PlanContext::default()).unwrap(),
+            SysctlBridge.probes(&a),
             vec![
                 Probe::File(CONF.into()),
                 Probe::File(RULE.into()),
@@ -445,7 +448,7 @@ ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/s
         let a = args(json!({
             "value": 0, "arptables": 1, "path": "/etc/sysctl.d/90-br.conf", "udev": false
         }));
-        let probes = SysctlBridge.probes(&a, &PlanContext::default()).unwrap();
+        let probes = SysctlBridge.probes(&a);
         assert!(!probes.contains(&Probe::File(RULE.into())));
         let obs = Observed::new().with_file("/etc/sysctl.d/90-br.conf", FileState::absent());
         let p = plan(&a, &live(obs, [Some("0"), Some("0"), Some("1")]));
@@ -462,19 +465,18 @@ ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/s
     #[test]
     fn rule_uses_configured_path_and_modules() {
         let a = args(json!({"path": "/etc/sysctl.d/90-br.conf", "modules": ["br-netfilter"]}));
-        let r = request(&a).unwrap();
         assert_eq!(
-            rule_content(&r).lines().nth(2),
+            rule_content(&a).lines().nth(2),
             Some("ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/sysctl -p /etc/sysctl.d/90-br.conf\"")
         );
-        assert_eq!(rule_content(&r).lines().count(), 3);
+        assert_eq!(rule_content(&a).lines().count(), 3);
     }
 
     #[test]
     fn absent_removes_both_files_and_reloads_udev() {
         let a = args(json!({"state": "absent"}));
         assert_eq!(
-            SysctlBridge.probes(&a, &PlanContext::default()).unwrap(),
+            SysctlBridge.probes(&a),
             vec![Probe::File(CONF.into()), Probe::File(RULE.into())]
         );
         let obs = Observed::new()
@@ -503,25 +505,31 @@ ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/s
 
     #[test]
     fn bad_arguments_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for bad in [
-            json!({"value": 2}),
-            json!({"iptables": -1}),
-            json!({"path": "bridge.conf"}),
-            json!({"path": "/etc/sysctl.d/my bridge.conf"}),
-            json!({"path": "/etc/sysctl.d/\"x.conf"}),
-            json!({"udev_rule": "/etc/udev/rules.d/99-bridge"}),
-            json!({"modules": []}),
-            json!({"modules": ["br\"x"]}),
+        for (bad, param) in [
+            (json!({"value": 2}), "value"),
+            (json!({"iptables": -1}), "iptables"),
+            (json!({"path": "bridge.conf"}), "path"),
+            (json!({"path": "/etc/sysctl.d/my bridge.conf"}), "path"),
+            (json!({"path": "/etc/sysctl.d/\"x.conf"}), "path"),
+            (
+                json!({"udev_rule": "/etc/udev/rules.d/99-bridge"}),
+                "udev_rule",
+            ),
+            (json!({"modules": []}), "modules"),
+            (json!({"modules": ["br\"x"]}), "modules"),
+            (json!({"modules": ["-r"]}), "modules"),
+            (json!({"modules": [""], "udev": false}), "modules"),
         ] {
-            assert!(
-                SysctlBridge.probes(&args(bad.clone()), &ctx).is_err(),
-                "{bad}"
-            );
+            let e = arg_error(&SysctlBridge, bad.clone());
+            assert_eq!((e.kind, e.param), (ArgErrorKind::Invalid, param), "{bad}");
         }
-        assert!(SysctlBridge
-            .probes(&args(json!({"modules": [], "udev": false})), &ctx)
-            .is_ok());
+        let e = arg_error(&SysctlBridge, json!({"value": 0, "arptables": 3}));
+        assert_eq!(e.msg, "arptables must be 0 or 1, got 3");
+        assert!(crate::modules::testing::request(
+            &SysctlBridge,
+            json!({"modules": [], "udev": false})
+        )
+        .is_ok());
     }
 
     #[test]
@@ -530,8 +538,6 @@ ACTION==\"add\", SUBSYSTEM==\"module\", KERNEL==\"br_netfilter\", RUN+=\"/sbin/s
             .with_file(CONF, FileState::dir())
             .with_file(RULE, FileState::absent());
         let obs = live(obs, [None, None, None]);
-        assert!(SysctlBridge
-            .plan(&args(json!({})), &obs, &PlanContext::default())
-            .is_err());
+        assert!(SysctlBridge.plan(&args(json!({})), &obs).is_err());
     }
 }
