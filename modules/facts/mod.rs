@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod ip;
 pub mod libvirt;
+pub mod packages;
 pub mod pci;
 pub mod systemd;
 

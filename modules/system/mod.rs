@@ -1,3 +1,4 @@
 //! The system: commands, systemd services, packages, users.
 
+pub mod package;
 pub mod service;
