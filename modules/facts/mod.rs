@@ -2,6 +2,7 @@
 //! [`crate::module::fact`]). Each parser is tested against fixtures of real hosts' output in
 //! `tests/facts/`.
 
+pub mod accounts;
 pub mod bridge;
 pub mod ip;
 pub mod libvirt;

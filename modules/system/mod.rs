@@ -2,3 +2,4 @@
 
 pub mod package;
 pub mod service;
+pub mod user;

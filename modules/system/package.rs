@@ -1,9 +1,10 @@
 //! `package`: distribution packages installed or removed, with apt or dnf.
 //!
 //! One probe (the [`Packages`] fact) decides everything: it picks the package manager the host
-//! has and reports the installed state of every requested package (plus, for apt, how old the package lists are and,
-//! for `latest`, which upgrades the lists offer). The lists are only refreshed when something is
-//! going to be installed, so a converged host never touches the network.
+//! has and reports the installed state of every requested package (plus, for apt, how old the
+//! package lists are and, for `latest`, which upgrades the lists offer). The lists are only
+//! refreshed when something is going to be installed, so a converged host never touches the
+//! network.
 
 use crate::module::{
     shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observed, Plan,
