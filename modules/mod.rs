@@ -13,7 +13,13 @@ pub mod testing;
 use crate::module::DynModule;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
-pub static ALL: &[&dyn DynModule] = &[&system::package::Package, &system::service::Service];
+pub static ALL: &[&dyn DynModule] = &[
+    &system::command::Command,
+    &system::package::Package,
+    &system::service::Service,
+    &system::command::Shell,
+    &system::user::User,
+];
 
 /// The module called `name`.
 pub fn find(name: &str) -> Option<&'static dyn DynModule> {
