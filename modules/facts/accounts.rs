@@ -117,7 +117,7 @@ else printf 'nogroup\\t%s\\n' \"$g\"; fi; done"
 mod tests {
     use super::*;
     use crate::module::{CommandOutput, ModuleError, Observed};
-    use crate::modules::facts::fixture;
+    use crate::modules::facts::{fixture, run_here};
 
     fn query(user: &str, groups: &[&str]) -> AccountQuery {
         AccountQuery {
@@ -154,17 +154,7 @@ mod tests {
     #[test]
     fn probe_runs_in_a_real_shell() {
         let q = query("root", &["root", "no-such-group-kf"]);
-        let Probe::Command(cmd) = UserAccount::probe(&q) else {
-            panic!()
-        };
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let seen = Observation::Command(CommandOutput::ok(&String::from_utf8_lossy(&out.stdout)));
-        let r = UserAccount::parse(&q, &seen).unwrap();
+        let r = UserAccount::parse(&q, &run_here(&UserAccount::probe(&q))).unwrap();
         let acct = r.account.expect("root exists");
         assert_eq!((acct.uid.as_str(), acct.primary.as_str()), ("0", "root"));
         assert_eq!(r.groups, pairs(&[("root", "root")]));

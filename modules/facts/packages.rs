@@ -252,7 +252,7 @@ impl Fact for Packages {
 mod tests {
     use super::*;
     use crate::module::{CommandOutput, ModuleError, Observed};
-    use crate::modules::facts::fixture;
+    use crate::modules::facts::{fixture, run_here};
 
     fn query(names: &[&str], latest: bool) -> PackageQuery {
         PackageQuery {
@@ -261,9 +261,12 @@ mod tests {
         }
     }
 
+    fn parse_output(q: &PackageQuery, stdout: &str) -> Packages {
+        Packages::parse(q, &Observation::Command(CommandOutput::ok(stdout))).unwrap()
+    }
+
     fn parse(names: &[&str], latest: bool, file: &str) -> Packages {
-        let out = CommandOutput::ok(&fixture(&format!("packages/{file}")));
-        Packages::parse(&query(names, latest), &Observation::Command(out)).unwrap()
+        parse_output(&query(names, latest), &fixture(&format!("packages/{file}")))
     }
 
     #[test]
@@ -295,21 +298,7 @@ mod tests {
     #[test]
     fn probe_runs_in_a_real_shell() {
         let q = query(&["sh", "no-such-package-kf"], true);
-        let Probe::Command(cmd) = Packages::probe(&q) else {
-            panic!()
-        };
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let seen = Observation::Command(CommandOutput::ok(&String::from_utf8_lossy(&out.stdout)));
-        let r = Packages::parse(&q, &seen).unwrap();
+        let r = Packages::parse(&q, &run_here(&Packages::probe(&q))).unwrap();
         assert!(!r.installed("no-such-package-kf"));
     }
 
@@ -371,11 +360,7 @@ mod tests {
     #[test]
     fn held_packages_are_not_upgradable() {
         let out = "mgr=apt\n[installed]\nvim\tvim\tamd64\thi \t9.0\n[policy]\nvim:\n  Installed: 9.0\n  Candidate: 9.1\n";
-        let r = Packages::parse(
-            &query(&["vim"], true),
-            &Observation::Command(CommandOutput::ok(out)),
-        )
-        .unwrap();
+        let r = parse_output(&query(&["vim"], true), out);
         assert_eq!(
             r.upgradable("vim"),
             Err("vim is held at 9.0 (9.1 available)".into())
@@ -385,11 +370,7 @@ mod tests {
     #[test]
     fn dnf_output() {
         let out = "mgr=dnf\n[installed]\npackage qemu-kvm is not installed\nbash.x86_64\tbash\tx86_64\tii\t5.1-9\n[upgrades]\nbash.x86_64\n";
-        let r = Packages::parse(
-            &query(&["bash", "qemu-kvm"], true),
-            &Observation::Command(CommandOutput::ok(out)),
-        )
-        .unwrap();
+        let r = parse_output(&query(&["bash", "qemu-kvm"], true), out);
         assert_eq!(r.manager, Manager::Dnf);
         assert!(r.installed("bash") && r.installed("bash.x86_64") && !r.installed("qemu-kvm"));
         assert_eq!(r.upgradable("bash"), Ok(true));

@@ -92,9 +92,9 @@ enum State {
     Latest,
 }
 
-/// A `package` task's arguments as given.
-#[derive(Deserialize)]
-struct Params {
+/// A `package` task's arguments, typed.
+#[derive(Debug, Deserialize)]
+pub struct Request {
     name: Vec<String>,
     state: State,
     update_cache: bool,
@@ -102,14 +102,14 @@ struct Params {
     install_recommends: Option<bool>,
 }
 
-/// A `package` task's arguments, checked, with the query its probe answers.
-#[derive(Debug)]
-pub struct Request {
-    query: PackageQuery,
-    state: State,
-    update_cache: bool,
-    cache_valid_time: i64,
-    install_recommends: Option<bool>,
+impl Request {
+    /// What the probe asks about: the packages and, for `latest`, their upgrades.
+    fn query(&self) -> PackageQuery {
+        PackageQuery {
+            names: self.name.clone(),
+            latest: self.state == State::Latest,
+        }
+    }
 }
 
 /// A plain package name, optionally with an architecture: nothing apt or dnf would read as a
@@ -134,11 +134,11 @@ impl Module for Package {
     }
 
     fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
-        let p: Params = args.parse()?;
-        if p.name.is_empty() {
+        let req: Request = args.parse()?;
+        if req.name.is_empty() {
             return Err(ArgError::invalid("name", "name lists no packages").into());
         }
-        if let Some(n) = p.name.iter().find(|n| !valid_name(n)) {
+        if let Some(n) = req.name.iter().find(|n| !valid_name(n)) {
             return Err(ArgError::invalid(
                 "name",
                 format!(
@@ -147,32 +147,23 @@ impl Module for Package {
             )
             .into());
         }
-        if p.cache_valid_time < 0 {
+        if req.cache_valid_time < 0 {
             return Err(ArgError::invalid(
                 "cache_valid_time",
                 "cache_valid_time must not be negative",
             )
             .into());
         }
-        Ok(Request {
-            query: PackageQuery {
-                names: p.name,
-                latest: p.state == State::Latest,
-            },
-            state: p.state,
-            update_cache: p.update_cache,
-            cache_valid_time: p.cache_valid_time,
-            install_recommends: p.install_recommends,
-        })
+        Ok(req)
     }
 
     fn probes(&self, req: &Request) -> Vec<Probe> {
-        vec![Packages::probe(&req.query)]
+        vec![Packages::probe(&req.query())]
     }
 
     fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
-        let r = observed.fact::<Packages>(&req.query)?;
-        let names = &req.query.names;
+        let r = observed.fact::<Packages>(&req.query())?;
+        let names = &req.name;
         let state = req.state;
         let apt = match r.manager {
             Manager::Apt => true,
@@ -365,7 +356,7 @@ mod tests {
     }
 
     fn observed(r: &Request, out: CommandOutput) -> Observed {
-        Observed::new().with_fact::<Packages>(&r.query, Observation::Command(out))
+        Observed::new().with_fact::<Packages>(&r.query(), Observation::Command(out))
     }
 
     fn plan(a: serde_json::Value, stdout: &str) -> Result<Plan, ModuleError> {

@@ -95,11 +95,12 @@ enum State {
     Absent,
 }
 
-/// A `user` task's arguments as given.
-#[derive(Deserialize)]
-struct Params {
+/// A `user` task's arguments, typed.
+#[derive(Debug, Deserialize)]
+pub struct Request {
     name: String,
     state: State,
+    /// Wanted supplementary groups (de-duplicated by `request`); `None` when not managed.
     groups: Option<Vec<String>>,
     append: bool,
     shell: Option<String>,
@@ -108,19 +109,14 @@ struct Params {
     remove: bool,
 }
 
-/// A `user` task's arguments, checked, with the query its probe answers.
-#[derive(Debug)]
-pub struct Request {
-    /// The login name and the wanted groups, to look up in one probe.
-    query: AccountQuery,
-    present: bool,
-    /// Wanted supplementary groups, de-duplicated; `None` when not managed.
-    groups: Option<Vec<String>>,
-    append: bool,
-    shell: Option<String>,
-    create_home: bool,
-    system: bool,
-    remove: bool,
+impl Request {
+    /// What the probe looks up: the user and, when managed, the wanted groups.
+    fn query(&self) -> AccountQuery {
+        AccountQuery {
+            user: self.name.clone(),
+            groups: self.groups.clone().unwrap_or_default(),
+        }
+    }
 }
 
 impl Module for User {
@@ -131,15 +127,15 @@ impl Module for User {
     }
 
     fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
-        let p: Params = args.parse()?;
-        let name = &p.name;
+        let mut req: Request = args.parse()?;
+        let name = &req.name;
         if !valid_name(name) {
             return Err(
                 ArgError::invalid("name", format!("{name:?} is not a valid user name")).into(),
             );
         }
-        let present = p.state == State::Present;
-        if present && p.remove {
+        let present = req.state == State::Present;
+        if present && req.remove {
             return Err(ArgError::conflict(
                 "remove",
                 "state",
@@ -149,9 +145,9 @@ impl Module for User {
         }
         if !present {
             let given = [
-                ("groups", p.groups.is_some()),
-                ("shell", p.shell.is_some()),
-                ("system", p.system),
+                ("groups", req.groups.is_some()),
+                ("shell", req.shell.is_some()),
+                ("system", req.system),
             ];
             if let Some((param, _)) = given.into_iter().find(|(_, given)| *given) {
                 return Err(ArgError::conflict(
@@ -162,50 +158,35 @@ impl Module for User {
                 .into());
             }
         }
-        if let Some(s) = &p.shell {
+        if let Some(s) = &req.shell {
             absolute_path("shell", s)?;
         }
-        let groups = match p.groups {
-            Some(list) => {
-                let mut gs: Vec<String> = Vec::new();
-                for g in list {
-                    if !valid_name(&g) {
-                        return Err(ArgError::invalid(
-                            "groups",
-                            format!("{g:?} is not a valid group name"),
-                        )
-                        .into());
-                    }
-                    if !gs.contains(&g) {
-                        gs.push(g);
-                    }
+        if let Some(list) = req.groups.take() {
+            let mut gs: Vec<String> = Vec::new();
+            for g in list {
+                if !valid_name(&g) {
+                    return Err(ArgError::invalid(
+                        "groups",
+                        format!("{g:?} is not a valid group name"),
+                    )
+                    .into());
                 }
-                Some(gs)
+                if !gs.contains(&g) {
+                    gs.push(g);
+                }
             }
-            None => None,
-        };
-        Ok(Request {
-            query: AccountQuery {
-                user: p.name,
-                groups: groups.clone().unwrap_or_default(),
-            },
-            present,
-            groups,
-            append: p.append,
-            shell: p.shell,
-            create_home: p.create_home,
-            system: p.system,
-            remove: p.remove,
-        })
+            req.groups = Some(gs);
+        }
+        Ok(req)
     }
 
     fn probes(&self, req: &Request) -> Vec<Probe> {
-        vec![UserAccount::probe(&req.query)]
+        vec![UserAccount::probe(&req.query())]
     }
 
     fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
-        let name = req.query.user.as_str();
-        let r = observed.fact::<UserAccount>(&req.query)?;
+        let name = req.name.as_str();
+        let r = observed.fact::<UserAccount>(&req.query())?;
         let mut plan = Plan::ok()
             .with_data("name", name)
             .with_data("exists", r.account.is_some());
@@ -218,7 +199,7 @@ impl Module for User {
         }
         let q = shell_quote(name);
 
-        if !req.present {
+        if req.state == State::Absent {
             if r.account.is_some() {
                 let (flag, what) = if req.remove {
                     (" -r", " and its home directory")
@@ -357,7 +338,7 @@ mod tests {
     }
 
     fn observed(r: &Request, out: CommandOutput) -> Observed {
-        Observed::new().with_fact::<UserAccount>(&r.query, Observation::Command(out))
+        Observed::new().with_fact::<UserAccount>(&r.query(), Observation::Command(out))
     }
 
     fn plan(a: serde_json::Value, stdout: &str) -> Result<Plan, ModuleError> {
