@@ -15,15 +15,19 @@ use crate::module::DynModule;
 /// Every built-in module, in the order `kvmforge modules` lists them.
 pub static ALL: &[&dyn DynModule] = &[
     &files::blockinfile::BlockInFile,
+    &system::command::Command,
     &files::copy::Copy,
     &files::file::File,
     &kernel::grub_cmdline::GrubCmdline,
     &kernel::kernel_module::KernelModule,
     &files::lineinfile::LineInFile,
+    &system::package::Package,
     &system::service::Service,
+    &system::command::Shell,
     &kernel::sysctl::Sysctl,
     &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,
+    &system::user::User,
 ];
 
 /// The module called `name`.

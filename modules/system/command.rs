@@ -5,10 +5,11 @@
 //! `creates`/`removes`, the only state these modules observe.
 
 use crate::module::{
-    shell_quote, Action, Change, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext,
-    Probe,
+    shell_quote, Action, ArgError, Change, Module, ModuleError, ModuleSpec, Observed, Plan,
+    PlanContext, Probe,
 };
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 
 pub struct Command;
 pub struct Shell;
@@ -158,8 +159,30 @@ fn join_quoted(words: &[String]) -> String {
         .join(" ")
 }
 
-/// What to run and the paths that decide whether to run it.
-struct Request {
+/// `command`'s arguments as given.
+#[derive(Deserialize)]
+struct CommandParams {
+    cmd: Option<String>,
+    argv: Option<Vec<String>>,
+    creates: Option<String>,
+    removes: Option<String>,
+    chdir: Option<String>,
+}
+
+/// `shell`'s arguments as given.
+#[derive(Deserialize)]
+struct ShellParams {
+    cmd: String,
+    executable: Option<String>,
+    creates: Option<String>,
+    removes: Option<String>,
+    chdir: Option<String>,
+}
+
+/// What to run and the paths that decide whether to run it: the request of both modules.
+#[derive(Debug)]
+pub struct Request {
+    /// The command line as `sh -c` runs it.
     cmd: String,
     chdir: Option<String>,
     creates: Option<String>,
@@ -168,111 +191,84 @@ struct Request {
 
 /// `creates`/`removes` relative to `chdir`, as Ansible resolves them; without `chdir` a relative
 /// path would depend on the login directory, so it is refused.
-fn guard_path(args: &Args, name: &str) -> Result<Option<String>, ModuleError> {
-    let Some(p) = args.str(name) else {
+fn guard_path(
+    name: &'static str,
+    value: Option<String>,
+    chdir: Option<&str>,
+) -> Result<Option<String>, ArgError> {
+    let Some(p) = value else {
         return Ok(None);
     };
     if p.is_empty() {
-        return Err(ModuleError::Args(format!("{name} must not be empty")));
+        return Err(ArgError::invalid(name, format!("{name} must not be empty")));
     }
     if p.starts_with('/') {
-        return Ok(Some(p.to_string()));
+        return Ok(Some(p));
     }
-    match args.str("chdir") {
+    match chdir {
         Some(dir) if dir.starts_with('/') => Ok(Some(format!("{}/{p}", dir.trim_end_matches('/')))),
-        _ => Err(ModuleError::Args(format!(
-            "{name} must be an absolute path (or relative to an absolute chdir)"
-        ))),
+        _ => Err(ArgError::invalid(
+            name,
+            format!("{name} must be an absolute path (or relative to an absolute chdir)"),
+        )),
     }
 }
 
-fn request(args: &Args, cmd: String) -> Result<Request, ModuleError> {
-    if cmd.trim().is_empty() {
-        return Err(ModuleError::Args("the command is empty".into()));
-    }
-    if let Some(dir) = args.str("chdir") {
-        if dir.is_empty() {
-            return Err(ModuleError::Args("chdir must not be empty".into()));
+impl Request {
+    /// The checks both modules share, once the command line is built.
+    fn new(
+        cmd: String,
+        chdir: Option<String>,
+        creates: Option<String>,
+        removes: Option<String>,
+    ) -> Result<Request, ArgError> {
+        if cmd.trim().is_empty() {
+            return Err(ArgError::invalid("cmd", "the command is empty"));
         }
+        if chdir.as_deref() == Some("") {
+            return Err(ArgError::invalid("chdir", "chdir must not be empty"));
+        }
+        Ok(Request {
+            creates: guard_path("creates", creates, chdir.as_deref())?,
+            removes: guard_path("removes", removes, chdir.as_deref())?,
+            cmd,
+            chdir,
+        })
     }
-    Ok(Request {
-        cmd,
-        chdir: args.str("chdir").map(str::to_string),
-        creates: guard_path(args, "creates")?,
-        removes: guard_path(args, "removes")?,
-    })
-}
 
-fn command_request(args: &Args) -> Result<Request, ModuleError> {
-    let cmd = match (args.str("cmd"), args.has("argv")) {
-        (Some(_), true) => {
-            return Err(ModuleError::Args(
-                "give either cmd or argv, not both".into(),
-            ))
-        }
-        (None, false) => return Err(ModuleError::Args("one of cmd or argv is required".into())),
-        (Some(line), false) => {
-            let words = split_words(line).map_err(ModuleError::Args)?;
-            if words.is_empty() {
-                return Err(ModuleError::Args("the command is empty".into()));
+    fn probes(&self) -> Vec<Probe> {
+        self.creates
+            .iter()
+            .chain(self.removes.iter())
+            .map(|p| Probe::File(p.clone()))
+            .collect()
+    }
+
+    /// Skip on `creates`/`removes` (checked in Ansible's order), else run.
+    fn plan(&self, observed: &Observed) -> Result<Plan, ModuleError> {
+        if let Some(p) = &self.creates {
+            if observed.file(p)?.exists() {
+                return Ok(skipped(format!("skipped, since {p} exists")));
             }
-            join_quoted(&words)
         }
-        (None, true) => {
-            let argv = args.list("argv");
-            if argv.is_empty() {
-                return Err(ModuleError::Args("argv is empty".into()));
+        if let Some(p) = &self.removes {
+            if !observed.file(p)?.exists() {
+                return Ok(skipped(format!("skipped, since {p} does not exist")));
             }
-            join_quoted(&argv)
         }
-    };
-    request(args, cmd)
-}
-
-fn shell_request(args: &Args) -> Result<Request, ModuleError> {
-    let cmd = args.req_str("cmd");
-    let cmd = match args.str("executable") {
-        Some(exe) if exe.trim().is_empty() => {
-            return Err(ModuleError::Args("executable must not be empty".into()))
-        }
-        Some(exe) => format!("{} -c {}", shell_quote(exe), shell_quote(cmd)),
-        None => cmd.to_string(),
-    };
-    request(args, cmd)
-}
-
-fn probes_for(r: &Request) -> Vec<Probe> {
-    r.creates
-        .iter()
-        .chain(r.removes.iter())
-        .map(|p| Probe::File(p.clone()))
-        .collect()
-}
-
-/// Skip on `creates`/`removes` (checked in Ansible's order), else run.
-fn plan_for(r: Request, observed: &Observed) -> Result<Plan, ModuleError> {
-    if let Some(p) = &r.creates {
-        if observed.file(p)?.exists() {
-            return Ok(skipped(format!("skipped, since {p} exists")));
-        }
+        let mut plan = Plan {
+            runs_unconditionally: true,
+            ..Plan::ok()
+        };
+        plan.change(
+            Change::new(format!("run {}", self.cmd)),
+            [Action::Run {
+                cmd: self.cmd.clone(),
+                chdir: self.chdir.clone(),
+            }],
+        );
+        Ok(plan.with_data("cmd", self.cmd.as_str()))
     }
-    if let Some(p) = &r.removes {
-        if !observed.file(p)?.exists() {
-            return Ok(skipped(format!("skipped, since {p} does not exist")));
-        }
-    }
-    let mut plan = Plan {
-        runs_unconditionally: true,
-        ..Plan::ok()
-    };
-    plan.change(
-        Change::new(format!("run {}", r.cmd)),
-        [Action::Run {
-            cmd: r.cmd.clone(),
-            chdir: r.chdir,
-        }],
-    );
-    Ok(plan.with_data("cmd", r.cmd))
 }
 
 fn skipped(msg: String) -> Plan {
@@ -284,54 +280,84 @@ fn skipped(msg: String) -> Plan {
 }
 
 impl Module for Command {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &COMMAND
     }
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        Ok(probes_for(&command_request(args)?))
+
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: CommandParams = args.parse()?;
+        let cmd = match (p.cmd, p.argv) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    ArgError::conflict("cmd", "argv", "give either cmd or argv, not both").into(),
+                )
+            }
+            (None, None) => {
+                return Err(ArgError::nothing_to_do("one of cmd or argv is required").into())
+            }
+            (Some(line), None) => {
+                let words = split_words(&line).map_err(|e| ArgError::invalid("cmd", e))?;
+                if words.is_empty() {
+                    return Err(ArgError::invalid("cmd", "the command is empty").into());
+                }
+                join_quoted(&words)
+            }
+            (None, Some(argv)) => {
+                if argv.is_empty() {
+                    return Err(ArgError::invalid("argv", "argv is empty").into());
+                }
+                join_quoted(&argv)
+            }
+        };
+        Ok(Request::new(cmd, p.chdir, p.creates, p.removes)?)
     }
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        plan_for(command_request(args)?, observed)
+
+    fn probes(&self, req: &Request) -> Vec<Probe> {
+        req.probes()
+    }
+
+    fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        req.plan(observed)
     }
 }
 
 impl Module for Shell {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SHELL
     }
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        Ok(probes_for(&shell_request(args)?))
+
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let p: ShellParams = args.parse()?;
+        let cmd = match p.executable {
+            Some(exe) if exe.trim().is_empty() => {
+                return Err(ArgError::invalid("executable", "executable must not be empty").into())
+            }
+            Some(exe) => format!("{} -c {}", shell_quote(&exe), shell_quote(&p.cmd)),
+            None => p.cmd,
+        };
+        Ok(Request::new(cmd, p.chdir, p.creates, p.removes)?)
     }
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        plan_for(shell_request(args)?, observed)
+
+    fn probes(&self, req: &Request) -> Vec<Probe> {
+        req.probes()
+    }
+
+    fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        req.plan(observed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::FileState;
+    use crate::module::{ArgErrorKind, FileState};
+    use crate::modules::testing::{arg_error, plan, req};
     use serde_json::json;
 
-    fn cargs(v: serde_json::Value) -> Args {
-        Args::from_json(COMMAND.params, v).unwrap()
-    }
-    fn sargs(v: serde_json::Value) -> Args {
-        Args::from_json(SHELL.params, v).unwrap()
-    }
-    fn ctx() -> PlanContext {
-        PlanContext::default()
-    }
     fn run_cmd(p: &Plan) -> &str {
         match &p.actions[..] {
             [Action::Run { cmd, .. }] => cmd,
@@ -377,8 +403,12 @@ mod tests {
 
     #[test]
     fn command_passes_shell_syntax_literally() {
-        let a = cargs(json!({"cmd": "echo $HOME | cat > /tmp/x; rm *"}));
-        let p = Command.plan(&a, &Observed::new(), &ctx()).unwrap();
+        let p = plan(
+            &Command,
+            json!({"cmd": "echo $HOME | cat > /tmp/x; rm *"}),
+            &Observed::new(),
+        )
+        .unwrap();
         assert_eq!(run_cmd(&p), "echo '$HOME' '|' cat '>' '/tmp/x;' rm '*'");
         assert!(p.runs_unconditionally);
         assert_eq!(p.changes[0].summary, format!("run {}", run_cmd(&p)));
@@ -386,15 +416,23 @@ mod tests {
 
     #[test]
     fn command_requotes_quoted_words() {
-        let a = cargs(json!({"cmd": "virsh net-start 'my net' \"it's\""}));
-        let p = Command.plan(&a, &Observed::new(), &ctx()).unwrap();
+        let p = plan(
+            &Command,
+            json!({"cmd": "virsh net-start 'my net' \"it's\""}),
+            &Observed::new(),
+        )
+        .unwrap();
         assert_eq!(run_cmd(&p), r"virsh net-start 'my net' 'it'\''s'");
     }
 
     #[test]
     fn argv_quotes_each_element() {
-        let a = cargs(json!({"argv": ["printf", "%s\n", "a b", "$(x)"], "chdir": "/srv"}));
-        let p = Command.plan(&a, &Observed::new(), &ctx()).unwrap();
+        let p = plan(
+            &Command,
+            json!({"argv": ["printf", "%s\n", "a b", "$(x)"], "chdir": "/srv"}),
+            &Observed::new(),
+        )
+        .unwrap();
         assert_eq!(
             p.actions,
             vec![Action::Run {
@@ -406,52 +444,59 @@ mod tests {
 
     #[test]
     fn shell_passes_cmd_unchanged() {
-        let a = sargs(json!({"cmd": "echo $HOME | cat"}));
-        let p = Shell.plan(&a, &Observed::new(), &ctx()).unwrap();
+        let p = plan(&Shell, json!({"cmd": "echo $HOME | cat"}), &Observed::new()).unwrap();
         assert_eq!(run_cmd(&p), "echo $HOME | cat");
         assert!(p.runs_unconditionally);
-        let a = sargs(json!({"cmd": "set -o pipefail; a | b", "executable": "/bin/bash"}));
-        let p = Shell.plan(&a, &Observed::new(), &ctx()).unwrap();
+        let p = plan(
+            &Shell,
+            json!({"cmd": "set -o pipefail; a | b", "executable": "/bin/bash"}),
+            &Observed::new(),
+        )
+        .unwrap();
         assert_eq!(run_cmd(&p), "/bin/bash -c 'set -o pipefail; a | b'");
     }
 
     #[test]
     fn creates_existing_skips_and_missing_runs() {
-        let a = cargs(json!({"cmd": "make install", "creates": "/usr/local/bin/x"}));
+        let a = req(
+            &Command,
+            json!({"cmd": "make install", "creates": "/usr/local/bin/x"}),
+        );
         assert_eq!(
-            Command.probes(&a, &ctx()).unwrap(),
+            Command.probes(&a),
             vec![Probe::File("/usr/local/bin/x".into())]
         );
         let obs = Observed::new().with_file("/usr/local/bin/x", FileState::file("bin"));
-        let p = Command.plan(&a, &obs, &ctx()).unwrap();
+        let p = Command.plan(&a, &obs).unwrap();
         assert!(!p.changed() && p.actions.is_empty() && !p.runs_unconditionally);
         assert_eq!(
             p.msg.as_deref(),
             Some("skipped, since /usr/local/bin/x exists")
         );
         let obs = Observed::new().with_file("/usr/local/bin/x", FileState::absent());
-        let p = Command.plan(&a, &obs, &ctx()).unwrap();
+        let p = Command.plan(&a, &obs).unwrap();
         assert_eq!(run_cmd(&p), "make install");
     }
 
     #[test]
     fn removes_missing_skips_and_existing_runs() {
-        let a = sargs(
+        let a = req(
+            &Shell,
             json!({"cmd": "rm -f stale.lock", "removes": "stale.lock", "chdir": "/var/run/x/"}),
         );
         assert_eq!(
-            Shell.probes(&a, &ctx()).unwrap(),
+            Shell.probes(&a),
             vec![Probe::File("/var/run/x/stale.lock".into())]
         );
         let obs = Observed::new().with_file("/var/run/x/stale.lock", FileState::absent());
-        let p = Shell.plan(&a, &obs, &ctx()).unwrap();
+        let p = Shell.plan(&a, &obs).unwrap();
         assert!(!p.changed());
         assert_eq!(
             p.msg.as_deref(),
             Some("skipped, since /var/run/x/stale.lock does not exist")
         );
         let obs = Observed::new().with_file("/var/run/x/stale.lock", FileState::file(""));
-        let p = Shell.plan(&a, &obs, &ctx()).unwrap();
+        let p = Shell.plan(&a, &obs).unwrap();
         assert_eq!(
             p.actions,
             vec![Action::Run {
@@ -463,35 +508,46 @@ mod tests {
 
     #[test]
     fn unobserved_guard_is_an_error_not_a_run() {
-        let a = cargs(json!({"cmd": "true", "creates": "/x"}));
+        let a = req(&Command, json!({"cmd": "true", "creates": "/x"}));
         assert!(matches!(
-            Command.plan(&a, &Observed::new(), &ctx()),
+            Command.plan(&a, &Observed::new()),
             Err(ModuleError::NotObserved(_))
         ));
     }
 
     #[test]
     fn bad_arguments_are_caught_before_contact() {
-        for v in [
-            json!({"cmd": "a", "argv": ["a"]}),
-            json!({}),
-            json!({"cmd": "   "}),
-            json!({"cmd": "echo 'x"}),
-            json!({"argv": []}),
-            json!({"cmd": "a", "creates": "relative"}),
-            json!({"cmd": "a", "removes": "x", "chdir": "rel"}),
+        let invalid = ArgErrorKind::Invalid;
+        for (v, kind, param) in [
+            (
+                json!({"cmd": "a", "argv": ["a"]}),
+                ArgErrorKind::Conflict { with: "argv" },
+                "cmd",
+            ),
+            (json!({}), ArgErrorKind::NothingToDo, ""),
+            (json!({"cmd": "   "}), invalid, "cmd"),
+            (json!({"cmd": "echo 'x"}), invalid, "cmd"),
+            (json!({"argv": []}), invalid, "argv"),
+            (
+                json!({"cmd": "a", "creates": "relative"}),
+                invalid,
+                "creates",
+            ),
+            (
+                json!({"cmd": "a", "removes": "x", "chdir": "rel"}),
+                invalid,
+                "removes",
+            ),
         ] {
-            assert!(
-                matches!(
-                    Command.probes(&cargs(v.clone()), &ctx()),
-                    Err(ModuleError::Args(_))
-                ),
-                "{v}"
-            );
+            let e = arg_error(&Command, v.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{v}");
         }
-        assert!(Shell.probes(&sargs(json!({"cmd": ""})), &ctx()).is_err());
-        assert!(Shell
-            .probes(&sargs(json!({"cmd": "x", "executable": ""})), &ctx())
-            .is_err());
+        for (v, param) in [
+            (json!({"cmd": ""}), "cmd"),
+            (json!({"cmd": "x", "executable": ""}), "executable"),
+        ] {
+            let e = arg_error(&Shell, v.clone());
+            assert_eq!((e.kind, e.param), (invalid, param), "{v}");
+        }
     }
 }

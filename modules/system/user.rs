@@ -2,13 +2,16 @@
 //!
 //! Group membership is the point for hypervisors (the people who manage guests need `libvirt`,
 //! `kvm`, ...), so it is observed precisely: the account, its groups as `id` resolves them, and
-//! every wanted group, all in one probe.
+//! every wanted group, all in one probe (the [`UserAccount`] fact).
 
 use crate::module::{
-    shell_quote, Action, Change, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext,
-    Probe,
+    shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observed, Plan,
+    PlanContext, Probe,
 };
+use crate::modules::checks::absolute_path;
+use crate::modules::facts::accounts::{AccountQuery, UserAccount};
 use crate::params::{Args, ParamKind, ParamSpec};
+use serde::Deserialize;
 use serde_json::Value;
 
 pub struct User;
@@ -84,175 +87,106 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
-struct Request<'a> {
-    name: &'a str,
-    present: bool,
-    /// Wanted supplementary groups, de-duplicated; `None` when not managed.
+/// The state asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    Present,
+    Absent,
+}
+
+/// A `user` task's arguments, typed.
+#[derive(Debug, Deserialize)]
+pub struct Request {
+    name: String,
+    state: State,
+    /// Wanted supplementary groups (de-duplicated by `request`); `None` when not managed.
     groups: Option<Vec<String>>,
+    append: bool,
+    shell: Option<String>,
+    create_home: bool,
+    system: bool,
+    remove: bool,
 }
 
-fn request(args: &Args) -> Result<Request<'_>, ModuleError> {
-    let name = args.req_str("name");
-    if !valid_name(name) {
-        return Err(ModuleError::Args(format!(
-            "{name:?} is not a valid user name"
-        )));
-    }
-    let present = args.req_str("state") == "present";
-    if present && args.bool("remove") {
-        return Err(ModuleError::Args(
-            "remove only applies to state: absent".into(),
-        ));
-    }
-    if !present {
-        if let Some(p) = ["groups", "shell"].into_iter().find(|p| args.has(p)) {
-            return Err(ModuleError::Args(format!(
-                "{p} has no meaning with state: absent"
-            )));
-        }
-        if args.bool("system") {
-            return Err(ModuleError::Args(
-                "system has no meaning with state: absent".into(),
-            ));
+impl Request {
+    /// What the probe looks up: the user and, when managed, the wanted groups.
+    fn query(&self) -> AccountQuery {
+        AccountQuery {
+            user: self.name.clone(),
+            groups: self.groups.clone().unwrap_or_default(),
         }
     }
-    if let Some(s) = args.str("shell") {
-        if !s.starts_with('/') {
-            return Err(ModuleError::Args(format!(
-                "shell must be an absolute path, got {s:?}"
-            )));
-        }
-    }
-    let groups = if args.has("groups") {
-        let mut gs: Vec<String> = Vec::new();
-        for g in args.list("groups") {
-            if !valid_name(&g) {
-                return Err(ModuleError::Args(format!(
-                    "{g:?} is not a valid group name"
-                )));
-            }
-            if !gs.contains(&g) {
-                gs.push(g);
-            }
-        }
-        Some(gs)
-    } else {
-        None
-    };
-    Ok(Request {
-        name,
-        present,
-        groups,
-    })
-}
-
-/// One probe: `passwd`, `primary`, `groups` lines when the user exists, then `group WANTED ENTRY`
-/// or `nogroup WANTED` per wanted group. Tab separated.
-fn probe_cmd(r: &Request) -> String {
-    let n = shell_quote(r.name);
-    let mut s = String::from(
-        "command -v getent >/dev/null 2>&1 || { echo 'getent not found' >&2; exit 3; }; ",
-    );
-    s += &format!(
-        "if e=$(getent passwd {n}); then printf 'passwd\\t%s\\n' \"$e\"; \
-printf 'primary\\t%s\\n' \"$(id -gn {n})\"; printf 'groups\\t%s\\n' \"$(id -nG {n})\"; fi"
-    );
-    if let Some(gs) = r.groups.as_ref().filter(|g| r.present && !g.is_empty()) {
-        let list = gs
-            .iter()
-            .map(|g| shell_quote(g))
-            .collect::<Vec<_>>()
-            .join(" ");
-        s += &format!(
-            "; for g in {list}; do if e=$(getent group \"$g\"); then printf 'group\\t%s\\t%s\\n' \"$g\" \"$e\"; \
-else printf 'nogroup\\t%s\\n' \"$g\"; fi; done"
-        );
-    }
-    s
-}
-
-#[derive(Debug, Default)]
-struct Account {
-    uid: String,
-    home: String,
-    shell: String,
-    primary: String,
-    groups: Vec<String>,
-}
-
-#[derive(Debug, Default)]
-struct Report {
-    account: Option<Account>,
-    /// Wanted group → its name on the host (a numeric request resolves to the group's name).
-    groups: Vec<(String, String)>,
-    unknown_groups: Vec<String>,
-}
-
-fn parse(name: &str, out: &str) -> Result<Report, ModuleError> {
-    let mut r = Report::default();
-    let mut account = Account::default();
-    let mut seen = false;
-    for line in out.lines() {
-        let (kind, rest) = line.split_once('\t').unwrap_or((line, ""));
-        match kind {
-            "passwd" => {
-                let f: Vec<&str> = rest.split(':').collect();
-                // getent looks a numeric key up as a UID: only an entry with this name counts.
-                if f.len() >= 7 && f[0] == name {
-                    account.uid = f[2].into();
-                    account.home = f[5].into();
-                    account.shell = f[6].into();
-                    seen = true;
-                }
-            }
-            "primary" => account.primary = rest.trim().into(),
-            "groups" => account.groups = rest.split_whitespace().map(str::to_string).collect(),
-            "group" => {
-                let (wanted, entry) = rest.split_once('\t').unwrap_or((rest, ""));
-                let actual = entry.split(':').next().unwrap_or_default();
-                if actual.is_empty() {
-                    return Err(ModuleError::Host(format!(
-                        "unexpected group entry for {wanted}: {entry:?}"
-                    )));
-                }
-                r.groups.push((wanted.into(), actual.into()));
-            }
-            "nogroup" => r.unknown_groups.push(rest.into()),
-            _ => {}
-        }
-    }
-    if seen {
-        r.account = Some(account);
-    }
-    Ok(r)
 }
 
 impl Module for User {
+    type Request = Request;
+
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
     }
 
-    fn probes(&self, args: &Args, _ctx: &PlanContext) -> Result<Vec<Probe>, ModuleError> {
-        Ok(vec![Probe::Command(probe_cmd(&request(args)?))])
+    fn request(&self, args: Args, _ctx: &PlanContext) -> Result<Request, ModuleError> {
+        let mut req: Request = args.parse()?;
+        let name = &req.name;
+        if !valid_name(name) {
+            return Err(
+                ArgError::invalid("name", format!("{name:?} is not a valid user name")).into(),
+            );
+        }
+        let present = req.state == State::Present;
+        if present && req.remove {
+            return Err(ArgError::conflict(
+                "remove",
+                "state",
+                "remove only applies to state: absent",
+            )
+            .into());
+        }
+        if !present {
+            let given = [
+                ("groups", req.groups.is_some()),
+                ("shell", req.shell.is_some()),
+                ("system", req.system),
+            ];
+            if let Some((param, _)) = given.into_iter().find(|(_, given)| *given) {
+                return Err(ArgError::conflict(
+                    param,
+                    "state",
+                    format!("{param} has no meaning with state: absent"),
+                )
+                .into());
+            }
+        }
+        if let Some(s) = &req.shell {
+            absolute_path("shell", s)?;
+        }
+        if let Some(list) = req.groups.take() {
+            let mut gs: Vec<String> = Vec::new();
+            for g in list {
+                if !valid_name(&g) {
+                    return Err(ArgError::invalid(
+                        "groups",
+                        format!("{g:?} is not a valid group name"),
+                    )
+                    .into());
+                }
+                if !gs.contains(&g) {
+                    gs.push(g);
+                }
+            }
+            req.groups = Some(gs);
+        }
+        Ok(req)
     }
 
-    fn plan(
-        &self,
-        args: &Args,
-        observed: &Observed,
-        _ctx: &PlanContext,
-    ) -> Result<Plan, ModuleError> {
-        let req = request(args)?;
-        let name = req.name;
-        let out = observed.command(&probe_cmd(&req))?;
-        if out.rc != 0 {
-            return Err(ModuleError::Host(format!(
-                "user probe failed (rc {}): {}",
-                out.rc,
-                out.stderr.trim()
-            )));
-        }
-        let r = parse(name, &out.stdout)?;
+    fn probes(&self, req: &Request) -> Vec<Probe> {
+        vec![UserAccount::probe(&req.query())]
+    }
+
+    fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
+        let name = req.name.as_str();
+        let r = observed.fact::<UserAccount>(&req.query())?;
         let mut plan = Plan::ok()
             .with_data("name", name)
             .with_data("exists", r.account.is_some());
@@ -265,9 +199,9 @@ impl Module for User {
         }
         let q = shell_quote(name);
 
-        if !req.present {
+        if req.state == State::Absent {
             if r.account.is_some() {
-                let (flag, what) = if args.bool("remove") {
+                let (flag, what) = if req.remove {
                     (" -r", " and its home directory")
                 } else {
                     ("", "")
@@ -308,16 +242,12 @@ impl Module for User {
                 Some(names)
             }
         };
-        let shell = args.str("shell");
+        let shell = req.shell.as_deref();
 
         let Some(account) = &r.account else {
             let mut cmd = String::from("useradd");
-            cmd += if args.bool("create_home") {
-                " -m"
-            } else {
-                " -M"
-            };
-            if args.bool("system") {
+            cmd += if req.create_home { " -m" } else { " -M" };
+            if req.system {
                 cmd += " -r";
             }
             if let Some(s) = shell {
@@ -343,7 +273,7 @@ impl Module for User {
         }
 
         if let Some(want) = wanted {
-            if args.bool("append") {
+            if req.append {
                 let add: Vec<String> = want
                     .iter()
                     .filter(|g| !account.groups.contains(g))
@@ -393,13 +323,10 @@ impl Module for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::module::CommandOutput;
-    use crate::modules::support::sim::runs;
+    use crate::module::{ArgErrorKind, CommandOutput, Observation};
+    use crate::modules::facts::fixture;
+    use crate::modules::testing::{arg_error, req, runs};
     use serde_json::json;
-
-    fn args(v: serde_json::Value) -> Args {
-        Args::from_json(SPEC.params, v).unwrap()
-    }
 
     const OPS: &str =
         "passwd\tops:x:1001:1001:Ops:/home/ops:/bin/sh\nprimary\tops\ngroups\tops sudo kvm\n";
@@ -410,43 +337,36 @@ mod tests {
             .collect()
     }
 
+    fn observed(r: &Request, out: CommandOutput) -> Observed {
+        Observed::new().with_fact::<UserAccount>(&r.query(), Observation::Command(out))
+    }
+
     fn plan(a: serde_json::Value, stdout: &str) -> Result<Plan, ModuleError> {
-        let a = args(a);
-        let cmd = probe_cmd(&request(&a).unwrap());
-        let obs = Observed::new().with_command(&cmd, CommandOutput::ok(stdout));
-        User.plan(&a, &obs, &PlanContext::default())
+        let r = req(&User, a);
+        User.plan(&r, &observed(&r, CommandOutput::ok(stdout)))
     }
 
     #[test]
-    fn probe_quotes_and_lists_wanted_groups() {
-        let a = args(json!({"name": "ops", "groups": ["libvirt", "kvm", "kvm"]}));
-        let [Probe::Command(c)] = &User.probes(&a, &PlanContext::default()).unwrap()[..] else {
+    fn probe_looks_up_the_user_and_wanted_groups() {
+        let r = req(
+            &User,
+            json!({"name": "ops", "groups": ["libvirt", "kvm", "kvm"]}),
+        );
+        let query = AccountQuery {
+            user: "ops".into(),
+            groups: vec!["libvirt".into(), "kvm".into()],
+        };
+        assert_eq!(User.probes(&r), vec![UserAccount::probe(&query)]);
+        let [Probe::Command(c)] = &User.probes(&r)[..] else {
             panic!()
         };
         assert!(c.contains("getent passwd ops)"), "{c}");
         assert!(c.contains("for g in libvirt kvm; do"), "{c}");
-        let a = args(json!({"name": "ops", "state": "absent"}));
-        let [Probe::Command(c)] = &User.probes(&a, &PlanContext::default()).unwrap()[..] else {
+        let r = req(&User, json!({"name": "ops", "state": "absent"}));
+        let [Probe::Command(c)] = &User.probes(&r)[..] else {
             panic!()
         };
         assert!(!c.contains("getent group"), "{c}");
-    }
-
-    #[test]
-    fn probe_runs_in_a_real_shell() {
-        let a = args(json!({"name": "root", "groups": ["root", "no-such-group-kf"]}));
-        let cmd = probe_cmd(&request(&a).unwrap());
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let r = parse("root", &String::from_utf8_lossy(&out.stdout)).unwrap();
-        let acct = r.account.expect("root exists");
-        assert_eq!((acct.uid.as_str(), acct.primary.as_str()), ("0", "root"));
-        assert_eq!(r.groups, vec![("root".to_string(), "root".to_string())]);
-        assert_eq!(r.unknown_groups, vec!["no-such-group-kf"]);
     }
 
     #[test]
@@ -589,33 +509,62 @@ mod tests {
     }
 
     #[test]
-    fn probe_failure_is_a_host_error() {
-        let a = args(json!({"name": "ops"}));
-        let cmd = probe_cmd(&request(&a).unwrap());
-        let obs = Observed::new().with_command(&cmd, CommandOutput::failed(3, "getent not found"));
-        let e = User.plan(&a, &obs, &PlanContext::default()).unwrap_err();
+    fn probe_failure_fails_the_task() {
+        let r = req(&User, json!({"name": "ops"}));
+        let obs = observed(&r, CommandOutput::failed(3, "getent not found"));
+        let e = User.plan(&r, &obs).unwrap_err();
         assert!(e.to_string().contains("getent not found"), "{e}");
     }
 
     #[test]
     fn bad_arguments_are_caught_before_contact() {
-        let ctx = PlanContext::default();
-        for v in [
-            json!({"name": "-rf"}),
-            json!({"name": "a b"}),
-            json!({"name": "ops", "groups": ["ok", "x;y"]}),
-            json!({"name": "ops", "remove": true}),
-            json!({"name": "ops", "state": "absent", "groups": ["kvm"]}),
-            json!({"name": "ops", "state": "absent", "system": true}),
-            json!({"name": "ops", "shell": "bash"}),
+        let conflict = ArgErrorKind::Conflict { with: "state" };
+        for (v, kind, param) in [
+            (json!({"name": "-rf"}), ArgErrorKind::Invalid, "name"),
+            (json!({"name": "a b"}), ArgErrorKind::Invalid, "name"),
+            (
+                json!({"name": "ops", "groups": ["ok", "x;y"]}),
+                ArgErrorKind::Invalid,
+                "groups",
+            ),
+            (json!({"name": "ops", "remove": true}), conflict, "remove"),
+            (
+                json!({"name": "ops", "state": "absent", "groups": ["kvm"]}),
+                conflict,
+                "groups",
+            ),
+            (
+                json!({"name": "ops", "state": "absent", "system": true}),
+                conflict,
+                "system",
+            ),
+            (
+                json!({"name": "ops", "shell": "bash"}),
+                ArgErrorKind::Invalid,
+                "shell",
+            ),
         ] {
-            assert!(
-                matches!(
-                    User.probes(&args(v.clone()), &ctx),
-                    Err(ModuleError::Args(_))
-                ),
-                "{v}"
-            );
+            let e = arg_error(&User, v.clone());
+            assert_eq!((e.kind, e.param), (kind, param), "{v}");
         }
+    }
+
+    #[test]
+    fn lab_host_accounts() {
+        let out = fixture("user_account/ops-groups.txt");
+        let p = plan(json!({"name": "ops", "groups": ["sudo", "100"]}), &out).unwrap();
+        assert!(!p.changed(), "{:?}", p.changes);
+        assert_eq!(p.data["uid"], json!("1002"));
+        let e = plan(json!({"name": "ops", "groups": ["libvirt"]}), &out).unwrap_err();
+        assert!(
+            e.to_string().starts_with("group libvirt does not exist"),
+            "{e}"
+        );
+        let out = fixture("user_account/missing-user.txt");
+        let p = plan(json!({"name": "nosuchuser", "groups": ["sudo"]}), &out).unwrap();
+        assert_eq!(runs(&p), vec!["useradd -m -G sudo nosuchuser"]);
+        let out = fixture("user_account/uid-lookalike.txt");
+        let p = plan(json!({"name": "0"}), &out).unwrap();
+        assert_eq!(runs(&p), vec!["useradd -m 0"]);
     }
 }
