@@ -91,13 +91,6 @@ pub struct Attrs {
 }
 
 impl Attrs {
-    pub fn from_args(args: &Args) -> Self {
-        Attrs {
-            mode: args.mode("mode"),
-            owner: args.str("owner").map(str::to_string),
-            group: args.str("group").map(str::to_string),
-        }
-    }
     /// The changes needed to bring an existing path's attributes to these.
     pub fn differences(&self, state: &FileState) -> Vec<String> {
         let mut out = Vec::new();
