@@ -179,7 +179,7 @@ mod tests {
             ("z", "unexpected"),
         ] {
             match o.fact::<UnitState>(unit) {
-                Err(ModuleError::Observe(m)) => assert!(m.contains(says), "{m}"),
+                Err(ModuleError::Host(m)) => assert!(m.contains(says), "{m}"),
                 other => panic!("{other:?}"),
             }
         }

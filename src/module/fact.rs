@@ -21,8 +21,9 @@ pub trait Fact: Sized + Send + Sync + 'static {
     type Key: ?Sized;
     /// The probe that observes it. Must not change the host: it also runs in check mode.
     fn probe(key: &Self::Key) -> Probe;
-    /// Parse what the probe saw. An `Err` says what was unexpected; it fails the task that asked
-    /// (as an observation error naming the fact and the probe).
+    /// Parse what the probe saw. An `Err` says, for the user, how the host differs from what the
+    /// fact expects (`systemctl not found: this host does not run systemd`); it fails the task
+    /// that asked as a [`ModuleError::Host`](super::ModuleError::Host).
     fn parse(key: &Self::Key, seen: &Observation) -> Result<Self, String>;
 }
 
@@ -98,21 +99,15 @@ mod tests {
     }
 
     #[test]
-    fn failures_name_the_fact_and_probe() {
+    fn parse_failures_are_host_states_and_probe_failures_observation_errors() {
         let o = Observed::new()
             .with_fact::<Words>("x", Observation::Command(CommandOutput::ok("!")))
             .with_fact::<Words>("y", Observation::Command(CommandOutput::failed(1, "no\n")))
             .with_fact::<Words>("z", Observation::Error("permission denied".into()));
         let e = o.fact::<Words>("x").unwrap_err();
-        assert_eq!(
-            e,
-            ModuleError::Observe("words (command `echo x`): a bang".into())
-        );
+        assert_eq!(e, ModuleError::Host("a bang".into()));
         let e = o.fact::<Words>("y").unwrap_err();
-        assert_eq!(
-            e,
-            ModuleError::Observe("words (command `echo y`): exit code 1: no".into())
-        );
+        assert_eq!(e, ModuleError::Host("exit code 1: no".into()));
         assert!(
             matches!(o.fact::<Words>("z"), Err(ModuleError::Observe(m)) if m.contains("permission denied"))
         );
