@@ -173,7 +173,7 @@ mod tests {
             Observation::Command(CommandOutput::failed(127, "sh: 1: bridge: not found\n")),
         );
         match o.fact::<BridgeFdb>(&()) {
-            Err(ModuleError::Observe(m)) => assert!(m.contains("bridge: not found"), "{m}"),
+            Err(ModuleError::Host(m)) => assert!(m.contains("bridge: not found"), "{m}"),
             other => panic!("{other:?}"),
         }
         let e =

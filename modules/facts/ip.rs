@@ -918,7 +918,7 @@ mod tests {
             .with_fact::<IpAddrs>(&(), Observation::Command(CommandOutput::ok("Usage: ip")))
             .with_fact::<IpRoutes>(&(), Observation::Command(CommandOutput::ok("[]\n")));
         let fails = |r: Result<(), ModuleError>, says: &str| match r {
-            Err(ModuleError::Observe(m)) => assert!(m.contains(says), "{m}"),
+            Err(ModuleError::Host(m)) => assert!(m.contains(says), "{m}"),
             other => panic!("{other:?}"),
         };
         fails(o.fact::<IpLinks>(&()).map(drop), "ip: not found");

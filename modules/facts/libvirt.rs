@@ -663,7 +663,7 @@ mod tests {
         assert_eq!(o.fact::<LibvirtNetwork>("nosuch").unwrap().get(), None);
         assert_eq!(o.fact::<LibvirtPool>("nosuch").unwrap().get(), None);
         let fails = |e: ModuleError, says: &str| match e {
-            ModuleError::Observe(m) => assert!(m.contains(says), "{m}"),
+            ModuleError::Host(m) => assert!(m.contains(says), "{m}"),
             other => panic!("{other:?}"),
         };
         fails(

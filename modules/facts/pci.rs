@@ -252,7 +252,7 @@ mod tests {
             )),
         );
         match o.fact::<PciTree>(&()) {
-            Err(ModuleError::Observe(m)) => {
+            Err(ModuleError::Host(m)) => {
                 assert!(m.contains("unexpected PCI device line"), "{m}")
             }
             other => panic!("{other:?}"),
