@@ -1,8 +1,8 @@
 //! The built-in modules, grouped by family in folders (`files/`, `system/`, `kernel/`), with the
-//! typed facts they share in `facts/`. Every module is a pure planner (see [`crate::module`]);
+//! typed facts they share in `facts/` and the request pieces they share in `args.rs`. Every module is a pure planner (see [`crate::module`]);
 //! this file only lists them.
 
-pub mod checks;
+pub mod args;
 pub mod facts;
 pub mod files;
 pub mod kernel;

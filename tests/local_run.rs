@@ -277,6 +277,46 @@ fn registered_results_when_and_loops() {
     assert_eq!(site.file("summary").as_deref(), Some("changed=true n=3\n"));
 }
 
+/// Validation renders every task once and the run reuses that rendering only when nothing it
+/// used can still change: a variable that a later `register` replaces, or one whose template
+/// waits for facts, must be rendered again when the task runs.
+#[test]
+fn renderings_reused_only_when_final() {
+    let site = Site::new(
+        r#"
+- hosts: localhost
+  vars:
+    out: from the play
+    kernel_line: "kernel={{ facts.kernel }}"
+    fixed: plain
+  tasks:
+    - name: fixed content
+      copy: { dest: "{{ root }}/fixed", content: "{{ fixed }}\n" }
+    - name: replace a variable with a result
+      command: echo from the command
+      register: out
+      changed_when: false
+    - name: the registered value
+      copy: { dest: "{{ root }}/out", content: "{{ out.stdout }}\n" }
+    - name: a variable waiting for facts
+      copy: { dest: "{{ root }}/kernel", content: "{{ kernel_line }}\n" }
+      changed_when: "{{ eq facts.kernel facts.kernel }}"
+"#,
+    );
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let uname = Command::new("uname").arg("-r").output().unwrap();
+    let kernel = String::from_utf8_lossy(&uname.stdout).trim().to_string();
+    assert_eq!(site.file("fixed").as_deref(), Some("plain\n"));
+    assert_eq!(site.file("out").as_deref(), Some("from the command\n"));
+    assert_eq!(
+        site.file("kernel"),
+        Some(format!("kernel={kernel}\n")),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn magic_variables_in_arguments_and_template_files() {
     let site = Site::new(

@@ -1,9 +1,10 @@
 //! `blockinfile`: a block of lines between marker lines in a file.
 
-use super::edit::{self, InsertAt, Lines, Presence};
+use super::edit::{self, InsertAt, Lines};
 use crate::module::{
     ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
+use crate::modules::args::Presence;
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
 

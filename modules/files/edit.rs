@@ -5,15 +5,6 @@ use crate::module::{
     Action, ArgError, Attrs, Change, FileKind, FileState, ModuleError, Observed, Plan,
 };
 
-/// The `state: present|absent` choice of the modules that put something in a file or take it
-/// out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Presence {
-    Present,
-    Absent,
-}
-
 /// Plan for `path` to hold exactly `desired` with `attrs`: a write (with a diff) when the content
 /// differs or the file is missing, an attribute change when only those differ, nothing otherwise.
 pub fn ensure_content(

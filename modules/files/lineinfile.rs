@@ -1,9 +1,10 @@
 //! `lineinfile`: one line in a file is present (or replaced), or lines are absent.
 
-use super::edit::{self, InsertAt, Lines, Presence};
+use super::edit::{self, InsertAt, Lines};
 use crate::module::{
     ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
+use crate::modules::args::Presence;
 use crate::params::{Args, ParamKind, ParamSpec};
 use regex::bytes::{Captures, Regex};
 use serde::Deserialize;

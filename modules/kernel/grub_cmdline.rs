@@ -6,12 +6,12 @@
 //! grub.cfg only when a file changed, and compares the wanted arguments with /proc/cmdline to
 //! tell whether the running kernel has them yet.
 
-use super::State;
 use crate::module::{
     shell_quote, Action, ArgError, Attrs, Change, Fact, FileState, Module, ModuleError, ModuleSpec,
     Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::checks;
+use crate::modules::args;
+use crate::modules::args::Presence;
 use crate::modules::facts::grub::GrubTools;
 use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
@@ -120,7 +120,7 @@ impl Variable {
 #[derive(Deserialize)]
 struct Params {
     args: Vec<String>,
-    state: State,
+    state: Presence,
     variable: Variable,
     dropin: String,
     default_file: String,
@@ -482,9 +482,9 @@ impl Module for GrubCmdline {
             _ => Some(p.dropin),
         };
         if let Some(d) = &dropin {
-            checks::absolute_path("dropin", d)?;
+            args::absolute_path("dropin", d)?;
         }
-        checks::absolute_path("default_file", &p.default_file)?;
+        args::absolute_path("default_file", &p.default_file)?;
         if let Some(d) = &dropin {
             if !d.ends_with(".cfg") {
                 return Err(ArgError::invalid(
@@ -506,7 +506,7 @@ impl Module for GrubCmdline {
         }
         Ok(Request {
             args: p.args,
-            present: p.state == State::Present,
+            present: p.state == Presence::Present,
             var: p.variable.name(),
             dropin,
             default_file: p.default_file,

@@ -6,11 +6,12 @@
 //! module can only change by reloading it, which fails while it is in use (kvm_intel with VMs
 //! running), so that is opt-in.
 
-use super::{module_name, State};
+use super::module_name;
 use crate::module::{
     shell_quote, Action, ArgError, Attrs, Change, Fact, FileKind, Module, ModuleError, ModuleSpec,
     Observed, Plan, PlanContext, Probe,
 };
+use crate::modules::args::Presence;
 use crate::modules::facts::kmod::{ModuleQuery, ModuleState};
 use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
@@ -81,7 +82,7 @@ may still load it.",
 #[derive(Deserialize)]
 struct Params {
     name: String,
-    state: State,
+    state: Presence,
     params: Option<String>,
     persistent: bool,
     reload: bool,
@@ -194,7 +195,7 @@ impl Module for KernelModule {
                 .into());
             }
         }
-        let present = p.state == State::Present;
+        let present = p.state == Presence::Present;
         if !present && !params.is_empty() {
             return Err(ArgError::conflict(
                 "params",

@@ -7,15 +7,6 @@ pub mod sysctl_bridge;
 pub mod sysctl_keys;
 
 use crate::module::ArgError;
-use serde::Deserialize;
-
-/// The `state` parameter every module of the family takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Present,
-    Absent,
-}
 
 /// A kernel module name as modprobe takes it, in its canonical form (underscores: how the
 /// kernel, /proc/modules, /sys/module and udev name it). The kernel makes module names from

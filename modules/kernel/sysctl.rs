@@ -5,11 +5,11 @@
 //! written but never applied, is corrected on exactly the side that drifted.
 
 use super::sysctl_keys::{self, Drift};
-use super::State;
 use crate::module::{
     ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
-use crate::modules::checks;
+use crate::modules::args;
+use crate::modules::args::Presence;
 use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
@@ -83,7 +83,7 @@ the `sysctl` command (procps).",
 struct Params {
     name: String,
     value: Option<String>,
-    state: State,
+    state: Presence,
     sysctl_file: String,
     reload: bool,
 }
@@ -205,8 +205,8 @@ impl Module for Sysctl {
         let name = p.name.trim();
         let path = key_path(name)?;
         let value = match (p.state, p.value) {
-            (State::Absent, _) => None,
-            (State::Present, None) => {
+            (Presence::Absent, _) => None,
+            (Presence::Present, None) => {
                 return Err(ArgError::requires(
                     "state",
                     "value",
@@ -214,7 +214,7 @@ impl Module for Sysctl {
                 )
                 .into())
             }
-            (State::Present, Some(v)) => {
+            (Presence::Present, Some(v)) => {
                 let v = normalise_value(&v);
                 if v.is_empty() {
                     return Err(
@@ -224,7 +224,7 @@ impl Module for Sysctl {
                 Some(v)
             }
         };
-        checks::absolute_path("sysctl_file", &p.sysctl_file)?;
+        args::absolute_path("sysctl_file", &p.sysctl_file)?;
         Ok(Request {
             dotted: sysctl_keys::sysctl_dotted(name),
             path,

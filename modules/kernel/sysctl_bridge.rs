@@ -7,11 +7,12 @@
 //! Kubernetes load it on demand), so a sysctl.d file alone is not enough: a udev rule re-applies it
 //! whenever the module appears.
 
+use super::module_name;
 use super::sysctl_keys::{self, Drift};
-use super::{module_name, State};
 use crate::module::{
     Action, ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
 };
+use crate::modules::args::Presence;
 use crate::modules::files::edit;
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
@@ -117,7 +118,7 @@ struct Params {
     udev: bool,
     udev_rule: String,
     modules: Vec<String>,
-    state: State,
+    state: Presence,
 }
 
 /// A `sysctl_bridge` task's arguments, checked.
@@ -227,7 +228,7 @@ impl Module for SysctlBridge {
             path: p.path,
             rule,
             modules,
-            present: p.state == State::Present,
+            present: p.state == Presence::Present,
         })
     }
 

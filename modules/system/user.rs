@@ -8,7 +8,7 @@ use crate::module::{
     shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observed, Plan,
     PlanContext, Probe,
 };
-use crate::modules::checks::absolute_path;
+use crate::modules::args::{absolute_path, Presence};
 use crate::modules::facts::accounts::{AccountQuery, UserAccount};
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
@@ -87,19 +87,11 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
-/// The state asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum State {
-    Present,
-    Absent,
-}
-
 /// A `user` task's arguments, typed.
 #[derive(Debug, Deserialize)]
 pub struct Request {
     name: String,
-    state: State,
+    state: Presence,
     /// Wanted supplementary groups (de-duplicated by `request`); `None` when not managed.
     groups: Option<Vec<String>>,
     append: bool,
@@ -134,7 +126,7 @@ impl Module for User {
                 ArgError::invalid("name", format!("{name:?} is not a valid user name")).into(),
             );
         }
-        let present = req.state == State::Present;
+        let present = req.state == Presence::Present;
         if present && req.remove {
             return Err(ArgError::conflict(
                 "remove",
@@ -199,7 +191,7 @@ impl Module for User {
         }
         let q = shell_quote(name);
 
-        if req.state == State::Absent {
+        if req.state == Presence::Absent {
             if r.account.is_some() {
                 let (flag, what) = if req.remove {
                     (" -r", " and its home directory")

@@ -99,20 +99,20 @@ pub struct PlayTarget<'a> {
     /// cost grow with the square of the hosts.
     pub groups: Option<Value>,
     /// What validation rendered for each host, by task, where the rendering is final (see
-    /// [`prepare::Rendered`]): the run uses it instead of rendering the task again.
-    rendered: HashMap<String, Vec<Option<Prepared>>>,
+    /// [`prepare::Rendered`]): the run uses it instead of rendering the task again. A task is
+    /// one of the play's own, so its address identifies it.
+    rendered: HashMap<String, HashMap<usize, Prepared>>,
+}
+
+/// The key of a task of the play in [`PlayTarget::rendered`].
+fn task_key(task: &crate::playbook::Task) -> usize {
+    task as *const crate::playbook::Task as usize
 }
 
 impl PlayTarget<'_> {
     /// Validation's rendering of `task` (of this play) for `host`, when it is final.
     fn rendered(&self, host: &str, task: &crate::playbook::Task) -> Option<&Prepared> {
-        let index = self
-            .play
-            .tasks
-            .iter()
-            .chain(&self.play.handlers)
-            .position(|t| std::ptr::eq(t, task))?;
-        self.rendered.get(host)?.get(index)?.as_ref()
+        self.rendered.get(host)?.get(&task_key(task))
     }
 }
 
@@ -248,12 +248,12 @@ pub fn validate<'a>(
         let groups = play_mentions("groups", (play, &vars_files), pb, &hosts, &opts.extra_vars)
             .then(|| groups(inv));
         // Rendering every task for every host is pure CPU: spread it over the cores.
-        type HostResult = (Vec<(String, String)>, Vec<Option<Prepared>>);
+        type HostResult = (Vec<(String, String)>, HashMap<usize, Prepared>);
         let found: Vec<HostResult> = hosts
             .par_iter()
             .map(|host| {
                 if let Err(e) = host.connection() {
-                    return (vec![(e.to_string(), host.name.clone())], Vec::new());
+                    return (vec![(e.to_string(), host.name.clone())], HashMap::new());
                 }
                 let layers = Layers {
                     inventory: host.vars.clone(),
@@ -269,7 +269,7 @@ pub fn validate<'a>(
                     .tasks
                     .iter()
                     .chain(&play.handlers)
-                    .map(|t| match render(t, &layers, &pending, false, &pb.dir) {
+                    .filter_map(|t| match render(t, &layers, &pending, false, &pb.dir) {
                         Ok(r) => match r.prepared {
                             Prepared::Failed(msg) => {
                                 problems.push((
@@ -282,7 +282,7 @@ pub fn validate<'a>(
                                 ));
                                 None
                             }
-                            p => r.settled.then_some(p),
+                            p => r.settled.then(|| (task_key(t), p)),
                         },
                         Err(_) => None,
                     })

@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::inventory;
-use crate::module::{ModuleError, PlanContext, Probe, Request};
+use crate::module::{PlanContext, Probe, Request};
 use crate::params::Args;
 use crate::playbook::{Play, Playbook, Task};
 use crate::template::{self, TemplateError};
@@ -146,11 +146,6 @@ pub(super) fn render(
         };
         let request = match task.module.request(args, &ctx) {
             Ok(r) => r,
-            Err(ModuleError::Template { error, .. })
-                if error.undefined_root().is_some_and(|r| pending.contains(r)) =>
-            {
-                return Err(error.undefined_root().unwrap_or_default().to_string())
-            }
             Err(e) => return failed(format!("module `{}`: {e}", spec.name)),
         };
         if let Some(var) = task.module.waits_for(&request) {

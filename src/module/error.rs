@@ -13,8 +13,9 @@ pub enum ModuleError {
     /// A probe failed on the host, or a fact could not be parsed from what it printed.
     #[error("could not observe {0}")]
     Observe(String),
-    /// A template the module renders refers to something undefined (or is malformed). The
-    /// engine retries when the variable is one that appears later (facts, registered results).
+    /// A template the module renders refers to something undefined (or is malformed). A
+    /// variable that only appears later in the run (facts, registered results) is not an error:
+    /// the request waits for it (see [`Module::waits_for`](super::Module::waits_for)).
     #[error("template {file}: {error}")]
     Template {
         file: String,

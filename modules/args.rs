@@ -1,6 +1,16 @@
-//! Argument checks that modules of several families share, each with one wording.
+//! What the requests of modules of several families share: argument checks, each with one
+//! wording, and common choices.
 
 use crate::module::ArgError;
+
+/// The `state: present|absent` choice of the modules that put something on the host or take it
+/// away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Present,
+    Absent,
+}
 
 /// `value` of `param` must be an absolute path.
 pub fn absolute_path(param: &'static str, value: &str) -> Result<(), ArgError> {
