@@ -194,9 +194,11 @@ impl Data {
                 Value::String(s) if s.trim().parse::<i64>().is_ok() => {
                     s.trim().parse().unwrap_or(1)
                 }
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "group `{group}`: ansible_group_priority must be a whole number, not {other}"
-                )),
+                ))
+                }
             };
             return Ok(());
         }
@@ -397,32 +399,33 @@ pub fn load_vars_file(path: &Path) -> Result<Map<String, Value>, Error> {
     })
 }
 
-/// Files' variables are read once however many hosts use them.
+/// Each `group_vars/NAME` (or `host_vars/NAME`) is looked up and read once however many hosts
+/// use it.
 #[derive(Default)]
-struct VarsCache(HashMap<PathBuf, Map<String, Value>>);
+struct VarsCache(HashMap<(&'static str, String), Map<String, Value>>);
 
 impl VarsCache {
-    /// The variables of `group_vars/NAME` (or `host_vars/NAME`) in each folder, in order.
+    /// The variables of `SUB/NAME` in each folder, in order.
     fn get(
         &mut self,
         dirs: &[PathBuf],
-        sub: &str,
+        sub: &'static str,
         name: &str,
     ) -> Result<Map<String, Value>, Error> {
+        let key = (sub, name.to_string());
+        if let Some(v) = self.0.get(&key) {
+            return Ok(v.clone());
+        }
         let mut out = Map::new();
         for d in dirs {
             let base = d.join(sub);
-            if !base.is_dir() {
-                continue;
-            }
-            for f in vars_files(&base, name)? {
-                if !self.0.contains_key(&f) {
-                    let v = load_vars_file(&f)?;
-                    self.0.insert(f.clone(), v);
+            if base.is_dir() {
+                for f in vars_files(&base, name)? {
+                    out.extend(load_vars_file(&f)?);
                 }
-                out.extend(self.0[&f].clone());
             }
         }
+        self.0.insert(key, out.clone());
         Ok(out)
     }
 }
