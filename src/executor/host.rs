@@ -651,7 +651,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             confirm_address: confirm_address.as_deref(),
         };
         let result = guard::apply(
-            &mut self.state,
+            self.state,
             self.shared.opts,
             &plan.actions,
             &g,
