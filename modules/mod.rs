@@ -23,6 +23,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &kernel::kernel_module::KernelModule,
     &files::lineinfile::LineInFile,
     &network::netplan_bridge::NetplanBridge,
+    &network::nm_bridge::NmBridge,
     &system::package::Package,
     &system::service::Service,
     &system::command::Shell,

@@ -39,6 +39,8 @@ pub struct NmState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Keyfile {
     pub path: String,
+    /// Permission bits: NetworkManager ignores a keyfile others can read.
+    pub mode: u32,
     pub text: String,
     pub settings: Settings,
 }
@@ -156,7 +158,7 @@ impl Fact for NmState {
     fn probe(_: &()) -> Probe {
         Probe::Command(format!(
             "for d in {}; do for f in \"$d\"/*; do [ -f \"$f\" ] || continue; \
-printf '{FILE_MARK}%s{END}\\n' \"$f\"; cat \"$f\" || exit 1; echo; done; done; \
+printf '{FILE_MARK}%s mode=%s{END}\\n' \"$f\" \"$(stat -c %a \"$f\")\"; cat \"$f\" || exit 1; echo; done; done; \
 printf '{NMCLI_MARK}\\n'; nmcli -t -f NAME,UUID,TYPE,DEVICE,ACTIVE connection show 2>&1; \
 printf '{EXIT_MARK}%s{END}\\n' $?",
             DIRS.join(" ")
@@ -165,17 +167,18 @@ printf '{EXIT_MARK}%s{END}\\n' $?",
     fn parse(_: &(), seen: &Observation) -> Result<Self, String> {
         let out = stdout_of(seen)?;
         let mut keyfiles = Vec::new();
-        let mut file: Option<(String, String)> = None;
+        let mut file: Option<(String, u32, String)> = None;
         let mut nmcli: Option<String> = None;
         let mut exit: Option<i32> = None;
-        let finish = |file: Option<(String, String)>, keyfiles: &mut Vec<Keyfile>| {
-            if let Some((path, mut text)) = file {
+        let finish = |file: Option<(String, u32, String)>, keyfiles: &mut Vec<Keyfile>| {
+            if let Some((path, mode, mut text)) = file {
                 if text.ends_with('\n') {
                     text.pop();
                 }
                 let settings = parse_keyfile(&text).unwrap_or_default();
                 keyfiles.push(Keyfile {
                     path,
+                    mode,
                     text,
                     settings,
                 });
@@ -183,9 +186,14 @@ printf '{EXIT_MARK}%s{END}\\n' $?",
         };
         for line in out.split_inclusive('\n') {
             let bare = line.strip_suffix('\n').unwrap_or(line);
-            if let Some(path) = marked(bare, FILE_MARK) {
+            if let Some(head) = marked(bare, FILE_MARK) {
                 finish(file.take(), &mut keyfiles);
-                file = Some((path.to_string(), String::new()));
+                let (path, mode) = head
+                    .rsplit_once(" mode=")
+                    .ok_or_else(|| format!("keyfile marker without mode: {bare:?}"))?;
+                let mode = u32::from_str_radix(mode, 8)
+                    .map_err(|_| format!("bad keyfile mode in {bare:?}"))?;
+                file = Some((path.to_string(), mode, String::new()));
             } else if bare == NMCLI_MARK {
                 finish(file.take(), &mut keyfiles);
                 nmcli = Some(String::new());
@@ -196,7 +204,7 @@ printf '{EXIT_MARK}%s{END}\\n' $?",
                 );
             } else if let Some(n) = nmcli.as_mut() {
                 n.push_str(line);
-            } else if let Some((_, text)) = file.as_mut() {
+            } else if let Some((_, _, text)) = file.as_mut() {
                 text.push_str(line);
             } else if !bare.is_empty() {
                 return Err(format!("unexpected NetworkManager listing: {bare:?}"));
@@ -276,6 +284,7 @@ mod tests {
             .keyfile("/etc/NetworkManager/system-connections/mgmt.nmconnection")
             .unwrap();
         assert_eq!(k.get("ipv4", "address1"), Some("10.0.0.5/24,10.0.0.1"));
+        assert_eq!(k.mode, 0o600);
         assert_eq!(s.active_on("enp2s0").unwrap().name, "mgmt");
         let all = s.connections().unwrap();
         let w3 = all.iter().find(|c| c.name == "Wired connection 3").unwrap();

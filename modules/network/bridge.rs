@@ -8,13 +8,14 @@
 //! are given their shape here, so a malformed route is an argument error naming `routes`, not a
 //! deserialization failure.
 
-use crate::module::{ArgError, ModuleError};
+use crate::module::{shell_quote, Action, ArgError, ModuleError};
 use crate::modules::args::Presence;
-use crate::modules::facts::ip::{Family, Prefix};
+use crate::modules::facts::ip::{Family, IpAddrs, IpLinks, Prefix};
 use crate::params::{ParamKind, ParamSpec};
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// Smallest MTU of an IPv4 link (RFC 791) and the largest the kernel's bridge accepts.
 pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
@@ -876,6 +877,109 @@ it is reachable on the bridge anyway",
             notes,
         })
     }
+}
+
+fn secs(d: Duration) -> u32 {
+    d.as_secs() as u32
+}
+
+/// How the live bridge differs from the request (extra ports, such as guests' taps, are fine),
+/// and whether its bridge settings are among the differences.
+pub fn live_drift(b: &Bridge, links: &IpLinks, addrs: &IpAddrs) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    let Some(link) = links.get(&b.name) else {
+        return (vec![format!("bridge {} does not exist", b.name)], false);
+    };
+    let Some(info) = link.bridge() else {
+        return (
+            vec![format!(
+                "{} exists but is a {} device, not a bridge",
+                b.name,
+                link.kind_name().unwrap_or("physical")
+            )],
+            false,
+        );
+    };
+    for p in &b.ports {
+        let dev = p.device();
+        match links.get(&dev) {
+            None => out.push(format!("port {dev} does not exist")),
+            Some(l) if l.master.as_deref() != Some(&b.name) => out.push(format!(
+                "{dev} is not a port of {}{}",
+                b.name,
+                l.master
+                    .as_deref()
+                    .map(|m| format!(" (it is in {m})"))
+                    .unwrap_or_default()
+            )),
+            _ => {}
+        }
+    }
+    if let Some(iface) = addrs.get(&b.name) {
+        for a in &b.addresses {
+            if !iface.has(*a) {
+                out.push(format!("{} lacks address {a}", b.name));
+            }
+        }
+    }
+    if let Some(m) = b.mtu {
+        if link.mtu != m {
+            out.push(format!("{} has MTU {} instead of {m}", b.name, link.mtu));
+        }
+    }
+    if let Some(mac) = &b.macaddress {
+        if link.mac.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(mac.as_str()) {
+            out.push(format!(
+                "{} has MAC {} instead of {mac}",
+                b.name,
+                link.mac.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    let p = &b.params;
+    let mut params = Vec::new();
+    if info.stp != p.stp {
+        params.push(format!("stp {}", if info.stp { "on" } else { "off" }));
+    }
+    // Without STP the kernel forwards at once and never uses the STP timers, and
+    // NetworkManager leaves them at the kernel's defaults: compare them only with STP on.
+    if p.stp && secs(info.forward_delay) != p.forward_delay {
+        params.push(format!("forward delay {}s", secs(info.forward_delay)));
+    }
+    if p.stp && secs(info.hello_time) != p.hello_time {
+        params.push(format!("hello time {}s", secs(info.hello_time)));
+    }
+    if p.stp && secs(info.max_age) != p.max_age {
+        params.push(format!("max age {}s", secs(info.max_age)));
+    }
+    if u32::from(info.priority) != p.priority {
+        params.push(format!("priority {}", info.priority));
+    }
+    // During an STP topology change the kernel reports its short ageing, not the configured one.
+    if !info.topology_change && secs(info.ageing_time) != p.ageing_time {
+        params.push(format!("ageing time {}s", secs(info.ageing_time)));
+    }
+    let params_drift = !params.is_empty();
+    if params_drift {
+        out.push(format!("{} runs with {}", b.name, params.join(", ")));
+    }
+    (out, params_drift)
+}
+
+/// `ip link set` for the bridge settings: networkd sets them when it creates a bridge, not on an
+/// existing one.
+pub fn set_params(b: &Bridge) -> Action {
+    let p = &b.params;
+    Action::run(format!(
+        "ip link set dev {} type bridge stp_state {} forward_delay {} hello_time {} max_age {} priority {} ageing_time {}",
+        shell_quote(&b.name),
+        u8::from(p.stp),
+        p.forward_delay * 100,
+        p.hello_time * 100,
+        p.max_age * 100,
+        p.priority,
+        p.ageing_time * 100
+    ))
 }
 
 #[cfg(test)]

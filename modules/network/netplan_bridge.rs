@@ -12,7 +12,7 @@
 //! engine's network guard, which restores the files and re-applies them if the host cannot be
 //! reached afterwards.
 
-use super::bridge::{with_shared, Bridge, Port, RawBridge, SHARED_COUNT};
+use super::bridge::{live_drift, set_params, with_shared, Bridge, Port, RawBridge, SHARED_COUNT};
 use crate::module::{
     shell_quote, Action, ArgError, Attrs, Change, Fact, Module, ModuleError, ModuleSpec,
     NetworkGuard, Observed, Plan, PlanContext, Probe,
@@ -22,7 +22,6 @@ use crate::modules::facts::ip::{IpAddrs, IpLinks};
 use crate::modules::facts::netplan::{parse_yaml, NetplanConfig, NetplanFile, NetplanHost, DIRS};
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde_json::{json, Map, Value};
-use std::time::Duration;
 
 pub struct NetplanBridge;
 
@@ -631,106 +630,6 @@ for f in /$s/netplan/*.yaml; do if [ -f \"$f\" ]; then cp \"$f\" \"$d/$s/netplan
 { echo 'netplan rejects the new configuration (nothing was changed)' >&2; exit 1; }",
     );
     s
-}
-
-fn secs(d: Duration) -> u32 {
-    d.as_secs() as u32
-}
-
-/// How the live bridge differs from the request.
-fn live_drift(b: &Bridge, links: &IpLinks, addrs: &IpAddrs) -> (Vec<String>, bool) {
-    let mut out = Vec::new();
-    let Some(link) = links.get(&b.name) else {
-        return (vec![format!("bridge {} does not exist", b.name)], false);
-    };
-    let Some(info) = link.bridge() else {
-        return (
-            vec![format!(
-                "{} exists but is a {} device, not a bridge",
-                b.name,
-                link.kind_name().unwrap_or("physical")
-            )],
-            false,
-        );
-    };
-    for p in &b.ports {
-        let dev = p.device();
-        match links.get(&dev) {
-            None => out.push(format!("port {dev} does not exist")),
-            Some(l) if l.master.as_deref() != Some(&b.name) => out.push(format!(
-                "{dev} is not a port of {}{}",
-                b.name,
-                l.master
-                    .as_deref()
-                    .map(|m| format!(" (it is in {m})"))
-                    .unwrap_or_default()
-            )),
-            _ => {}
-        }
-    }
-    if let Some(iface) = addrs.get(&b.name) {
-        for a in &b.addresses {
-            if !iface.has(*a) {
-                out.push(format!("{} lacks address {a}", b.name));
-            }
-        }
-    }
-    if let Some(m) = b.mtu {
-        if link.mtu != m {
-            out.push(format!("{} has MTU {} instead of {m}", b.name, link.mtu));
-        }
-    }
-    if let Some(mac) = &b.macaddress {
-        if link.mac.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(mac.as_str()) {
-            out.push(format!(
-                "{} has MAC {} instead of {mac}",
-                b.name,
-                link.mac.as_deref().unwrap_or("none")
-            ));
-        }
-    }
-    let p = &b.params;
-    let mut params = Vec::new();
-    if info.stp != p.stp {
-        params.push(format!("stp {}", if info.stp { "on" } else { "off" }));
-    }
-    if secs(info.forward_delay) != p.forward_delay {
-        params.push(format!("forward delay {}s", secs(info.forward_delay)));
-    }
-    if p.stp && secs(info.hello_time) != p.hello_time {
-        params.push(format!("hello time {}s", secs(info.hello_time)));
-    }
-    if p.stp && secs(info.max_age) != p.max_age {
-        params.push(format!("max age {}s", secs(info.max_age)));
-    }
-    if u32::from(info.priority) != p.priority {
-        params.push(format!("priority {}", info.priority));
-    }
-    // During an STP topology change the kernel reports its short ageing, not the configured one.
-    if !info.topology_change && secs(info.ageing_time) != p.ageing_time {
-        params.push(format!("ageing time {}s", secs(info.ageing_time)));
-    }
-    let params_drift = !params.is_empty();
-    if params_drift {
-        out.push(format!("{} runs with {}", b.name, params.join(", ")));
-    }
-    (out, params_drift)
-}
-
-/// `ip link set` for the bridge settings: networkd sets them when it creates a bridge, not on an
-/// existing one.
-fn set_params(b: &Bridge) -> Action {
-    let p = &b.params;
-    Action::run(format!(
-        "ip link set dev {} type bridge stp_state {} forward_delay {} hello_time {} max_age {} priority {} ageing_time {}",
-        shell_quote(&b.name),
-        u8::from(p.stp),
-        p.forward_delay * 100,
-        p.hello_time * 100,
-        p.max_age * 100,
-        p.priority,
-        p.ageing_time * 100
-    ))
 }
 
 fn present(
