@@ -54,8 +54,10 @@ static SPEC: ModuleSpec = ModuleSpec {
     description: "Writes one netplan file per bridge (mode 0600, as netplan wants): `ethernets:` \
 for the enslaved NICs with DHCP off, `vlans:` for VLAN ports (`{vlan: 223, link: ens802f1}` is \
 the device `ens802f1.223`), and the bridge under `bridges:`. Bridge `parameters` are always \
-written out in full: netplan turns STP on as soon as `parameters:` appears, and a forward delay \
-holds every new guest's network back, so the defaults are stp: false, forward_delay: 0.\n\n\
+written out in full: netplan turns STP on as soon as `parameters:` appears, and with STP on every \
+new guest's port waits out the forward delay before it forwards. A hypervisor's bridge (one \
+uplink, guests' taps) has no loop for STP to break, so the defaults are stp: false, \
+forward_delay: 0.\n\n\
 Other netplan files are read first (/lib, /etc and /run/netplan, with netplan's precedence). When \
 one still gives an enslaved NIC an address, DHCP or routes (Ubuntu's 50-cloud-init.yaml or \
 00-installer-config.yaml), puts it in another bridge or bond, or defines the same bridge or VLAN, \
@@ -69,7 +71,7 @@ fails, with `netplan generate`, `networkctl reload` and `networkctl reconfigure`
 The change runs under the network guard: if the host does not answer afterwards, the old files \
 come back and are applied again, and the bridge is deleted.\n\n\
 Idempotent: the file is compared as YAML, not as text, and the live bridge is checked against \
-it (it exists, its ports, static addresses, STP and timers, MTU, MAC); drift is re-applied. \
+it (it exists, its ports, static addresses, STP, ageing time, MTU, MAC; the STP timers when STP is on); drift is re-applied. \
 Extra ports (guests' taps) are left alone. `state: absent` removes the file, applies, and \
 deletes the bridge and its VLAN devices.",
     params: &PARAMS,
