@@ -53,7 +53,9 @@ static SPEC: ModuleSpec = ModuleSpec {
         "A Linux bridge configured with netplan: ports (NICs or VLANs), addresses, routes, STP",
     description: "Writes one netplan file per bridge (mode 0600, as netplan wants): `ethernets:` \
 for the enslaved NICs with DHCP off, `vlans:` for VLAN ports (`{vlan: 223, link: ens802f1}` is \
-the device `ens802f1.223`), and the bridge under `bridges:`. Bridge `parameters` are always \
+the device `ens802f1.223`; its link NIC is declared with the same renderer, because networkd \
+only creates a VLAN from the link's own configuration, and keeps whatever else configures it), \
+and the bridge under `bridges:`. Bridge `parameters` are always \
 written out in full: netplan turns STP on as soon as `parameters:` appears, and with STP on every \
 new guest's port waits out the forward delay before it forwards. A hypervisor's bridge (one \
 uplink, guests' taps) has no loop for STP to break, so the defaults are stp: false, \
@@ -186,7 +188,9 @@ pub fn render(b: &Bridge, renderer: &str) -> String {
             }
             Port::Vlan { id, link } => {
                 // The VLAN's link NIC keeps whatever else configures it (its untagged traffic,
-                // often the host's own address): netplan only needs it declared.
+                // often the host's own address). It is declared with the same renderer: networkd
+                // creates a VLAN only from its link's configuration (`VLAN=` in the link's
+                // .network), so a link left to NetworkManager would never get it.
                 ethernets
                     .entry(link.clone())
                     .or_insert_with(|| json!({"renderer": renderer}));
