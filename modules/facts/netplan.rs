@@ -14,8 +14,8 @@ use crate::module::fact::{stdout_of, Fact};
 use crate::module::{Observation, Probe};
 use serde_json::Value;
 
-/// The marker line before each file: `### netplan file: PATH ###`. A real netplan file never has
-/// such a line (a `#` comment starting with exactly this text, ending with `###`).
+/// The marker line before each file: `### netplan file: PATH mode=600 ###`. A real netplan file
+/// never has such a line (a `#` comment starting with exactly this text, ending with `###`).
 pub const MARK: &str = "### netplan file: ";
 const MARK_END: &str = " ###";
 
@@ -33,6 +33,8 @@ pub struct NetplanConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetplanFile {
     pub path: String,
+    /// Permission bits: netplan warns about files others can read (they may hold secrets).
+    pub mode: u32,
     pub text: String,
     /// The YAML (1.1) as JSON, or why it does not parse. An empty file is `null`.
     pub yaml: Result<Value, String>,
@@ -90,33 +92,43 @@ impl Fact for NetplanConfig {
     fn probe(_: &()) -> Probe {
         Probe::Command(format!(
             "for d in {}; do for f in \"$d\"/*.yaml; do [ -f \"$f\" ] || continue; \
-printf '{MARK}%s{MARK_END}\\n' \"$f\"; cat \"$f\" || exit 1; echo; done; done",
+printf '{MARK}%s mode=%s{MARK_END}\\n' \"$f\" \"$(stat -c %a \"$f\")\"; cat \"$f\" || exit 1; echo; done; done",
             DIRS.join(" ")
         ))
     }
     fn parse(_: &(), seen: &Observation) -> Result<Self, String> {
         let out = stdout_of(seen)?;
         let mut files = Vec::new();
-        let mut current: Option<(String, String)> = None;
-        let finish = |cur: Option<(String, String)>, files: &mut Vec<NetplanFile>| {
-            if let Some((path, mut text)) = cur {
+        let mut current: Option<(String, u32, String)> = None;
+        let finish = |cur: Option<(String, u32, String)>, files: &mut Vec<NetplanFile>| {
+            if let Some((path, mode, mut text)) = cur {
                 // The probe adds one newline after each file.
                 if text.ends_with('\n') {
                     text.pop();
                 }
                 let yaml = parse_yaml(&text);
-                files.push(NetplanFile { path, text, yaml });
+                files.push(NetplanFile {
+                    path,
+                    mode,
+                    text,
+                    yaml,
+                });
             }
         };
         for line in out.split_inclusive('\n') {
             let bare = line.strip_suffix('\n').unwrap_or(line);
-            if let Some(path) = bare
+            if let Some(head) = bare
                 .strip_prefix(MARK)
                 .and_then(|r| r.strip_suffix(MARK_END))
             {
                 finish(current.take(), &mut files);
-                current = Some((path.to_string(), String::new()));
-            } else if let Some((_, text)) = current.as_mut() {
+                let (path, mode) = head
+                    .rsplit_once(" mode=")
+                    .ok_or_else(|| format!("netplan file marker without mode: {bare:?}"))?;
+                let mode = u32::from_str_radix(mode, 8)
+                    .map_err(|_| format!("bad netplan file mode in {bare:?}"))?;
+                current = Some((path.to_string(), mode, String::new()));
+            } else if let Some((_, _, text)) = current.as_mut() {
                 text.push_str(line);
             } else if !bare.is_empty() {
                 return Err(format!(
@@ -192,6 +204,7 @@ mod tests {
         assert_eq!(c.files.len(), 1);
         let f = &c.files[0];
         assert_eq!(f.path, "/etc/netplan/50-cloud-init.yaml");
+        assert_eq!(f.mode, 0o644, "cloud-init before 23.4 wrote it readable");
         assert!(f
             .text
             .starts_with("# This file is generated from information"));
@@ -236,10 +249,11 @@ mod tests {
 
     #[test]
     fn broken_yaml_is_kept_with_its_error_and_empty_listing_is_no_files() {
-        let out = format!("{MARK}/etc/netplan/x.yaml{MARK_END}\nnetwork: [\n\n{MARK}/etc/netplan/empty.yaml{MARK_END}\n\n");
+        let out = format!("{MARK}/etc/netplan/x.yaml mode=600{MARK_END}\nnetwork: [\n\n{MARK}/etc/netplan/empty.yaml mode=644{MARK_END}\n\n");
         let c = NetplanConfig::parse(&(), &Observation::Command(CommandOutput::ok(&out))).unwrap();
         assert!(c.files[0].yaml.is_err());
         assert_eq!(c.files[1].yaml, Ok(Value::Null));
+        assert_eq!(c.files[1].mode, 0o644);
         let c = NetplanConfig::parse(&(), &Observation::Command(CommandOutput::ok(""))).unwrap();
         assert!(c.files.is_empty());
     }

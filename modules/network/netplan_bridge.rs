@@ -724,6 +724,21 @@ as a backup beside it.\n{}",
         writes.insert(0, (req.file.clone(), want));
     }
 
+    // Same content but readable by all: netplan warns (the file may hold secrets); fixing the
+    // mode changes nothing in the network.
+    if let Some(f) = have.filter(|f| same && f.mode != 0o600) {
+        plan.change(
+            Change::new(format!("mode {:04o} -> 0600 on {}", f.mode, req.file)),
+            [Action::SetAttrs {
+                path: req.file.clone(),
+                attrs: Attrs {
+                    mode: Some(0o600),
+                    ..Attrs::default()
+                },
+            }],
+        );
+    }
+
     let (drift, params_drift) = live_drift(b, links, addrs);
     if writes.is_empty() && drift.is_empty() {
         return Ok(plan.with_data("file", req.file.as_str()));

@@ -30,7 +30,7 @@ fn with(mut base: Value, extra: Value) -> Value {
 fn listing(files: &[(&str, &str)]) -> String {
     files
         .iter()
-        .map(|(p, t)| format!("{MARK}{p} ###\n{t}\n"))
+        .map(|(p, t)| format!("{MARK}{p} mode=600 ###\n{t}\n"))
         .collect()
 }
 
@@ -361,6 +361,21 @@ fn comparison_is_semantic() {
         .last()
         .unwrap()
         .starts_with("ip link set dev br0 type bridge stp_state 0 forward_delay 0"));
+}
+
+#[test]
+fn readable_file_gets_its_mode_and_nothing_else() {
+    let r = req(&NetplanBridge, seed());
+    let np = listing(&[(OURS, &render(&r.bridge, "networkd"))]).replace("mode=600", "mode=644");
+    let p = NetplanBridge
+        .plan(&r, &observed(&np, "bridge-seed-after", UDEV))
+        .unwrap();
+    assert_eq!(p.changes.len(), 1);
+    assert_eq!(p.changes[0].summary, format!("mode 0644 -> 0600 on {OURS}"));
+    assert!(
+        matches!(&p.actions[..], [Action::SetAttrs { path, attrs }] if path == OURS && attrs.mode == Some(0o600))
+    );
+    assert!(p.guard.is_none(), "no network change");
 }
 
 #[test]
