@@ -137,9 +137,6 @@ impl Module for NetplanBridge {
             )
             .into());
         }
-        if bridge.state == Presence::Present && bridge.ports.is_empty() {
-            // A bridge without ports is legal (guests only), so this is not an error.
-        }
         Ok(Request {
             bridge,
             file,
@@ -377,9 +374,21 @@ fn emit_into(out: &mut String, v: &Value, indent: usize) {
 #[derive(Debug, Clone, PartialEq)]
 struct Conflict {
     file: String,
-    /// `network.ethernets.enp1s0`, ...
-    key: String,
+    /// `ethernets`, `bridges`, `bonds`, `vlans`.
+    kind: &'static str,
+    /// The stanza's ID.
+    id: String,
+    /// The stanza lists the bridge's ports among its `interfaces` (rather than being one).
+    members: bool,
     why: String,
+}
+
+impl Conflict {
+    /// Where it is: `network.ethernets.enp1s0`, `network.bridges.br1.interfaces`.
+    fn key(&self) -> String {
+        let tail = if self.members { ".interfaces" } else { "" };
+        format!("network.{}.{}{tail}", self.kind, self.id)
+    }
 }
 
 /// Keys that give a device an address or routes.
@@ -434,10 +443,12 @@ fn conflicts(req: &Request, config: &NetplanConfig, links: &IpLinks) -> Vec<Conf
         if f.path == req.file {
             continue;
         }
-        let mut add = |key: String, why: String| {
+        let mut add = |kind: &'static str, id: &str, members: bool, why: String| {
             out.push(Conflict {
                 file: f.path.clone(),
-                key,
+                kind,
+                id: id.to_string(),
+                members,
                 why,
             })
         };
@@ -455,23 +466,22 @@ fn conflicts(req: &Request, config: &NetplanConfig, links: &IpLinks) -> Vec<Conf
                         .collect();
                     if !given.is_empty() {
                         add(
-                            format!("network.ethernets.{id}"),
+                            "ethernets",
+                            id,
+                            false,
                             format!("gives {nic}, a port of {}, {}", b.name, given.join(", ")),
                         );
                     }
                 }
             }
         }
-        for kind in ["bridges", "bonds"] {
+        for kind in ["bridges", "bonds"] as [&'static str; 2] {
             let Some(devs) = f.section(kind) else {
                 continue;
             };
             for (id, stanza) in devs {
                 if kind == "bridges" && *id == b.name {
-                    add(
-                        format!("network.bridges.{id}"),
-                        format!("also defines {id}"),
-                    );
+                    add("bridges", id, false, format!("also defines {id}"));
                     continue;
                 }
                 let members: Vec<&str> = stanza
@@ -480,10 +490,7 @@ fn conflicts(req: &Request, config: &NetplanConfig, links: &IpLinks) -> Vec<Conf
                     .map(|a| a.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
                 for m in members.iter().filter(|m| ours.iter().any(|o| o == *m)) {
-                    add(
-                        format!("network.{kind}.{id}.interfaces"),
-                        format!("makes {m} a port of {id} too"),
-                    );
+                    add(kind, id, true, format!("makes {m} a port of {id} too"));
                 }
             }
         }
@@ -498,7 +505,9 @@ fn conflicts(req: &Request, config: &NetplanConfig, links: &IpLinks) -> Vec<Conf
                             && stanza.get("link").and_then(Value::as_str) == Some(link));
                     if same {
                         add(
-                            format!("network.vlans.{id}"),
+                            "vlans",
+                            id,
+                            false,
                             format!("also defines VLAN {vid} on {link}"),
                         );
                     }
@@ -510,49 +519,43 @@ fn conflicts(req: &Request, config: &NetplanConfig, links: &IpLinks) -> Vec<Conf
 }
 
 /// The file without what competes with the bridge, as netplan will read it.
-fn without(req: &Request, f: &NetplanFile, found: &[&Conflict], links: &IpLinks) -> Value {
+fn without(req: &Request, f: &NetplanFile, found: &[&Conflict]) -> Value {
     let mut v = f.yaml.clone().unwrap_or(Value::Null);
-    let b = &req.bridge;
-    let ours: Vec<String> = b.ports.iter().map(Port::device).collect();
+    let ours: Vec<String> = req.bridge.ports.iter().map(Port::device).collect();
     let Some(net) = v.get_mut("network").and_then(Value::as_object_mut) else {
         return v;
     };
     for c in found {
-        let parts: Vec<&str> = c.key.splitn(3, '.').collect();
-        let (kind, id) = (parts[1], parts.get(2).copied().unwrap_or(""));
-        let id = id.strip_suffix(".interfaces").unwrap_or(id);
-        let Some(section) = net.get_mut(kind).and_then(Value::as_object_mut) else {
+        let Some(section) = net.get_mut(c.kind).and_then(Value::as_object_mut) else {
             continue;
         };
-        if c.key.ends_with(".interfaces") {
+        if c.members {
             if let Some(list) = section
-                .get_mut(id)
+                .get_mut(&c.id)
                 .and_then(|s| s.get_mut("interfaces"))
                 .and_then(Value::as_array_mut)
             {
                 list.retain(|m| !m.as_str().is_some_and(|m| ours.iter().any(|o| o == m)));
             }
-        } else if kind == "ethernets" {
-            // A stanza that renames the NIC keeps the rename (and the match): only what gives
+        } else if c.kind == "ethernets"
+            && section
+                .get(&c.id)
+                .is_some_and(|s| s.get("set-name").is_some())
+        {
+            // A stanza that renames the NIC keeps the rename (and its match): only what gives
             // the NIC an address goes. Any other stanza for the NIC goes whole.
-            let renames = section.get(id).is_some_and(|s| s.get("set-name").is_some());
-            if renames {
-                if let Some(s) = section.get_mut(id).and_then(Value::as_object_mut) {
-                    for k in IP_KEYS {
-                        s.remove(*k);
-                    }
+            if let Some(s) = section.get_mut(&c.id).and_then(Value::as_object_mut) {
+                for k in IP_KEYS {
+                    s.remove(*k);
                 }
-            } else {
-                section.remove(id);
             }
         } else {
-            section.remove(id);
+            section.remove(&c.id);
         }
         if section.is_empty() {
-            net.remove(kind);
+            net.remove(c.kind);
         }
     }
-    let _ = links;
     v
 }
 
@@ -663,7 +666,7 @@ fn present(
     if !found.is_empty() && !req.take_over {
         let lines: Vec<String> = found
             .iter()
-            .map(|c| format!("{}: {} {}", c.file, c.key, c.why))
+            .map(|c| format!("{}: {} {}", c.file, c.key(), c.why))
             .collect();
         return Err(ModuleError::Host(format!(
             "other netplan configuration competes with bridge {}: {}; remove it, or set \
@@ -680,30 +683,23 @@ take_over: true to rewrite those files without it",
             .expect("conflicts come from observed files");
         let mine: Vec<&Conflict> = found.iter().filter(|c| c.file == path).collect();
         let target = takeover_path(f);
-        let text =
-            format!(
+        let text = format!(
             "# {} without what kvmforge's netplan_bridge {} took over ({}); the original is kept \
 as a backup beside it.\n{}",
             f.path,
             b.name,
-            mine.iter().map(|c| c.key.as_str()).collect::<Vec<_>>().join(", "),
-            emit(&without(req, f, &mine, links))
+            mine.iter().map(|c| c.key()).collect::<Vec<_>>().join(", "),
+            emit(&without(req, f, &mine))
         );
         notes.push(format!(
             "took over {} from {}",
-            mine.iter()
-                .map(|c| c.key.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            mine.iter().map(|c| c.key()).collect::<Vec<_>>().join(", "),
             f.path
         ));
         changes.push(
             Change::new(format!(
                 "rewrite {target} without {}",
-                mine.iter()
-                    .map(|c| c.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                mine.iter().map(|c| c.key()).collect::<Vec<_>>().join(", ")
             ))
             .with_diff(&target, f.text.clone(), text.clone()),
         );

@@ -441,6 +441,25 @@ fn vlan_bridges_converge() {
             .contains("network.vlans.vlan223 also defines VLAN 223 on ens802f1"),
         "{e}"
     );
+    // Taken over, with the dots in the IDs: the hand-made VLAN bridge goes, the rest stays.
+    let hand = "network:\n  version: 2\n  ethernets:\n    ens802f1:\n      dhcp4: true\n  vlans:\n    ens802f1.223:\n      id: 223\n      link: ens802f1\n  bridges:\n    virbr1.223:\n      interfaces: [ens802f1.223]\n    virbr1.224:\n      interfaces: [ens802f1.223, ens802f1]\n";
+    let np = listing(&[("/etc/netplan/01-vlans.yaml", hand)]);
+    let r = req(
+        &NetplanBridge,
+        json!({"name": "virbr1.223", "interfaces": [{"vlan": 223, "link": "ens802f1"}], "take_over": true}),
+    );
+    let p = NetplanBridge
+        .plan(&r, &observed(&np, "bridge-seed-after", UDEV))
+        .unwrap();
+    let rest = parse_yaml(&written(&p, "/etc/netplan/01-vlans.yaml")).unwrap();
+    assert_eq!(
+        rest["network"],
+        json!({"version": 2, "ethernets": {"ens802f1": {"dhcp4": true}},
+               "bridges": {"virbr1.224": {"interfaces": ["ens802f1"]}}})
+    );
+    assert!(p.msg.unwrap().contains(
+        "took over network.bridges.virbr1.223, network.bridges.virbr1.224.interfaces, network.vlans.ens802f1.223 from /etc/netplan/01-vlans.yaml"
+    ));
 }
 
 #[test]
