@@ -149,6 +149,8 @@ pub fn uuid_for(id: &str) -> String {
 struct Profile {
     path: String,
     id: String,
+    /// The device it is for.
+    device: String,
     uuid: String,
     text: String,
 }
@@ -303,6 +305,7 @@ fn profiles(b: &Bridge, nm: &NmState) -> Vec<Profile> {
         text: render_bridge(b, &uuid),
         path,
         id: b.name.clone(),
+        device: b.name.clone(),
         uuid,
     }];
     for p in &b.ports {
@@ -313,6 +316,7 @@ fn profiles(b: &Bridge, nm: &NmState) -> Vec<Profile> {
             text: render_port(b, p, &uuid),
             path,
             id,
+            device: p.device(),
             uuid,
         });
     }
@@ -462,16 +466,9 @@ fn present(
     let conns = nm.connections().map_err(ModuleError::Host)?;
     let mut inactive = Vec::new();
     for p in &want {
-        let dev = if p.id == b.name {
-            b.name.clone()
-        } else {
-            p.id.rsplit_once("-port-")
-                .map(|(_, d)| d.to_string())
-                .unwrap_or_default()
-        };
-        let up = conns
-            .iter()
-            .any(|c| c.uuid == p.uuid && c.active && c.device.as_deref() == Some(dev.as_str()));
+        let up = conns.iter().any(|c| {
+            c.uuid == p.uuid && c.active && c.device.as_deref() == Some(p.device.as_str())
+        });
         if !up {
             inactive.push(p.id.clone());
         }
