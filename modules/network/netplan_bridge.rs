@@ -25,6 +25,14 @@ use serde_json::{json, Map, Value};
 
 pub struct NetplanBridge;
 
+/// cloud-init's configuration folder, and the file that stops it writing the network
+/// configuration (`50-cloud-init.yaml`) again at boot, as its own header says to.
+const CLOUD_CFG_DIR: &str = "/etc/cloud/cloud.cfg.d";
+const CLOUD_NETWORK_OFF: &str = "/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg";
+const CLOUD_NETWORK_OFF_TEXT: &str =
+    "# Written by kvmforge's netplan_bridge when it took over 50-cloud-init.yaml: cloud-init\n\
+# would otherwise write the NIC's old configuration again at boot.\nnetwork: {config: disabled}\n";
+
 const OWN: usize = 3;
 static PARAMS: [ParamSpec; SHARED_COUNT + OWN] = with_shared([
     ParamSpec::optional(
@@ -65,7 +73,9 @@ one still gives an enslaved NIC an address, DHCP or routes (Ubuntu's 50-cloud-in
 00-installer-config.yaml), puts it in another bridge or bond, or defines the same bridge or VLAN, \
 the task fails naming the file and key; with `take_over: true` that file is rewritten without \
 them instead (a `set-name` rename is kept; the old file stays as FILE.TIMESTAMP~; comments are \
-not kept).\n\n\
+not kept). Taking over 50-cloud-init.yaml also disables cloud-init's network configuration \
+(/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg), as that file's header says, or cloud-init \
+would write it again at boot.\n\n\
 The new configuration is checked with `netplan generate` in a scratch copy of the netplan \
 folders before anything is written, so an invalid one fails with netplan's message and nothing \
 changed. It is applied with `netplan apply`; on hosts without udev (containers), where that \
@@ -151,6 +161,8 @@ impl Module for NetplanBridge {
             NetplanHost::probe(&()),
             IpLinks::probe(&()),
             IpAddrs::probe(&()),
+            Probe::File(CLOUD_CFG_DIR.into()),
+            Probe::File(CLOUD_NETWORK_OFF.into()),
         ]
     }
 
@@ -165,7 +177,7 @@ impl Module for NetplanBridge {
             ));
         }
         match req.bridge.state {
-            Presence::Present => present(req, &config, &host, &links, &addrs),
+            Presence::Present => present(req, &config, &host, &links, &addrs, observed),
             Presence::Absent => absent(req, &config, &host, &links),
         }
     }
@@ -647,6 +659,7 @@ fn present(
     host: &NetplanHost,
     links: &IpLinks,
     addrs: &IpAddrs,
+    observed: &Observed,
 ) -> Result<Plan, ModuleError> {
     let b = &req.bridge;
     for nic in b.nics() {
@@ -675,6 +688,7 @@ take_over: true to rewrite those files without it",
             lines.join("; ")
         )));
     }
+    let mut cloud_init = false;
     let mut files: Vec<&str> = found.iter().map(|c| c.file.as_str()).collect();
     files.dedup();
     for path in files {
@@ -704,6 +718,41 @@ as a backup beside it.\n{}",
             .with_diff(&target, f.text.clone(), text.clone()),
         );
         writes.push((target, text));
+        if f.name() == "50-cloud-init.yaml" {
+            cloud_init = true;
+        }
+    }
+    // cloud-init writes 50-cloud-init.yaml again at boot unless its network configuration is
+    // disabled: taking the file over means disabling that too.
+    let mut extra = Vec::new();
+    if cloud_init {
+        let dir = observed.file(CLOUD_CFG_DIR)?;
+        let cfg = observed.file(CLOUD_NETWORK_OFF)?;
+        let disabled = cfg.exists()
+            && parse_yaml(&cfg.text()).is_ok_and(|v| v["network"]["config"] == json!("disabled"));
+        if !dir.exists() {
+            notes.push(format!(
+                "{CLOUD_CFG_DIR} does not exist: if cloud-init runs here, it may write \
+50-cloud-init.yaml again at boot"
+            ));
+        } else if !disabled {
+            changes.push(
+                Change::new(format!(
+                    "disable cloud-init's network configuration ({CLOUD_NETWORK_OFF}), or it \
+writes 50-cloud-init.yaml again at boot"
+                ))
+                .with_diff(CLOUD_NETWORK_OFF, cfg.text(), CLOUD_NETWORK_OFF_TEXT),
+            );
+            extra.push(Action::write(
+                CLOUD_NETWORK_OFF,
+                CLOUD_NETWORK_OFF_TEXT,
+                Attrs {
+                    mode: Some(0o644),
+                    ..Attrs::default()
+                },
+                true,
+            ));
+        }
     }
 
     // Our file, compared as YAML.
@@ -761,6 +810,7 @@ as a backup beside it.\n{}",
             backup,
         ));
     }
+    plan.actions.extend(extra);
     plan.actions.push(Action::run(apply.clone()));
     if params_drift || (links.get(&b.name).and_then(|l| l.bridge()).is_some() && !same) {
         plan.actions.push(set_params(b));

@@ -1,5 +1,5 @@
 use super::*;
-use crate::module::{ArgErrorKind, CommandOutput, Observation};
+use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
 use crate::modules::facts::fixture;
 use crate::modules::facts::netplan::MARK;
 use crate::modules::testing::{arg_error, req};
@@ -43,6 +43,8 @@ fn files_of(listing_text: &str) -> Vec<(String, String)> {
 
 fn observed(netplan: &str, ip: &str, host: &str) -> Observed {
     Observed::new()
+        .with_file(CLOUD_CFG_DIR, FileState::dir())
+        .with_file(CLOUD_NETWORK_OFF, FileState::absent())
         .with_fact::<NetplanConfig>(&(), Observation::Command(CommandOutput::ok(netplan)))
         .with_fact::<NetplanHost>(&(), Observation::Command(CommandOutput::ok(host)))
         .with_fact::<IpLinks>(
@@ -280,11 +282,40 @@ fn cloud_init_stanza_found_by_mac_keeps_its_rename() {
     assert!(e.to_string().contains("/etc/netplan/50-cloud-init.yaml: network.ethernets.enp136s0f3 gives enp136s0f3, a port of br0, dhcp4"), "{e}");
     let r = req(&NetplanBridge, with(seed(), json!({"take_over": true})));
     let p = NetplanBridge.plan(&r, &o).unwrap();
+    // cloud-init would write the file again at boot: its network configuration goes off too.
+    assert_eq!(
+        writes_of(&p),
+        [
+            (OURS.to_string(), false),
+            ("/etc/netplan/50-cloud-init.yaml".to_string(), true),
+            (CLOUD_NETWORK_OFF.to_string(), true),
+        ]
+    );
+    assert!(written(&p, CLOUD_NETWORK_OFF).ends_with("network: {config: disabled}\n"));
+    assert!(
+        !runs_of(&p)[0].contains("cloud.cfg.d"),
+        "not part of netplan's check"
+    );
     let ci = parse_yaml(&written(&p, "/etc/netplan/50-cloud-init.yaml")).unwrap();
     assert_eq!(
         ci["network"]["ethernets"]["enp136s0f3"],
         json!({"match": {"macaddress": "3C:FD:FE:9E:5A:13"}, "set-name": "enp136s0f3"})
     );
+    // Already disabled (as many images ship it): not written again. No cloud-init: a note.
+    let o2 = observed(&np, "bridge-seed-before", UDEV).with_file(
+        CLOUD_NETWORK_OFF,
+        FileState::file("network: {config: disabled}\n"),
+    );
+    let p = NetplanBridge.plan(&r, &o2).unwrap();
+    assert_eq!(writes_of(&p).len(), 2);
+    let o3 =
+        observed(&np, "bridge-seed-before", UDEV).with_file(CLOUD_CFG_DIR, FileState::absent());
+    let p = NetplanBridge.plan(&r, &o3).unwrap();
+    assert_eq!(writes_of(&p).len(), 2);
+    assert!(p
+        .msg
+        .unwrap()
+        .contains("may write 50-cloud-init.yaml again at boot"));
     // A stanza under another ID that matches the NIC by MAC address counts too.
     let np = listing(&[(
         "/etc/netplan/50-cloud-init.yaml",
