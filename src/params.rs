@@ -483,6 +483,7 @@ mod tests {
             mode: Option<u32>,
         }
         #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)] // only deserialised: the point is the parameter it leaves unread
         struct Partial {
             path: String,
             mode: Option<u32>,

@@ -222,7 +222,11 @@ impl NetworkGuard {
     /// Every path the guarded plan may change: the file actions' and `also_saves`.
     pub fn saved_paths(&self, actions: &[Action]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for p in actions.iter().filter_map(Action::path).chain(self.also_saves.iter().map(String::as_str)) {
+        for p in actions
+            .iter()
+            .filter_map(Action::path)
+            .chain(self.also_saves.iter().map(String::as_str))
+        {
             if !out.iter().any(|o| o == p) {
                 out.push(p.to_string());
             }
