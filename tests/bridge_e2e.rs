@@ -7,6 +7,8 @@
 //!
 //! Needs root and the tools (`unshare`, `nsenter`, `dbus-daemon`, and `netplan` with
 //! systemd-networkd, or NetworkManager); without them each test prints SKIPPED and passes.
+//! `KVMFORGE_TEST_NETWORKMANAGER` names the NetworkManager daemon to start, when it is not the
+//! one on the PATH.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -17,7 +19,7 @@ const KVMFORGE: &str = env!("CARGO_BIN_EXE_kvmforge");
 fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null || [ -x {tool} ]"))
+        .arg(format!("[ -x \"$(command -v {tool})\" ]"))
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -223,6 +225,22 @@ mount -t sysfs -o ro sysfs /sys
         "netplan_bridge",
         &format!("{SEED_BRIDGE}        take_over: true\n"),
     );
+
+    // Not confirmed: the host restores both files, deletes the bridge and applies the old
+    // configuration again.
+    let (rc, out) = sb.kvmforge(
+        "unconfirmed.yaml",
+        &format!("{take}      verify: \"false\"\n      rollback_timeout: 10\n"),
+    );
+    assert_eq!(rc, 2, "{out}");
+    sb.wait_for("! ip link show br0 2>/dev/null");
+    sb.wait_for("ip -4 addr show dev enp136s0f3 | grep -q 192.168.121.105/24");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("netplan/00-installer-config.yaml")).unwrap(),
+        installer
+    );
+    assert!(!sb.path("netplan/60-kvmforge-br0.yaml").exists(), "{out}");
+
     let (rc, out) = sb.kvmforge("take.yaml", &take);
     assert_eq!(rc, 8, "{out}");
     assert!(
@@ -273,15 +291,12 @@ mount -t sysfs -o ro sysfs /sys
 
 #[test]
 fn nm_bridge_with_networkmanager_and_a_saved_profile() {
+    // The daemon to start (`KVMFORGE_TEST_NETWORKMANAGER` names another build or copy).
+    let daemon =
+        std::env::var("KVMFORGE_TEST_NETWORKMANAGER").unwrap_or_else(|_| "NetworkManager".into());
     if skip(
         "nm_bridge e2e",
-        &[
-            "unshare",
-            "nsenter",
-            "dbus-daemon",
-            "NetworkManager",
-            "nmcli",
-        ],
+        &["unshare", "nsenter", "dbus-daemon", &daemon, "nmcli"],
     ) {
         return;
     }
@@ -294,13 +309,27 @@ mount --bind \"$SANDBOX/lib\" /var/lib/NetworkManager
 mount -t tmpfs tmpfs /run/NetworkManager
 mount -t sysfs -o ro sysfs /sys
 {NIC}
-NetworkManager --no-daemon > \"$SANDBOX/nm.log\" 2>&1 &"
+{daemon} --no-daemon > \"$SANDBOX/nm.log\" 2>&1 &"
     ));
     sb.wait_for("nmcli -t device | grep -q '^enp136s0f3:ethernet:'");
     sb.sh("nmcli device set uplink0 managed no");
     // The host's address lives in a saved profile, as on a server installed by hand.
     let out = sb.sh("nmcli connection add type ethernet ifname enp136s0f3 con-name mgmt ipv4.method manual ipv4.addresses 192.168.121.105/24 ipv6.method disabled && nmcli connection up mgmt");
     assert!(out.contains("successfully activated"), "{out}");
+
+    // A change the controller cannot confirm is rolled back by the host: the bridge's files go,
+    // the bridge is deleted, and the guard's reapply brings "mgmt" back up.
+    let unconfirmed = format!(
+        "{}      verify: \"false\"\n      rollback_timeout: 10\n",
+        playbook("nm_bridge", SEED_BRIDGE)
+    );
+    let (rc, out) = sb.kvmforge("unconfirmed.yaml", &unconfirmed);
+    assert_eq!(rc, 2, "{out}");
+    sb.wait_for("nmcli -t -f NAME,DEVICE connection show --active | grep -q '^mgmt:enp136s0f3$'");
+    sb.wait_for("! ip link show br0 2>/dev/null");
+    assert!(!sb.path("connections/br0.nmconnection").exists(), "{out}");
+    let route = sb.sh("ip -4 addr show dev enp136s0f3");
+    assert!(route.contains("192.168.121.105/24"), "{route}");
 
     let present = playbook("nm_bridge", SEED_BRIDGE);
     let (rc, out) = sb.kvmforge("present.yaml", &present);
