@@ -48,8 +48,13 @@ impl Sandbox {
     /// Run `setup` (sh) in new namespaces, then wait there.
     fn start(setup: &str) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
+        // Daemons in the sandbox write /etc/resolv.conf (NetworkManager does, by default):
+        // they get private copies, never this machine's.
         let script = format!(
-            "set -e\n{setup}\ntouch {}/ready\nexec sleep 100000\n",
+            "set -e\ntouch \"$SANDBOX/resolv.conf\" \"$SANDBOX/hostname\"\n\
+             mount --bind \"$SANDBOX/resolv.conf\" /etc/resolv.conf\n\
+             mount --bind \"$SANDBOX/hostname\" /etc/hostname\n\
+             {setup}\ntouch {}/ready\nexec sleep 100000\n",
             dir.path().display()
         );
         let child = Command::new("unshare")
