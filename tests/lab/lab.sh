@@ -633,7 +633,6 @@ write_lab_files() {  # NAME: known_hosts, inventory.yaml, ssh_config, lab.env (h
       echo "      ansible_user: root"
       echo "      ansible_ssh_private_key_file: $key"
       if [[ -n $jump && $h == v* ]]; then
-        echo "      jump: root@$jump"
         echo "      ansible_ssh_common_args: '$common -o ProxyCommand=\"ssh -F /dev/null -i $key $common -o BatchMode=yes -W %h:%p root@$jump\"'"
       fi
     done <"$run/hosts.txt"
