@@ -278,7 +278,11 @@ pub fn apply(
         become_: false,
     };
     let timeout = settings.timeout;
-    let wait = (timeout / 3).clamp(5, 30);
+    // How long the first session waits for the apply to finish, and how long the controller
+    // waits for that session: both well inside the timeout, so that there is time left to
+    // confirm over a new connection when the change has cut the first one.
+    let wait = (timeout / 4).clamp(3, 30);
+    let session_limit = Duration::from_secs((wait + 5).min(timeout / 3).max(wait + 1));
     let arm = arm_script(&dir, &token, &paths, guard, &apply_script, timeout, wait);
     let armed_at = Instant::now();
 
@@ -303,7 +307,7 @@ pub fn apply(
         let _ = tx.send((conn, r));
     });
     let mut report = None;
-    match rx.recv_timeout(Duration::from_secs(wait + 15)) {
+    match rx.recv_timeout(session_limit) {
         Ok((conn, Ok(out))) => {
             state.conn = Some(conn);
             let (kfg, proto) = split(&out.stdout);
@@ -384,7 +388,7 @@ pub fn apply(
         ..opts.connect.clone()
     };
     let deadline = armed_at + Duration::from_secs(timeout.saturating_sub(5).max(5));
-    let mut last_reason = String::from("no confirmation");
+    let mut last_reason = String::from("no time was left to confirm it");
     while Instant::now() < deadline {
         let attempt = connection::connect(&state.host.name, &spec, &opts.become_, &connect)
             .and_then(|mut c| {
