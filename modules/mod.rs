@@ -31,6 +31,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,
     &system::user::User,
+    &network::vxlan::Vxlan,
 ];
 
 /// The module called `name`.
