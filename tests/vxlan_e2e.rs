@@ -201,11 +201,21 @@ fn vxlan_mesh_over_ssh() {
         ] {
             assert!(link.contains(want), "{h}: no `{want}` in {link}");
         }
-        assert_eq!(remote(&lab, h, &format!("systemctl is-enabled {UNIT}")), "enabled\n");
+        assert_eq!(
+            remote(&lab, h, &format!("systemctl is-enabled {UNIT}")),
+            "enabled\n"
+        );
     }
     pings(
         &lab,
-        &[("h1", 2), ("h1", 3), ("h2", 1), ("h2", 3), ("h3", 1), ("h3", 2)],
+        &[
+            ("h1", 2),
+            ("h1", 3),
+            ("h2", 1),
+            ("h2", 3),
+            ("h3", 1),
+            ("h3", 2),
+        ],
     );
 
     eprintln!("checked: {:.1?}", t0.elapsed());

@@ -18,8 +18,8 @@
 //! NetworkManager.
 
 use crate::module::{
-    shell_quote, Action, ArgError, Attrs, Change, Fact, FileKind, Module, ModuleError,
-    ModuleSpec, NetworkGuard, Observed, Plan, PlanContext, Probe,
+    shell_quote, Action, ArgError, Attrs, Change, Fact, FileKind, Module, ModuleError, ModuleSpec,
+    NetworkGuard, Observed, Plan, PlanContext, Probe,
 };
 use crate::modules::args::Presence;
 use crate::modules::facts::bridge::{BridgeFdb, FLOOD_MAC};
@@ -229,7 +229,9 @@ fn endpoint(param: &'static str, s: &str) -> Result<IpAddr, ArgError> {
     if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
         return Err(ArgError::invalid(
             param,
-            format!("{param}: {addr} cannot be a tunnel endpoint (unspecified, loopback or multicast)"),
+            format!(
+                "{param}: {addr} cannot be a tunnel endpoint (unspecified, loopback or multicast)"
+            ),
         ));
     }
     if let IpAddr::V4(v4) = addr {
@@ -321,7 +323,11 @@ impl Device {
         if t.external {
             s.push_str(" external");
         }
-        s.push_str(if self.learning { " learning\n" } else { " nolearning\n" });
+        s.push_str(if self.learning {
+            " learning\n"
+        } else {
+            " nolearning\n"
+        });
         s.push_str(&format!("mtu {}\n", self.mtu));
         match &self.master {
             Some(m) => s.push_str(&format!("master {m}\n")),
@@ -404,7 +410,11 @@ fn tunnel_differences(have: &Tunnel, want: &Tunnel) -> Vec<String> {
         out.push(format!("dstport {} -> {}", have.dstport, want.dstport));
     }
     if have.local != want.local {
-        out.push(format!("local {} -> {}", opt(&have.local), opt(&want.local)));
+        out.push(format!(
+            "local {} -> {}",
+            opt(&have.local),
+            opt(&want.local)
+        ));
     }
     if have.dev != want.dev {
         let d = |d: &Option<String>| d.clone().unwrap_or_else(|| "none".into());
@@ -497,7 +507,10 @@ impl Module for Vxlan {
         if !(1..=65535).contains(&raw.dstport) {
             return Err(ArgError::invalid(
                 "dstport",
-                format!("dstport must be a UDP port, 1 to 65535, got {}", raw.dstport),
+                format!(
+                    "dstport must be a UDP port, 1 to 65535, got {}",
+                    raw.dstport
+                ),
             )
             .into());
         }
@@ -523,7 +536,11 @@ impl Module for Vxlan {
                 .into());
             }
         }
-        let local = raw.local.as_deref().map(|l| endpoint("local", l)).transpose()?;
+        let local = raw
+            .local
+            .as_deref()
+            .map(|l| endpoint("local", l))
+            .transpose()?;
         let mut peers = BTreeSet::new();
         for p in &raw.peers {
             peers.insert(endpoint("peers", p)?);
@@ -554,11 +571,9 @@ impl Module for Vxlan {
             None => None,
             Some(m) if (68..=65535).contains(&m) => Some(m as u32),
             Some(m) => {
-                return Err(ArgError::invalid(
-                    "mtu",
-                    format!("mtu must be 68 to 65535, got {m}"),
+                return Err(
+                    ArgError::invalid("mtu", format!("mtu must be 68 to 65535, got {m}")).into(),
                 )
-                .into())
             }
         };
         Ok(Request {
@@ -669,9 +684,11 @@ fn plan_present(
         ));
     }
     let dev = underlay(req, observed)?;
-    let under = addrs
-        .get(&dev)
-        .ok_or_else(|| host(format!("the underlay device {dev} does not exist on this host")))?;
+    let under = addrs.get(&dev).ok_or_else(|| {
+        host(format!(
+            "the underlay device {dev} does not exist on this host"
+        ))
+    })?;
     if dev == name {
         return Err(host(format!(
             "the default route goes through {name} itself: give dev, the underlay"
@@ -686,7 +703,11 @@ fn plan_present(
             family_name(local)
         )));
     }
-    let overhead = if local.is_ipv4() { OVERHEAD_V4 } else { OVERHEAD_V6 };
+    let overhead = if local.is_ipv4() {
+        OVERHEAD_V4
+    } else {
+        OVERHEAD_V6
+    };
     let room = under.link.mtu.saturating_sub(overhead);
     let mtu = req.mtu.unwrap_or(room);
     if mtu > room || mtu < 68 {
@@ -714,8 +735,7 @@ fn plan_present(
     }
     if let Some(other) = addrs.interfaces.iter().find(|i| {
         i.link.name != name
-            && i
-                .link
+            && i.link
                 .vxlan()
                 .is_some_and(|v| v.id == req.vni && v.dstport == req.dstport && !v.external)
     }) {
@@ -837,7 +857,11 @@ fn plan_present(
         .unwrap_or_default();
     for (i, (change, cmds)) in live.into_iter().enumerate() {
         let change = if i == 0 {
-            change.with_diff(&format!("{name} (live)"), before.clone(), want.describe(name))
+            change.with_diff(
+                &format!("{name} (live)"),
+                before.clone(),
+                want.describe(name),
+            )
         } else {
             change
         };
@@ -885,7 +909,11 @@ fn plan_present(
     if plan.changed() {
         plan.guard = Some(NetworkGuard {
             reapply: reapply(undo),
-            creates_devices: if creates { vec![name.to_string()] } else { vec![] },
+            creates_devices: if creates {
+                vec![name.to_string()]
+            } else {
+                vec![]
+            },
             also_saves: vec![],
         });
     }
@@ -1044,7 +1072,9 @@ mod tests {
         p.actions
             .iter()
             .find_map(|a| match a {
-                Action::WriteFile { content, .. } => Some(String::from_utf8(content.clone()).unwrap()),
+                Action::WriteFile { content, .. } => {
+                    Some(String::from_utf8(content.clone()).unwrap())
+                }
                 _ => None,
             })
             .expect("a unit file written")
@@ -1151,7 +1181,10 @@ mod tests {
         assert!(!p.changed(), "{:?}", p.changes);
         assert!(p.actions.is_empty() && p.guard.is_none());
         // Peers given without this host's own address: the same.
-        let r2 = req(&Vxlan, with(seeds(), json!({"peers": "10.0.0.13 10.0.0.12"})));
+        let r2 = req(
+            &Vxlan,
+            with(seeds(), json!({"peers": "10.0.0.13 10.0.0.12"})),
+        );
         assert!(!Vxlan.plan(&r2, &after).unwrap().changed());
     }
 
@@ -1196,7 +1229,10 @@ mod tests {
         let r = req(&Vxlan, seeds());
         let first = Vxlan.plan(&r, &bare("fresh", &r)).unwrap();
         let meshed = installed(host_state("meshed"), &r, &written(&first));
-        let r = req(&Vxlan, with(seeds(), json!({"peers": ["10.0.0.11", "10.0.0.12"]})));
+        let r = req(
+            &Vxlan,
+            with(seeds(), json!({"peers": ["10.0.0.11", "10.0.0.12"]})),
+        );
         let p = Vxlan.plan(&r, &meshed).unwrap();
         assert_eq!(
             commands(&p),
@@ -1246,7 +1282,10 @@ mod tests {
         let p = Vxlan.plan(&r, &bare("other", &r)).unwrap();
         assert_eq!(
             commands(&p)[..2],
-            ["ip link set wsfvxlan0 master br-ov", "ip link set wsfvxlan0 up"]
+            [
+                "ip link set wsfvxlan0 master br-ov",
+                "ip link set wsfvxlan0 up"
+            ]
         );
         let r = req(
             &Vxlan,
@@ -1255,7 +1294,10 @@ mod tests {
         let p = Vxlan.plan(&r, &bare("other", &r)).unwrap();
         assert_eq!(
             commands(&p)[..2],
-            ["ip link set wsfvxlan0 type vxlan nolearning", "ip link set wsfvxlan0 up"]
+            [
+                "ip link set wsfvxlan0 type vxlan nolearning",
+                "ip link set wsfvxlan0 up"
+            ]
         );
         // Without `bridge` the unit attaches nothing.
         assert!(!written(&p).contains("master"));
@@ -1264,7 +1306,10 @@ mod tests {
     #[test]
     fn defaults_come_from_the_host() {
         // dev from the default route, local its first IPv4 address, mtu 1500 - 50.
-        let r = req(&Vxlan, json!({"name": "vx7", "id": 7, "peers": ["10.0.0.12"]}));
+        let r = req(
+            &Vxlan,
+            json!({"name": "vx7", "id": 7, "peers": ["10.0.0.12"]}),
+        );
         let p = Vxlan.plan(&r, &bare("fresh", &r)).unwrap();
         assert_eq!(
             commands(&p)[..2],
@@ -1308,12 +1353,18 @@ mod tests {
             with(seeds(), json!({"bridge": "br-nope"})),
             "bridge br-nope does not exist on this host",
         );
-        fails(with(seeds(), json!({"bridge": "eth0p"})), "eth0p is a veth device, not a bridge");
+        fails(
+            with(seeds(), json!({"bridge": "eth0p"})),
+            "eth0p is a veth device, not a bridge",
+        );
         fails(
             with(seeds(), json!({"mtu": 1451})),
             "mtu 1451 does not fit: eth0's MTU 1500 carries frames of at most 1450 bytes",
         );
-        fails(with(seeds(), json!({"dev": "eth9"})), "underlay device eth9 does not exist");
+        fails(
+            with(seeds(), json!({"dev": "eth9"})),
+            "underlay device eth9 does not exist",
+        );
         fails(
             with(seeds(), json!({"local": "10.0.0.99"})),
             "local 10.0.0.99 is not an address of this host",
@@ -1390,20 +1441,57 @@ mod tests {
         invalid(json!({"mtu": 67}), "mtu", "68 to 65535, got 67");
         invalid(json!({"mtu": 70000}), "mtu", "got 70000");
         invalid(json!({"local": "10.0.0"}), "local", "not an IP address");
-        invalid(json!({"local": "239.1.1.1"}), "local", "cannot be a tunnel endpoint");
-        invalid(json!({"peers": ["10.0.0.12", "host3"]}), "peers", "\"host3\" is not an IP address");
-        invalid(json!({"peers": ["0.0.0.0"]}), "peers", "cannot be a tunnel endpoint");
-        invalid(json!({"peers": ["10.0.0.12", "fd00::12"]}), "peers", "mixes IPv4 and IPv6");
-        invalid(json!({"name": "a-name-longer-than-15"}), "name", "not a usable device name");
+        invalid(
+            json!({"local": "239.1.1.1"}),
+            "local",
+            "cannot be a tunnel endpoint",
+        );
+        invalid(
+            json!({"peers": ["10.0.0.12", "host3"]}),
+            "peers",
+            "\"host3\" is not an IP address",
+        );
+        invalid(
+            json!({"peers": ["0.0.0.0"]}),
+            "peers",
+            "cannot be a tunnel endpoint",
+        );
+        invalid(
+            json!({"peers": ["10.0.0.12", "fd00::12"]}),
+            "peers",
+            "mixes IPv4 and IPv6",
+        );
+        invalid(
+            json!({"name": "a-name-longer-than-15"}),
+            "name",
+            "not a usable device name",
+        );
         invalid(json!({"name": "vx 0"}), "name", "not a usable device name");
-        invalid(json!({"dev": "eth0;reboot"}), "dev", "not a usable device name");
-        invalid(json!({"bridge": "-br"}), "bridge", "not a usable device name");
+        invalid(
+            json!({"dev": "eth0;reboot"}),
+            "dev",
+            "not a usable device name",
+        );
+        invalid(
+            json!({"bridge": "-br"}),
+            "bridge",
+            "not a usable device name",
+        );
         let e = arg_error(&Vxlan, json!({"name": "vx0"}));
-        assert_eq!((e.kind, e.param), (ArgErrorKind::Requires { other: "id" }, "state"));
+        assert_eq!(
+            (e.kind, e.param),
+            (ArgErrorKind::Requires { other: "id" }, "state")
+        );
         let e = arg_error(&Vxlan, with(seeds(), json!({"local": "fd00::11"})));
-        assert_eq!((e.kind, e.param), (ArgErrorKind::Conflict { with: "local" }, "peers"));
+        assert_eq!(
+            (e.kind, e.param),
+            (ArgErrorKind::Conflict { with: "local" }, "peers")
+        );
         let e = arg_error(&Vxlan, with(seeds(), json!({"dev": "wsfvxlan0"})));
-        assert_eq!((e.kind, e.param), (ArgErrorKind::Conflict { with: "name" }, "dev"));
+        assert_eq!(
+            (e.kind, e.param),
+            (ArgErrorKind::Conflict { with: "name" }, "dev")
+        );
         // Removal needs only the name.
         req(&Vxlan, json!({"name": "vx0", "state": "absent"}));
     }
