@@ -36,6 +36,29 @@ const OVERLAY: &str = r#"
         peers: "{{ vxlan_peers }}"
 "#;
 
+/// The overlay with other settings, applied with a `verify` that always fails: the change is
+/// never confirmed, so the host must roll it back by itself.
+fn unconfirmed(id: u32, mtu: u32, peers: &[&str]) -> String {
+    format!(
+        r#"
+- hosts: all
+  tasks:
+    - name: an overlay change that is not confirmed
+      vxlan:
+        name: wsfvxlan0
+        id: {id}
+        dstport: 20680
+        dev: eth0
+        bridge: br-ov
+        mtu: {mtu}
+        peers: [{}]
+      verify: "false"
+      rollback_timeout: 10
+"#,
+        peers.join(", ")
+    )
+}
+
 const REMOVE: &str = r#"
 - hosts: all
   tasks:
@@ -284,6 +307,35 @@ fn vxlan_mesh_over_ssh() {
     let settled = run.kvmforge(OVERLAY, &["--detailed-exitcode"]);
     assert_eq!(code(&settled), 0, "{}", text(&settled));
 
+    // Changes that are not confirmed are rolled back by the host: small ones by their inverse
+    // commands (a peer added, the MTU lowered), one that re-creates the device (another VNI) by
+    // re-creating the previous device. Either way the unit is restored byte for byte, the
+    // overlay works again and a normal run finds nothing to do.
+    let unit_before = remote(&lab, "h1", &format!("cat /etc/systemd/system/{UNIT}"));
+    let a2 = lab.addr("h2").to_string();
+    for (id, what) in [(20680, "inverse commands"), (20681, "re-creation")] {
+        let t = std::time::Instant::now();
+        let out = run.kvmforge(
+            &unconfirmed(id, 1400, &[a2.as_str(), a3.as_str()]),
+            &["-l", "h1"],
+        );
+        assert_eq!(code(&out), 2, "{what}: {}", text(&out));
+        eprintln!("rolled back by {what} in {:.1?}", t.elapsed());
+        assert_eq!(flood_peers(&lab, "h1"), addrs(&lab, &["h2"]), "{what}");
+        let link = remote(&lab, "h1", "ip -d link show wsfvxlan0");
+        for want in ["mtu 1450", "master br-ov", "vxlan id 20680 ", "nolearning"] {
+            assert!(link.contains(want), "{what}: no `{want}` in {link}");
+        }
+        assert_eq!(
+            remote(&lab, "h1", &format!("cat /etc/systemd/system/{UNIT}")),
+            unit_before,
+            "{what}"
+        );
+        pings(&lab, &[("h1", 2)]);
+        let settled = run.kvmforge(OVERLAY, &["--detailed-exitcode"]);
+        assert_eq!(code(&settled), 0, "{what}: {}", text(&settled));
+    }
+
     // Removal: device and unit gone, then nothing to do.
     let gone = run.kvmforge(REMOVE, &["-l", "h3", "--detailed-exitcode"]);
     assert_eq!(code(&gone), 8, "{}", text(&gone));
@@ -299,4 +351,19 @@ fn vxlan_mesh_over_ssh() {
     assert_eq!(left, "", "left on h3 after state: absent");
     let none = run.kvmforge(REMOVE, &["-l", "h3", "--detailed-exitcode"]);
     assert_eq!(code(&none), 0, "{}", text(&none));
+
+    // Creating the overlay unconfirmed: the host deletes the device it did not have and the
+    // unit files it did not have.
+    let out = run.kvmforge(&unconfirmed(20680, 1450, &[a1.as_str()]), &["-l", "h3"]);
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    let left = remote(
+        &lab,
+        "h3",
+        &format!(
+            "ip link show wsfvxlan0 >/dev/null 2>&1 && echo device; \
+             test -e /etc/systemd/system/{UNIT} && echo unit; \
+             test -L /etc/systemd/system/multi-user.target.wants/{UNIT} && echo link; true"
+        ),
+    );
+    assert_eq!(left, "", "left on h3 after an unconfirmed creation");
 }
