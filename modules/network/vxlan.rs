@@ -149,7 +149,8 @@ and removes the unit. Results: `name`, `id`, `dev`, `local`, `mtu`, `peers` (as 
     dev: eno1
     mtu: 1450
     bridge: wsfbr0
-    # Every host of the group: each host drops its own address.
+    # Every host of the group (or '{{hostvars_of "kvm_hosts" "underlay_ip"}}'): each host
+    # drops its own address.
     peers: [192.168.121.105, 192.168.121.106, 192.168.121.107]
 "#,
 };
