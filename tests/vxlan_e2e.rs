@@ -241,7 +241,7 @@ fn vxlan_mesh_over_ssh() {
         ],
     );
 
-    eprintln!("checked: {:.1?}", t0.elapsed());
+    eprintln!("mesh checked: {:.1?}", t0.elapsed());
     // Nothing left to do.
     let again = run.kvmforge(OVERLAY, &["--detailed-exitcode"]);
     assert_eq!(code(&again), 0, "{}", text(&again));
