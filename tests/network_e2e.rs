@@ -20,22 +20,32 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Run the binary with a playbook against one host of the lab's own inventory.
+/// Run the binary with a playbook against hosts of the lab's own inventory.
 fn kvmforge(
     lab: &lab::Lab,
     dir: &std::path::Path,
-    host: &str,
+    hosts: &str,
     playbook: &str,
     args: &[&str],
 ) -> Output {
-    let pb = dir.join(format!("{host}.yaml"));
+    kvmforge_with(&lab.inventory, dir, hosts, playbook, args)
+}
+
+fn kvmforge_with(
+    inventory: &std::path::Path,
+    dir: &std::path::Path,
+    hosts: &str,
+    playbook: &str,
+    args: &[&str],
+) -> Output {
+    let pb = dir.join(format!("{}.yaml", hosts.replace(':', "-")));
     std::fs::write(&pb, playbook).unwrap();
     Command::new(env!("CARGO_BIN_EXE_kvmforge"))
         .arg("run")
         .arg(&pb)
         .arg("-i")
-        .arg(&lab.inventory)
-        .args(["-l", host, "--connect-timeout", "5", "-v"])
+        .arg(inventory)
+        .args(["-l", hosts, "--connect-timeout", "5", "-v"])
         .args(args)
         .output()
         .unwrap()
@@ -76,55 +86,95 @@ fn netplan_files(lab: &lab::Lab, host: &str) -> String {
     on(lab, host, "cd /etc/netplan && sha256sum *.yaml")
 }
 
-/// A bridge whose address the controller cannot reach: the host rolls it back by itself.
-fn rolled_back(lab: &lab::Lab, dir: &std::path::Path, host: &str) {
-    let (nic, _) = nic(lab, host);
-    let before = netplan_files(lab, host);
-    let started = std::time::Instant::now();
-    let out = kvmforge(
-        lab,
-        dir,
-        host,
-        &bridge_play(&nic, "10.99.0.5/24", "      rollback_timeout: 15\n"),
-        &[],
+/// Bridges whose address the controller cannot reach, on `hosts` at once: each host rolls its
+/// own back. `become` runs the play as another user through sudo, with the password given.
+fn rolled_back(lab: &lab::Lab, dir: &std::path::Path, hosts: &[&str], become_as: Option<&str>) {
+    let before: Vec<String> = hosts.iter().map(|h| netplan_files(lab, h)).collect();
+    let nics: Vec<String> = hosts.iter().map(|h| nic(lab, h).0).collect();
+    assert!(
+        nics.iter().all(|n| n == &nics[0]),
+        "hosts differ in NIC names: {nics:?}"
     );
+    let mut play = bridge_play(&nics[0], "10.99.0.5/24", "      rollback_timeout: 15\n");
+    let mut args: Vec<String> = Vec::new();
+    let mut inventory = lab.inventory.clone();
+    if let Some(user) = become_as {
+        // The lab's inventory, logging in as `user` instead of root.
+        inventory = dir.join(format!("inventory-{user}.yaml"));
+        let text = std::fs::read_to_string(&lab.inventory).unwrap();
+        assert!(text.contains("ansible_user: root"), "{text}");
+        std::fs::write(
+            &inventory,
+            text.replace("ansible_user: root", &format!("ansible_user: {user}")),
+        )
+        .unwrap();
+        play = play.replace(
+            "  gather_facts: false\n",
+            "  gather_facts: false\n  become: true\n",
+        );
+        let pw = dir.join("pw");
+        std::fs::write(&pw, format!("{}\n", lab::KF_PASSWORD)).unwrap();
+        args.push("--become-password-file".into());
+        args.push(pw.display().to_string());
+    }
+    let started = std::time::Instant::now();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = kvmforge_with(&inventory, dir, &hosts.join(":"), &play, &args);
     assert_eq!(code(&out), 2, "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("rolled back"), "{t}");
+    if let Some(user) = become_as {
+        // It really logged in as that user.
+        assert!(!t.contains("needs root"), "{t}");
+        let who = lab.ssh_as(user, hosts[0], "id -un");
+        assert_eq!(
+            String::from_utf8_lossy(&who.stdout).trim(),
+            user,
+            "{}",
+            text(&who)
+        );
+    }
+    assert!(!t.contains(lab::KF_PASSWORD), "{t}");
+    for h in hosts {
+        assert!(t.contains(&format!("failed: [{h}]")), "{t}");
+    }
+    assert_eq!(t.matches("rolled back;").count(), hosts.len(), "{t}");
     assert!(t.contains("guard: not confirmed"), "{t}");
-    // The host answers at its old address again, well within the timeout plus a margin.
+    // Back at the old address well within the timeout plus a margin, all of them.
     assert!(
         started.elapsed().as_secs() < 15 + 60,
         "took {:?}",
         started.elapsed()
     );
-    let ssh = lab.ssh(host, "ip -4 -o addr show");
-    assert!(ssh.status.success(), "{}", text(&ssh));
-    assert_eq!(
-        netplan_files(lab, host),
-        before,
-        "netplan files differ after the rollback"
-    );
-    assert!(
-        !lab.exec(host, "ip link show br0").status.success(),
-        "br0 is still there after the rollback"
-    );
-    assert_eq!(
-        on(lab, host, "ls /var/lib/kvmforge/guard 2>/dev/null | wc -l").trim(),
-        "0"
-    );
+    for (h, before) in hosts.iter().zip(before) {
+        let ssh = lab.ssh(h, "ip -4 -o addr show");
+        assert!(ssh.status.success(), "{h}: {}", text(&ssh));
+        assert_eq!(
+            netplan_files(lab, h),
+            before,
+            "{h}: netplan files differ after the rollback"
+        );
+        assert!(
+            !lab.exec(h, "ip link show br0").status.success(),
+            "{h}: br0 is still there after the rollback"
+        );
+        assert_eq!(
+            on(lab, h, "ls /var/lib/kvmforge/guard 2>/dev/null | wc -l").trim(),
+            "0"
+        );
+    }
 }
 
 #[test]
 fn netplan_bridge_over_the_ssh_nic_confirmed_or_rolled_back() {
-    let Some(lab) = lab::Lab::up("e2e-net", 1, Some(1)) else {
+    let Some(lab) = lab::Lab::up("e2e-net", 2, Some(1)) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
 
-    // Wrong address: not confirmed, rolled back, directly and through the jump host.
-    rolled_back(&lab, dir.path(), "h1");
-    rolled_back(&lab, dir.path(), "v1");
+    // Wrong address: not confirmed, rolled back — on two hosts at once (each its own timer),
+    // and through the jump host as a user whose sudo needs a password.
+    rolled_back(&lab, dir.path(), &["h1", "h2"], None);
+    rolled_back(&lab, dir.path(), &["v1"], Some("kf"));
 
     // The same address on a bridge over the NIC: converges, the host stays reachable.
     let (nic, addr) = nic(&lab, "h1");
