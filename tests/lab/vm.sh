@@ -113,7 +113,10 @@ EOF
   rm -f "$R"/boot/*.dpkg-bak "$R"/boot/*.new
   # per-VM files (host key, addresses, hostname, authorized keys) come from a
   # small "seed" disk labelled kfseed, copied in once, before udev and
-  # networkd start, so netplan's interface names and addresses apply at once
+  # networkd start.  Its /etc/netplan file rules every later boot; for the
+  # first one (netplan's generator has already run) the seed also carries
+  # what netplan would have generated from it, in /run/systemd/network.
+  # Running netplan generate here instead costs a minute under emulation.
   cat >"$R/usr/local/sbin/kvmforge-lab-seed" <<'EOF'
 #!/bin/sh
 # Copy the per-VM files of the kvmforge lab seed disk into the root fs (once).
@@ -127,8 +130,6 @@ cp -a /run/kvmforge-lab-seed/files/. /
 umount /run/kvmforge-lab-seed
 for u in kf kfnopw; do chown -R "$u:$u" "/home/$u/.ssh"; done
 hostname -F /etc/hostname
-# as at boot: netplan generate outside the generator would wait for udev
-/usr/lib/systemd/system-generators/netplan /run/systemd/generator /run/systemd/generator.early /run/systemd/generator.late
 mkdir -p /var/lib/kvmforge-lab
 date -u +%FT%TZ >/var/lib/kvmforge-lab/seeded
 echo "kvmforge-lab-seed: applied from $dev"
@@ -360,6 +361,15 @@ prepare_vm() {  # NAME HOST VMDIR SPEC "ifname=addr/24" ...
     done
   } >"$s/etc/netplan/10-kvmforge-lab.yaml"
   chmod 0600 "$s/etc/netplan/10-kvmforge-lab.yaml"
+  mkdir -p "$s/run/systemd/network"
+  i=0
+  for ifc in "$@"; do
+    printf '[Match]\nPermanentMACAddress=%s\n\n[Link]\nName=%s\nWakeOnLan=off\n' \
+      "$(vm_mac "$idx" "$n" "$i")" "${ifc%%=*}" >"$s/run/systemd/network/10-netplan-${ifc%%=*}.link"
+    printf '[Match]\nMACAddress=%s\nName=%s\n\n[Network]\nLinkLocalAddressing=no\nAddress=%s\nIPv6AcceptRA=no\n' \
+      "$(vm_mac "$idx" "$n" "$i")" "${ifc%%=*}" "${ifc#*=}" >"$s/run/systemd/network/10-netplan-${ifc%%=*}.network"
+    i=$((i + 1))
+  done
   mkfs.ext4 -q -F -L kfseed -d "$hd/seed" "$hd/seed.img" 8M
   # spare drives for passthrough tests: sparse, so their size costs nothing
   local k
