@@ -576,7 +576,8 @@ wait_hosts() {  # NAME DEADLINE ANYKEY HOST... ; prints diagnostics and fails if
   rm -f "$run/.wait/"*
   declare -A addrs=() leaders=() checking=() next=()
   while read -r h addr; do addrs[$h]=$addr; done <"$run/hosts.txt"
-  local pending=("$@") left dead=() ready
+  local pending=("$@") left dead=() ready t_start
+  t_start=$(( $(now) + 3 ))  # QEMU joins its cgroup a moment after launch
   while [ ${#pending[@]} -gt 0 ] && [ "$(now)" -lt "$deadline" ]; do
     left=()
     for h in "${pending[@]}"; do
@@ -593,7 +594,7 @@ wait_hosts() {  # NAME DEADLINE ANYKEY HOST... ; prints diagnostics and fails if
       if is_vm_host "$h"; then
         # a VM's sshd cannot be seen from here: try ssh every 2 s while
         # QEMU runs; a QEMU that exited fails at once
-        if [ -z "$(cg_pids "$name" "$h")" ]; then dead+=("$h"); continue; fi
+        if [ "$(now)" -gt "$t_start" ] && [ -z "$(cg_pids "$name" "$h")" ]; then dead+=("$h"); continue; fi
         if [ "$(now)" -ge "${next[$h]:-0}" ]; then ready=1; next[$h]=$(( $(now) + 2 )); fi
       else
         leader=${leaders[$h]:-}
