@@ -66,7 +66,7 @@ cmd_check_vms() {
   elif [ ! -c /dev/net/tun ]; then why="no /dev/net/tun (tap devices)"
   elif ! [ -e /dev/loop-control ] && ! modprobe loop 2>/dev/null; then why="no loop devices (needed to build the disk image)"
   elif ! timeout 20 qemu-system-x86_64 -accel tcg -machine q35 -nodefaults -display none \
-         -monitor none -serial none -S -no-user-config -qmp none -daemonize -pidfile "/tmp/kfl-check-$$.pid" \
+         -monitor none -serial none -S -no-user-config -daemonize -pidfile "/tmp/kfl-check-$$.pid" \
          >/dev/null 2>&1; then why="qemu-system-x86_64 cannot start a TCG machine"
   fi
   if [ -f "/tmp/kfl-check-$$.pid" ]; then kill "$(cat "/tmp/kfl-check-$$.pid")" 2>/dev/null || true; rm -f "/tmp/kfl-check-$$.pid"; fi
