@@ -157,7 +157,19 @@ fn vm_and_container_in_one_lab() {
         before.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
         ["h1", "q1"]
     );
+    // kernel arguments go through /etc/default/grub and update-grub, as on a real host
+    ok(
+        &lab,
+        "q1",
+        "sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT=\"kvmforge_lab_mark=1\"/' \
+         /etc/default/grub && update-grub 2>&1",
+    );
     let reported = lab.reboot("q1");
+    let cmdline = ok(&lab, "q1", "cat /proc/cmdline");
+    assert!(
+        cmdline.contains("kvmforge_lab_mark=1") && cmdline.contains("intel_iommu=on"),
+        "/etc/default/grub did not reach the kernel: {cmdline}"
+    );
     let after = boot_ids_through_kvmforge(&lab, "h1:q1");
     assert_eq!(after[0], before[0], "the container did not reboot");
     assert_ne!(after[1].1, before[1].1, "q1 has a new boot id");
