@@ -244,9 +244,16 @@ cmd_vm_image() {
   (
     flock 9
     if [ -f "$dir/.kvmforge-lab-stamp" ]; then exit 0; fi
-    local tmp="$LAB_CACHE/vmbuild-$hash" mirror t0 pkgs try ok=""
-    umount_below "$tmp"
-    rm -rf --one-file-system "$tmp"
+    local tmp="$LAB_CACHE/vmbuild-$hash" mirror t0 pkgs try ok="" stale
+    # leftovers of interrupted builds (this lock is held by every build)
+    for stale in "$LAB_CACHE"/vmbuild-* "$LAB_CACHE"/mnt.*; do
+      [ -d "$stale" ] || continue
+      umount_below "$stale"
+      rm -rf --one-file-system "$stale"
+    done
+    for stale in $(losetup -n -O NAME,BACK-FILE 2>/dev/null | awk -v c="$LAB_CACHE/vmbuild-" 'index($2, c) == 1 { print $1 }'); do
+      losetup -d "$stale" 2>/dev/null || true
+    done
     mkdir -p "$tmp" "$LAB_CACHE/debs"
     mirror=$(detect_mirror)
     pkgs=$(vm_pkg_list)
