@@ -122,9 +122,11 @@ fn vm_and_container_in_one_lab() {
         nvme: 1,
         ..Default::default()
     };
+    let t0 = std::time::Instant::now();
     let Some(lab) = lab::Lab::up_with("vm-smoke", 1, None, &[vm]) else {
         return;
     };
+    eprintln!("lab with q1 and h1 up in {:?}", t0.elapsed());
     assert_eq!(lab.vms(), ["q1"]);
     assert!(lab.is_vm("q1") && !lab.is_vm("h1"));
 
@@ -164,7 +166,9 @@ fn vm_and_container_in_one_lab() {
         "sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT=\"kvmforge_lab_mark=1\"/' \
          /etc/default/grub && update-grub 2>&1",
     );
+    let t0 = std::time::Instant::now();
     let reported = lab.reboot("q1");
+    eprintln!("q1 rebooted in {:?}", t0.elapsed());
     let cmdline = ok(&lab, "q1", "cat /proc/cmdline");
     assert!(
         cmdline.contains("kvmforge_lab_mark=1") && cmdline.contains("intel_iommu=on"),
