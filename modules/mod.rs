@@ -6,6 +6,7 @@ pub mod args;
 pub mod facts;
 pub mod files;
 pub mod kernel;
+pub mod network;
 pub mod system;
 #[cfg(test)]
 pub mod testing;
@@ -21,6 +22,8 @@ pub static ALL: &[&dyn DynModule] = &[
     &kernel::grub_cmdline::GrubCmdline,
     &kernel::kernel_module::KernelModule,
     &files::lineinfile::LineInFile,
+    &network::netplan_bridge::NetplanBridge,
+    &network::nm_bridge::NmBridge,
     &system::package::Package,
     &system::service::Service,
     &system::command::Shell,
@@ -28,6 +31,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,
     &system::user::User,
+    &network::vxlan::Vxlan,
 ];
 
 /// The module called `name`.
@@ -97,6 +101,7 @@ mod tests {
             ParamKind::Choice(c) => c.iter().map(|v| json!(v)).collect(),
             ParamKind::List => vec![json!(["x"])],
             ParamKind::Map => vec![json!({"k": "v"})],
+            ParamKind::Data => vec![json!("x"), json!(["x"]), json!({"k": "v"})],
         }
     }
 

@@ -10,6 +10,7 @@ use crate::params::{did_you_mean, did_you_mean_suffix};
 use crate::playbook::Playbook;
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,9 +33,10 @@ pub enum Command {
     Validate(TargetArgs),
     /// Show the resolved hosts, groups and variables of an inventory.
     Inventory {
-        /// Inventory file (Ansible YAML format).
-        #[arg(short, long)]
-        inventory: PathBuf,
+        /// Inventory: an Ansible YAML or INI file, a directory of them, or `host1,host2,`.
+        /// Give it several times to merge inventories in order.
+        #[arg(short, long, required = true)]
+        inventory: Vec<PathBuf>,
         /// Show one host: its groups, variables and how it is reached.
         #[arg(long)]
         host: Option<String>,
@@ -52,9 +54,10 @@ pub enum Command {
 pub struct TargetArgs {
     /// Playbook file.
     pub playbook: PathBuf,
-    /// Inventory file (Ansible YAML format). Without it only `localhost` exists.
+    /// Inventory: an Ansible YAML or INI file, a directory of them, or `host1,host2,`. Give it
+    /// several times to merge inventories in order. Without it only `localhost` exists.
     #[arg(short, long)]
-    pub inventory: Option<PathBuf>,
+    pub inventory: Vec<PathBuf>,
     /// Limit to hosts matching a pattern (`kvm:!gpu`, `web*`, `a:&b`).
     #[arg(short, long)]
     pub limit: Option<String>,
@@ -144,10 +147,11 @@ pub fn parse_extra_vars(items: &[String]) -> Result<Map<String, Value>, Error> {
     Ok(out)
 }
 
-fn load_inventory(path: Option<&Path>) -> Result<Inventory, Error> {
-    match path {
-        Some(p) => Inventory::load(p),
-        None => Inventory::parse("all:\n", Path::new("(no inventory)")),
+fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
+    if paths.is_empty() {
+        Ok(Inventory::empty())
+    } else {
+        Inventory::load_all(paths)
     }
 }
 
@@ -208,7 +212,7 @@ fn read_password() -> std::io::Result<String> {
 
 fn run(args: RunArgs) -> Result<i32, Error> {
     let pb = Playbook::load(&args.target.playbook)?;
-    let inv = load_inventory(args.target.inventory.as_deref())?;
+    let inv = load_inventory(&args.target.inventory)?;
     let opts = Options {
         check: args.check,
         diff: args.diff,
@@ -246,7 +250,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
 
 fn validate(args: TargetArgs) -> Result<i32, Error> {
     let pb = Playbook::load(&args.playbook)?;
-    let inv = load_inventory(args.inventory.as_deref())?;
+    let inv = load_inventory(&args.inventory)?;
     let opts = Options {
         limit: args.limit.clone(),
         extra_vars: parse_extra_vars(&args.extra_vars)?,
@@ -273,8 +277,29 @@ fn validate(args: TargetArgs) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
-fn show_inventory(path: &Path, host: Option<&str>) -> Result<i32, Error> {
-    let inv = Inventory::load(path)?;
+/// Variables as `kvmforge inventory` shows them: secrets replaced by `<hidden>`.
+fn shown_vars(vars: &Map<String, Value>) -> Value {
+    Value::Object(
+        vars.iter()
+            .map(|(k, v)| {
+                let v = if inventory::is_secret_var(k) && !v.is_null() {
+                    Value::String("<hidden>".into())
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+    )
+}
+
+fn show_inventory(paths: &[PathBuf], host: Option<&str>) -> Result<i32, Error> {
+    let inv = Inventory::load_all(paths)?;
+    let sources: Vec<Value> = inv
+        .sources
+        .iter()
+        .map(|s| json!({"path": s.path, "format": s.format.as_str()}))
+        .collect();
     let v = match host {
         Some(name) => {
             let h = match inv.host(name) {
@@ -289,7 +314,7 @@ fn show_inventory(path: &Path, host: Option<&str>) -> Result<i32, Error> {
             json!({
                 "name": h.name,
                 "groups": h.groups,
-                "vars": h.vars,
+                "vars": shown_vars(&h.vars),
                 "connection": {
                     "type": format!("{:?}", c.kind).to_lowercase(),
                     "address": c.address,
@@ -298,7 +323,13 @@ fn show_inventory(path: &Path, host: Option<&str>) -> Result<i32, Error> {
                     "key": c.key,
                     "jump": c.jump,
                     "become": c.become_,
+                    "become_password": c.become_password.as_ref().map(|_| "<hidden>"),
+                    "host_key_checking": c.host_key_checking,
+                    "known_hosts": c.known_hosts,
+                    "ssh_config": c.ssh_config,
+                    "ssh_options": c.ssh_options.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
                 },
+                "sources": sources,
             })
         }
         None => {
@@ -311,7 +342,7 @@ fn show_inventory(path: &Path, host: Option<&str>) -> Result<i32, Error> {
                         json!({
                             "hosts": inv.hosts.iter().filter(|h| h.groups.contains(&g.name)).map(|h| &h.name).collect::<Vec<_>>(),
                             "children": g.children,
-                            "vars": g.vars,
+                            "vars": shown_vars(&g.vars),
                         }),
                     )
                 })
@@ -319,12 +350,17 @@ fn show_inventory(path: &Path, host: Option<&str>) -> Result<i32, Error> {
             let hostvars: Map<String, Value> = inv
                 .hosts
                 .iter()
-                .map(|h| (h.name.clone(), Value::Object(h.vars.clone())))
+                .map(|h| (h.name.clone(), shown_vars(&h.vars)))
                 .collect();
-            json!({"groups": groups, "hostvars": hostvars})
+            json!({"sources": sources, "groups": groups, "hostvars": hostvars})
         }
     };
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    // Written without println!: a reader that stops early (`| head`) is not an error.
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    );
     Ok(exit::OK)
 }
 

@@ -228,6 +228,17 @@ pub fn connect(
     become_: &Become,
     opts: &ConnectOptions,
 ) -> Result<Box<dyn Connection>, ConnectionError> {
+    // A sudo password in the inventory (`ansible_become_password`) is the host's own.
+    let own;
+    let become_ = match &spec.become_password {
+        Some(p) => {
+            own = Become {
+                password: Some(p.expose().to_string()),
+            };
+            &own
+        }
+        None => become_,
+    };
     match spec.kind {
         ConnectionKind::Local => Ok(Box::new(LocalConnection::new(become_.clone()))),
         ConnectionKind::Ssh => Ok(Box::new(crate::ssh::SshConnection::connect(

@@ -19,6 +19,7 @@ pub mod remote;
 pub mod ssh;
 pub mod template;
 pub mod vars;
+pub mod yaml11;
 
 #[path = "../modules/mod.rs"]
 pub mod modules;

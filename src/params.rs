@@ -29,6 +29,10 @@ pub enum ParamKind {
     Map,
     /// A scalar (string, number or bool), normalised to a string.
     Scalar,
+    /// Structured YAML (lists and mappings of any depth), passed through as written: the module's
+    /// typed request gives it its shape (netplan-style `routes:`, `interfaces:` with VLAN
+    /// entries), and a value of the wrong shape is an argument error naming the parameter.
+    Data,
 }
 
 impl fmt::Display for ParamKind {
@@ -42,6 +46,7 @@ impl fmt::Display for ParamKind {
             ParamKind::List => f.write_str("list of strings"),
             ParamKind::Map => f.write_str("mapping"),
             ParamKind::Scalar => f.write_str("scalar"),
+            ParamKind::Data => f.write_str("structured"),
         }
     }
 }
@@ -387,6 +392,7 @@ fn normalise(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
             }
             _ => return Err(bad()),
         },
+        ParamKind::Data => v.clone(),
         ParamKind::Map => match v {
             Value::Object(m) => Value::Object(
                 m.iter()
@@ -477,6 +483,7 @@ mod tests {
             mode: Option<u32>,
         }
         #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)] // only deserialised: the point is the parameter it leaves unread
         struct Partial {
             path: String,
             mode: Option<u32>,
@@ -497,6 +504,15 @@ mod tests {
             matches!(e, crate::module::ModuleError::Internal(ref m) if m.contains("`state`")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn structured_values_pass_through_as_written() {
+        const S: &[ParamSpec] = &[ParamSpec::optional("routes", ParamKind::Data, "")];
+        let v = json!([{"to": "default", "via": "10.0.0.1", "metric": 100}]);
+        let a = Args::from_json(S, json!({ "routes": v.clone() })).unwrap();
+        assert_eq!(a.as_json()["routes"], v);
+        assert_eq!(ParamKind::Data.to_string(), "structured");
     }
 
     #[test]

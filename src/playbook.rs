@@ -45,6 +45,9 @@ pub const TASK_KEYS: &[&str] = &[
     "failed_when",
     "no_log",
     "vars",
+    "rollback_timeout",
+    "verify",
+    "confirm_address",
 ];
 
 /// Batch sizes for rolling changes: a number of hosts or a percentage of the play's hosts.
@@ -82,6 +85,14 @@ pub struct Task {
     pub failed_when: Option<Value>,
     pub no_log: bool,
     pub vars: Map<String, Value>,
+    /// Network changes: seconds the host waits for the controller's confirmation before it
+    /// rolls the change back (default 60).
+    pub rollback_timeout: Option<u64>,
+    /// Network changes: a command that must succeed on the host, over a new connection, for the
+    /// change to be confirmed (e.g. `ping -c1 -W2 192.168.121.1`).
+    pub verify: Option<String>,
+    /// Network changes: the address the host answers at after the change, when it moves.
+    pub confirm_address: Option<String>,
 }
 
 impl fmt::Debug for Task {
@@ -507,6 +518,9 @@ impl<'de> serde::Deserialize<'de> for Task {
                     failed_when: None,
                     no_log: false,
                     vars: Map::new(),
+                    rollback_timeout: None,
+                    verify: None,
+                    confirm_address: None,
                 };
                 while let Some(key) = map.next_key::<String>()? {
                     if let Some(m) = modules::find(&key) {
@@ -567,6 +581,23 @@ impl<'de> serde::Deserialize<'de> for Task {
                         "failed_when" => t.failed_when = Some(json(v)?),
                         "no_log" => t.no_log = bool_value(k, v)?,
                         "vars" => t.vars = mapping(k, v)?,
+                        "rollback_timeout" => {
+                            let n = match &v {
+                                serde_yaml::Value::Number(n) => n.as_u64(),
+                                _ => None,
+                            };
+                            match n {
+                                Some(n) if (10..=3600).contains(&n) => t.rollback_timeout = Some(n),
+                                _ => {
+                                    return Err(de::Error::custom(format!(
+                                        "rollback_timeout must be a number of seconds from 10 to 3600, not {}",
+                                        serde_yaml::to_string(&v).unwrap_or_default().trim()
+                                    )))
+                                }
+                            }
+                        }
+                        "verify" => t.verify = Some(string::<A::Error>(k, v)?),
+                        "confirm_address" => t.confirm_address = Some(string::<A::Error>(k, v)?),
                         _ => unreachable!("checked against TASK_KEYS"),
                     }
                 }

@@ -10,6 +10,7 @@ use crate::connection::{
 };
 use crate::inventory::ConnectionSpec;
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -100,7 +101,12 @@ impl SshConnection {
         if let Some(j) = &spec.jump {
             b.jump_hosts(j.split(',').map(str::trim).filter(|s| !s.is_empty()));
         }
-        if let Some(cfg) = &spec.ssh_config {
+        if !spec.ssh_options.is_empty() {
+            let cfg = options_config(spec).map_err(|e| {
+                ConnectionError::Unreachable(format!("{name}: cannot write its ssh options: {e}"))
+            })?;
+            b.config_file(cfg);
+        } else if let Some(cfg) = &spec.ssh_config {
             b.config_file(shellexpand_home(cfg));
         }
         if let Some(kh) = &spec.known_hosts {
@@ -148,6 +154,81 @@ impl SshConnection {
             invocations: 0,
         })
     }
+}
+
+/// An ssh client config carrying the host's extra options (from `ansible_ssh_common_args` and
+/// the like), then including the config ssh would have read anyway: options obtained first win,
+/// as they would on ssh's command line. The openssh crate takes no arbitrary `-o`, so the
+/// options travel this way. Files are named by their content and live in a private directory.
+fn options_config(spec: &ConnectionSpec) -> std::io::Result<PathBuf> {
+    let mut text = String::from("# ssh options of an inventory host, written by kvmforge\n");
+    for (k, v) in &spec.ssh_options {
+        if v.contains(['\n', '\r']) || k.contains(|c: char| !c.is_ascii_alphanumeric()) {
+            return Err(std::io::Error::other(format!(
+                "option `{k}` cannot be written to a config file"
+            )));
+        }
+        let raw = [
+            "ProxyCommand",
+            "LocalCommand",
+            "RemoteCommand",
+            "KnownHostsCommand",
+        ]
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(k));
+        if raw || !v.contains(char::is_whitespace) || v.starts_with('"') {
+            text.push_str(&format!("{k} {v}\n"));
+        } else {
+            text.push_str(&format!("{k} \"{v}\"\n"));
+        }
+    }
+    match &spec.ssh_config {
+        Some(cfg) => text.push_str(&format!("Include \"{}\"\n", shellexpand_home(cfg))),
+        None => {
+            if let Ok(home) = std::env::var("HOME") {
+                text.push_str(&format!("Include \"{home}/.ssh/config\"\n"));
+            }
+            text.push_str("Include /etc/ssh/ssh_config\n");
+        }
+    }
+    let dir = private_dir()?;
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        h.finish()
+    };
+    let path = dir.join(format!("ssh-options-{hash:016x}.conf"));
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = dir.join(format!(".ssh-options-{hash:016x}.{}", std::process::id()));
+        std::fs::write(&tmp, &text)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
+/// `$XDG_RUNTIME_DIR/kvmforge` or `/tmp/kvmforge-UID`: made mode 700, and refused if it is
+/// someone else's or a symlink.
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::getuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("kvmforge"),
+        _ => std::env::temp_dir().join(format!("kvmforge-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(&dir)?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private directory of this user",
+            dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
 fn shellexpand_home(p: &str) -> String {

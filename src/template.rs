@@ -48,6 +48,7 @@ fn registry() -> &'static Handlebars<'static> {
         h.register_helper("contains", Box::new(contains_helper));
         h.register_helper("default", Box::new(default_helper));
         h.register_helper("join", Box::new(join_helper));
+        h.register_helper("hostvars_of", Box::new(hostvars_of_helper));
         h.register_helper(
             "upper",
             Box::new(
@@ -180,6 +181,52 @@ fn join_helper(
         _ => param_str(h, 0),
     };
     out.write(&joined)?;
+    Ok(())
+}
+
+/// `{{hostvars_of "GROUP" "VAR"}}`: VAR of every host of GROUP, in inventory order, separated by
+/// spaces (or the third parameter). A host without VAR is an error naming it, as for any
+/// undefined variable. Made for lists of peers: `peers: "{{hostvars_of "kvm_hosts" "vxlan_ip"}}"`.
+fn hostvars_of_helper(
+    h: &Helper,
+    _: &Handlebars,
+    ctx: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let group = param_str(h, 0);
+    let var = param_str(h, 1);
+    let sep = h
+        .param(2)
+        .map(|_| param_str(h, 2))
+        .unwrap_or_else(|| " ".into());
+    let root = ctx.data();
+    let members = root
+        .get("groups")
+        .and_then(|g| g.get(&group))
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            RenderErrorReason::Other(format!("hostvars_of: no group `{group}` in the inventory"))
+        })?;
+    let mut values = Vec::new();
+    for m in members {
+        let name = m.as_str().unwrap_or_default();
+        let v = root
+            .get("hostvars")
+            .and_then(|hv| hv.get(name))
+            .and_then(|vars| vars.get(&var))
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| {
+                RenderErrorReason::Other(format!(
+                    "hostvars_of: host `{name}` of group `{group}` has no variable `{var}`"
+                ))
+            })?;
+        values.push(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
+    out.write(&values.join(&sep))?;
     Ok(())
 }
 
@@ -469,6 +516,34 @@ mod tests {
             .unwrap_err(),
             TemplateError::Undefined("facts.kernel".into())
         );
+    }
+
+    #[test]
+    fn hostvars_of_lists_a_variable_of_every_host_of_a_group() {
+        let vars = json!({
+            "groups": {"kvm": ["k1", "k2", "k3"]},
+            "hostvars": {"k1": {"ip": "10.0.0.1"}, "k2": {"ip": "10.0.0.2"}, "k3": {"ip": "10.0.0.3", "n": 3}},
+        });
+        assert_eq!(
+            render("{{hostvars_of \"kvm\" \"ip\"}}", &vars).unwrap(),
+            "10.0.0.1 10.0.0.2 10.0.0.3"
+        );
+        assert_eq!(
+            render("{{hostvars_of 'kvm' 'ip' ','}}", &vars).unwrap(),
+            "10.0.0.1,10.0.0.2,10.0.0.3"
+        );
+        let e = render("{{hostvars_of 'kvm' 'n'}}", &vars)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("host `k1` of group `kvm` has no variable `n`"),
+            "{e}"
+        );
+        let e = render("{{hostvars_of 'nope' 'ip'}}", &vars)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no group `nope`"), "{e}");
+        assert_eq!(render("{{hostvars.k2.ip}}", &vars).unwrap(), "10.0.0.2");
     }
 
     #[test]

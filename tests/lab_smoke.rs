@@ -93,7 +93,8 @@ fn lab_smoke() {
             "{name} in inventory"
         );
     }
-    assert!(inv.contains(&format!("jump: root@{jump}")));
+    // hosts behind the jump host are reached the way Ansible reaches them: a ProxyCommand
+    assert!(inv.contains(&format!("-W %h:%p root@{jump}")));
 
     // failure helpers: sshd stopped, changed host key
     lab.stop_sshd("h2");

@@ -302,7 +302,31 @@ fn become_through_sudo() {
     assert_ne!(code(&out), 0, "{}", text(&out));
     assert!(text(&out).contains("become failed"), "{}", text(&out));
 
+    // The inventory's own sudo password (Ansible's `ansible_become_password`) works and is
+    // never shown, not even by `kvmforge inventory`.
+    lab.ssh("h1", "rm -f /etc/kvmforge-become");
+    let with_pw = Run::new(
+        &lab,
+        &["h1"],
+        "kf",
+        &format!("      ansible_become_password: \"{}\"\n", lab::KF_PASSWORD),
+    );
+    let out = with_pw.kvmforge(playbook, &["-v", "--diff"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!text(&out).contains(lab::KF_PASSWORD), "{}", text(&out));
+    assert_eq!(remote(&lab, "h1", "cat /etc/kvmforge-become"), "by kf\n");
+    let shown = Command::new(env!("CARGO_BIN_EXE_kvmforge"))
+        .args(["inventory", "-i"])
+        .arg(with_pw.path("inventory.yaml"))
+        .args(["--host", "h1"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&shown), 0, "{}", text(&shown));
+    assert!(!text(&shown).contains(lab::KF_PASSWORD), "{}", text(&shown));
+    assert!(text(&shown).contains("<hidden>"), "{}", text(&shown));
+
     // A wrong password fails without showing it.
+    lab.ssh("h1", "rm -f /etc/kvmforge-become");
     let pw = run.path("pw");
     std::fs::write(&pw, "wrong-secret\n").unwrap();
     let out = run.kvmforge(
@@ -334,4 +358,70 @@ fn become_through_sudo() {
     let plain = playbook.replace("  become: true\n", "");
     let out = run.kvmforge(&plain, &[]);
     assert_eq!(code(&out), 2, "{}", text(&out));
+}
+
+/// An inventory written for Ansible, as Ansible users have them: INI, legacy `ansible_ssh_*`
+/// names, and a host behind a jump host reached only through the `ProxyCommand` in
+/// `ansible_ssh_common_args` (no kvmforge-specific variable anywhere).
+#[test]
+fn ansible_ini_inventory_with_legacy_names_and_proxy_command() {
+    let Some(lab) = lab::Lab::up("e2e-ansinv", 1, Some(1)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kh = dir.path().join("known_hosts");
+    std::fs::copy(&lab.known_hosts, &kh).unwrap();
+    let (key, kh) = (lab.key.display().to_string(), kh.display().to_string());
+    let common =
+        format!("-o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes");
+    let inv = format!(
+        "# written for Ansible\n\
+         [front]\n\
+         h1 ansible_ssh_host={h1} ansible_ssh_user=root\n\
+         \n\
+         [behind]\n\
+         v1 ansible_ssh_host={v1}\n\
+         \n\
+         [all:vars]\n\
+         ansible_ssh_private_key_file={key}\n\
+         ansible_ssh_common_args='{common}'\n\
+         \n\
+         [behind:vars]\n\
+         ansible_user=root\n\
+         ansible_ssh_common_args='{common} -o ProxyCommand=\"ssh -F /dev/null -i {key} {common} -W %h:%p root@{jump}\"'\n",
+        h1 = lab.addr("h1"),
+        v1 = lab.addr("v1"),
+        jump = lab.jump.as_deref().unwrap(),
+    );
+    let inv_path = dir.path().join("hosts");
+    std::fs::write(&inv_path, inv).unwrap();
+    let shown = Command::new(env!("CARGO_BIN_EXE_kvmforge"))
+        .args(["inventory", "-i"])
+        .arg(&inv_path)
+        .output()
+        .unwrap();
+    assert_eq!(code(&shown), 0, "{}", text(&shown));
+    assert!(
+        text(&shown).contains("\"format\": \"ini\""),
+        "{}",
+        text(&shown)
+    );
+
+    let playbook = dir.path().join("site.yaml");
+    std::fs::write(
+        &playbook,
+        "- hosts: all\n  tasks:\n    - copy: { dest: /etc/kvmforge-ini, content: \"{{ inventory_hostname }}\\n\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmforge"))
+        .arg("run")
+        .arg(&playbook)
+        .arg("-i")
+        .arg(&inv_path)
+        .args(["--connect-timeout", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(remote(&lab, "h1", "cat /etc/kvmforge-ini"), "h1\n");
+    assert_eq!(remote(&lab, "v1", "cat /etc/kvmforge-ini"), "v1\n");
 }

@@ -8,6 +8,8 @@ pub mod grub;
 pub mod ip;
 pub mod kmod;
 pub mod libvirt;
+pub mod netplan;
+pub mod networkmanager;
 pub mod packages;
 pub mod pci;
 pub mod systemd;

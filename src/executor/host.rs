@@ -7,11 +7,12 @@
 //! (`register`, `changed_when`, `failed_when`, `ignore_errors`) — as one script: actions first,
 //! then the probes. Results are reported in task order once their actions have run.
 
+use super::guard;
 use super::predict;
 use super::prepare::{prepare, Item, Prepared};
 use super::{PlayTarget, Shared};
 use crate::connection::ConnectionError;
-use crate::module::{Action, CommandOutput, ModuleError, Observed, Plan, Probe};
+use crate::module::{Action, CommandOutput, ModuleError, NetworkGuard, Observed, Plan, Probe};
 use crate::output::{Event, Status, TaskResult};
 use crate::playbook::{Play, Task};
 use crate::remote::{ActionOutcome, Script};
@@ -100,7 +101,11 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             vars_files: target.vars_files.clone(),
             registered: state.registered.clone(),
             extra: shared.opts.extra_vars.clone(),
-            magic: super::magic(&state.host, target.groups.as_ref()),
+            magic: super::magic(
+                &state.host,
+                target.groups.as_ref(),
+                target.hostvars.as_ref(),
+            ),
         };
         let spec = state.host.connection().ok();
         let become_default = spec.as_ref().and_then(|c| c.become_).unwrap_or(false);
@@ -556,8 +561,21 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                 return Outcome::new(Status::Skipped, plan, Some("not run in check mode".into()));
             }
             self.would_change = true;
-            let msg = plan.msg.clone();
+            let mut msg = plan.msg.clone();
+            if plan.guard.is_some() {
+                let note = format!(
+                    "a network change: would be applied with a rollback armed ({} s unless confirmed)",
+                    task.rollback_timeout.unwrap_or(guard::DEFAULT_TIMEOUT)
+                );
+                msg = Some(match msg {
+                    Some(m) => format!("{m}; {note}"),
+                    None => note,
+                });
+            }
             return Outcome::new(Status::Changed, plan, msg);
+        }
+        if let Some(g) = plan.guard.clone() {
+            return self.apply_guarded(task, item, plan, g, become_);
         }
         if !self.pending.is_empty() && self.pending_become != become_ {
             let own = self.pending_become;
@@ -574,6 +592,105 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         let mut o = Outcome::new(Status::Changed, plan, msg);
         o.detail = o.plan.actions.iter().map(describe).collect();
         o.unsettled = Some(start..self.pending.len());
+        o
+    }
+
+    /// A network change: applied on its own, with a rollback armed on the host, and confirmed
+    /// over a new connection (see `guard`).
+    fn apply_guarded(
+        &mut self,
+        task: &'a Task,
+        item: &Item,
+        plan: Plan,
+        g: NetworkGuard,
+        become_: bool,
+    ) -> Outcome {
+        // Earlier changes go out first: the rollback restores this change only.
+        if !self.pending.is_empty() {
+            let own = self.pending_become;
+            if !self.trip(Vec::new(), false, own, task) {
+                return Outcome::dropped();
+            }
+        }
+        if !self.as_root(become_) {
+            return Outcome::new(
+                Status::Failed,
+                plan,
+                Some("a network change needs root: set `become: true`".into()),
+            );
+        }
+        // `verify` and `confirm_address` may refer to variables, like module arguments.
+        let render = |s: &Option<String>| -> Result<Option<String>, String> {
+            let Some(s) = s else { return Ok(None) };
+            if !crate::template::is_template(s) {
+                return Ok(Some(s.clone()));
+            }
+            let item = item.item.as_ref().map(|v| (task.loop_var.as_str(), v));
+            let ctx = self
+                .layers
+                .context(&task.vars, item, &BTreeSet::new())
+                .map_err(|e| format!("{e:?}"))?;
+            crate::template::render(s, &ctx)
+                .map_err(|e| e.to_string())
+                .map(Some)
+        };
+        let (verify, confirm_address) = match (render(&task.verify), render(&task.confirm_address))
+        {
+            (Ok(v), Ok(c)) => (v, c),
+            (Err(e), _) | (_, Err(e)) => {
+                return Outcome::new(
+                    Status::Failed,
+                    plan,
+                    Some(format!("verify/confirm_address: {e}")),
+                )
+            }
+        };
+        let settings = guard::Settings {
+            timeout: task.rollback_timeout.unwrap_or(guard::DEFAULT_TIMEOUT),
+            verify: verify.as_deref(),
+            confirm_address: confirm_address.as_deref(),
+        };
+        let result = guard::apply(
+            self.state,
+            self.shared.opts,
+            &plan.actions,
+            &g,
+            &settings,
+            become_,
+        );
+        // Whatever happened, what the host looks like now must be observed again.
+        self.cache.clear();
+        let mut detail: Vec<String> = plan.actions.iter().map(describe).collect();
+        detail.extend(result.steps.iter().map(|s| format!("guard: {s}")));
+        let (status, msg, report) = match result.result {
+            guard::Guarded::Confirmed(r) => (Status::Changed, plan.msg.clone(), Some(r)),
+            guard::Guarded::Failed { report, msg } => (Status::Failed, Some(msg), report),
+            guard::Guarded::RolledBack(msg) => (Status::Failed, Some(msg), None),
+            guard::Guarded::Lost(msg) => {
+                self.state.out = true;
+                (Status::Unreachable, Some(msg), None)
+            }
+        };
+        let mut o = Outcome::new(status, plan, msg);
+        o.detail = detail;
+        if let Some(r) = report {
+            // The actions' own outcomes: a failing command says why.
+            for (a, out) in o.plan.actions.iter().zip(&r.actions) {
+                match out {
+                    ActionOutcome::Ran(c) => {
+                        if c.rc != 0 && o.status == Status::Changed {
+                            o.status = Status::Failed;
+                            o.msg = Some(format!("{}: exit code {}", describe(a), c.rc));
+                        }
+                        o.command = Some(c.clone());
+                    }
+                    ActionOutcome::Failed(m) if o.msg.is_none() => {
+                        o.msg = Some(format!("{}: {}", describe(a), m.trim()))
+                    }
+                    _ => {}
+                }
+            }
+        }
         o
     }
 

@@ -12,6 +12,7 @@
 //! A run that changes nothing costs about one invocation per host, a run that changes files
 //! about two, and check mode is the same run without the applies.
 
+mod guard;
 mod host;
 mod predict;
 mod prepare;
@@ -98,6 +99,8 @@ pub struct PlayTarget<'a> {
     /// the inventory, and copying it into every task's context on every host would make a run
     /// cost grow with the square of the hosts.
     pub groups: Option<Value>,
+    /// The `hostvars` variable (every inventory host's variables), when the play refers to it.
+    pub hostvars: Option<Value>,
     /// What validation rendered for each host, by task, where the rendering is final (see
     /// [`prepare::Rendered`]): the run uses it instead of rendering the task again. A task is
     /// one of the play's own, so its address identifies it.
@@ -164,7 +167,7 @@ fn play_mentions(
 }
 
 /// `inventory_hostname`, `group_names`, and `groups` when the play uses it.
-fn magic(host: &Host, groups: Option<&Value>) -> Map<String, Value> {
+fn magic(host: &Host, groups: Option<&Value>, hostvars: Option<&Value>) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("inventory_hostname".into(), json!(host.name));
     m.insert(
@@ -178,7 +181,21 @@ fn magic(host: &Host, groups: Option<&Value>) -> Map<String, Value> {
     if let Some(g) = groups {
         m.insert("groups".into(), g.clone());
     }
+    if let Some(h) = hostvars {
+        m.insert("hostvars".into(), h.clone());
+    }
     m
+}
+
+/// Every inventory host's variables, by host name (`hostvars.NAME.VAR`, or
+/// `{{hostvars_of "GROUP" "VAR"}}` for one variable of every host of a group).
+fn hostvars(inv: &Inventory) -> Value {
+    Value::Object(
+        inv.hosts
+            .iter()
+            .map(|h| (h.name.clone(), Value::Object(h.vars.clone())))
+            .collect(),
+    )
 }
 
 /// Every group with its hosts, in inventory order.
@@ -245,8 +262,18 @@ pub fn validate<'a>(
         }
         let mut pending = registers.clone();
         pending.insert("facts".into());
-        let groups = play_mentions("groups", (play, &vars_files), pb, &hosts, &opts.extra_vars)
-            .then(|| groups(inv));
+        let hostvars = play_mentions(
+            "hostvars",
+            (play, &vars_files),
+            pb,
+            &hosts,
+            &opts.extra_vars,
+        )
+        .then(|| hostvars(inv));
+        // `hostvars_of` reads `groups` too.
+        let groups = (hostvars.is_some()
+            || play_mentions("groups", (play, &vars_files), pb, &hosts, &opts.extra_vars))
+        .then(|| groups(inv));
         // Rendering every task for every host is pure CPU: spread it over the cores.
         type HostResult = (Vec<(String, String)>, HashMap<usize, Prepared>);
         let found: Vec<HostResult> = hosts
@@ -262,7 +289,7 @@ pub fn validate<'a>(
                     vars_files: vars_files.clone(),
                     registered: Map::new(),
                     extra: opts.extra_vars.clone(),
-                    magic: magic(host, groups.as_ref()),
+                    magic: magic(host, groups.as_ref(), hostvars.as_ref()),
                 };
                 let mut problems = Vec::new();
                 let rendered = play
@@ -309,6 +336,7 @@ pub fn validate<'a>(
             vars_files,
             gather_facts,
             groups,
+            hostvars,
             rendered,
         });
     }
@@ -346,15 +374,20 @@ struct HostState {
     stats: HostStats,
     /// Failed or unreachable: takes no further part in the run.
     out: bool,
+    /// The address a confirmed network change moved the host to (`confirm_address`).
+    address: Option<String>,
 }
 
 impl HostState {
     fn connection(&mut self, opts: &Options) -> Result<&mut Box<dyn Connection>, ConnectionError> {
         if self.conn.is_none() {
-            let spec = self
+            let mut spec = self
                 .host
                 .connection()
                 .map_err(|e| ConnectionError::Unreachable(e.to_string()))?;
+            if let Some(a) = &self.address {
+                spec.address = a.clone();
+            }
             self.conn = Some(connection::connect(
                 &self.host.name,
                 &spec,
@@ -414,6 +447,7 @@ pub fn run(
                     registered: Map::new(),
                     stats: HostStats::default(),
                     out: false,
+                    address: None,
                 })
             });
         }

@@ -195,6 +195,44 @@ pub struct Plan {
     pub data: serde_json::Map<String, serde_json::Value>,
     /// A human message for the result line.
     pub msg: Option<String>,
+    /// The actions change the host's networking: apply them guarded (see [`NetworkGuard`]).
+    pub guard: Option<NetworkGuard>,
+}
+
+/// How to undo a network change. A plan carrying one is applied by the engine with a safety
+/// net: everything the actions write or remove (and `also_saves`) is saved on the host, a
+/// rollback is armed there that survives the SSH session dying, the actions run, and a NEW
+/// connection from the controller must then confirm the host (plus the task's `verify:`
+/// command). Unconfirmed within the task's `rollback_timeout`, the host restores the saved
+/// files, deletes the devices the change created and runs `reapply`; the task fails saying so.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkGuard {
+    /// Shell command that makes the restored configuration live again (`netplan apply`,
+    /// `nmcli connection reload && nmcli connection up 'Wired connection 1'`, ...).
+    pub reapply: String,
+    /// Network devices the change creates (`br0`, `vxlan0`): a rollback deletes those that did
+    /// not exist before the change.
+    pub creates_devices: Vec<String>,
+    /// Files changed other than by the plan's own file actions (a tool that writes its own
+    /// configuration), saved and restored like them.
+    pub also_saves: Vec<String>,
+}
+
+impl NetworkGuard {
+    /// Every path the guarded plan may change: the file actions' and `also_saves`.
+    pub fn saved_paths(&self, actions: &[Action]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in actions
+            .iter()
+            .filter_map(Action::path)
+            .chain(self.also_saves.iter().map(String::as_str))
+        {
+            if !out.iter().any(|o| o == p) {
+                out.push(p.to_string());
+            }
+        }
+        out
+    }
 }
 
 impl Plan {

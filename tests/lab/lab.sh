@@ -12,7 +12,9 @@ LAB_SUITE=${KVMFORGE_LAB_SUITE:-bookworm}
 
 # THE package list of the base image.  Changing it (or customize_base below)
 # changes the image hash, so the next `image`/`up` builds a new base.
-LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server iproute2 sudo kmod procps python3 less iputils-ping"
+# netplan.io configures the hosts' NICs, as on an Ubuntu server. (network-manager cannot be
+# part of a debootstrap: its polkitd fails to configure in the chroot.)
+LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server iproute2 sudo kmod procps python3 less iputils-ping netplan.io"
 # Extra packages for a one-off image ($KVMFORGE_LAB_EXTRA_PACKAGES, space separated).
 LAB_EXTRA_PACKAGES=${KVMFORGE_LAB_EXTRA_PACKAGES:-}
 
@@ -480,19 +482,16 @@ prepare_host() {  # NAME HOST BASE then "ifname=addr/24" ...
     ids=$(awk -F: -v u="$u" '$1 == u { print $3 ":" $4 }' "$m/etc/passwd")
     install -m 0600 -o "${ids%%:*}" -g "${ids##*:}" "$run/id_ed25519.pub" "$m/home/$u/.ssh/authorized_keys"
   done
-  mkdir -p "$m/etc/systemd/network"
-  for ifc in "$@"; do
-    i=${ifc%%=*}
-    cat >"$m/etc/systemd/network/10-$i.network" <<NET
-[Match]
-Name=$i
-
-[Network]
-Address=${ifc#*=}
-LinkLocalAddressing=no
-IPv6AcceptRA=no
-NET
-  done
+  # the NICs are configured by netplan, as on an Ubuntu server (its generator turns this into
+  # systemd-networkd files at boot)
+  mkdir -p "$m/etc/netplan"
+  {
+    printf 'network:\n  version: 2\n  renderer: networkd\n  ethernets:\n'
+    for ifc in "$@"; do
+      printf '    %s:\n      addresses: [%s]\n      link-local: []\n      accept-ra: false\n' "${ifc%%=*}" "${ifc#*=}"
+    done
+  } >"$m/etc/netplan/10-lab.yaml"
+  chmod 0600 "$m/etc/netplan/10-lab.yaml"
   printf '%s ' "$@" >"$run/hosts/$host.ifaces"
 }
 
@@ -653,7 +652,6 @@ write_lab_files() {  # NAME: known_hosts, inventory.yaml, ssh_config, lab.env (h
     echo "all:"
     echo "  vars:"
     echo "    ansible_ssh_common_args: '$common'"
-    echo "    known_hosts: $kh"
     echo "  hosts:"
     while read -r h a; do
       echo "    $h:"
@@ -661,7 +659,6 @@ write_lab_files() {  # NAME: known_hosts, inventory.yaml, ssh_config, lab.env (h
       echo "      ansible_user: root"
       echo "      ansible_ssh_private_key_file: $key"
       if [[ -n $jump && $h == v* ]]; then
-        echo "      jump: root@$jump"
         echo "      ansible_ssh_common_args: '$common -o ProxyCommand=\"ssh -F /dev/null -i $key $common -o BatchMode=yes -W %h:%p root@$jump\"'"
       fi
     done <"$run/hosts.txt"
