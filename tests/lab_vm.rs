@@ -64,7 +64,14 @@ fn boot_ids_through_kvmforge(lab: &lab::Lab, hosts: &str) -> Vec<(String, String
         .arg(&playbook)
         .arg("-i")
         .arg(&lab.inventory)
-        .args(["-l", hosts, "--output", "json", "--host-key-checking", "strict"])
+        .args([
+            "-l",
+            hosts,
+            "--output",
+            "json",
+            "--host-key-checking",
+            "strict",
+        ])
         .args(["--connect-timeout", "10"])
         .output()
         .expect("run kvmforge");
@@ -142,11 +149,17 @@ fn vm_and_container_in_one_lab() {
         );
     }
     let inv = std::fs::read_to_string(&lab.inventory).unwrap();
-    assert!(inv.contains(&format!("    q1:\n      ansible_host: {}\n", lab.addr("q1"))));
+    assert!(inv.contains(&format!(
+        "    q1:\n      ansible_host: {}\n",
+        lab.addr("q1")
+    )));
     // a VM has its own kernel, booted through grub with the image's arguments
     let cmdline = ok(&lab, "q1", "cat /proc/cmdline");
     assert!(cmdline.contains("intel_iommu=on"), "{cmdline}");
-    assert!(cmdline.contains("BOOT_IMAGE="), "not booted by grub: {cmdline}");
+    assert!(
+        cmdline.contains("BOOT_IMAGE="),
+        "not booted by grub: {cmdline}"
+    );
     assert_ne!(
         ok(&lab, "q1", "uname -v"),
         ok(&lab, "h1", "uname -v"),
