@@ -43,6 +43,9 @@ export DEBIAN_FRONTEND=noninteractive
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# the VM side (QEMU guests): image, options, spawning, reboot
+# shellcheck source=tests/lab/vm.sh
+. "$HERE/vm.sh"
 
 log() { echo "lab: $*" >&2; }
 die() { echo "lab: ERROR: $*" >&2; exit 1; }
@@ -50,16 +53,21 @@ die() { echo "lab: ERROR: $*" >&2; exit 1; }
 usage() {
   cat >&2 <<'EOF'
 usage: lab.sh image
-       lab.sh up NAME --hosts N [--index K] [--jump M]
+       lab.sh vm-image
+       lab.sh up NAME --hosts N [--index K] [--jump M] [--vm SPEC]...
        lab.sh down NAME
        lab.sh down-all
        lab.sh list
-       lab.sh check
+       lab.sh check | check-vms
        lab.sh exec NAME HOST CMD...
        lab.sh stop-sshd NAME HOST | start-sshd NAME HOST
        lab.sh rekey NAME HOST
        lab.sh unplug NAME HOST | plug NAME HOST
        lab.sh kill NAME HOST | start NAME HOST
+       lab.sh reboot NAME VMHOST
+SPEC (one VM q1, q2, ... per --vm): comma-separated key=value, all optional:
+  mem=MiB (1024) cpus=N (2) nvme=N spare NVMe drives (0)
+  bridged=N NVMe drives behind one pci-bridge (0) e1000=N (0) root=virtio|nvme
 EOF
   exit 2
 }
@@ -437,7 +445,7 @@ allocate_index() {  # NAME WANTED -> prints index; creates the run dir under the
 # host's netns, HOST-N on the bridge (br0 front, br1 VM network)
 host_bridges() {  # HOST: the bridges of its NICs, in order
   case $1 in
-    jump) echo br0 br1 ;;
+    jump|q*) echo br0 br1 ;;
     v*) echo br1 ;;
     *) echo br0 ;;
   esac
@@ -505,6 +513,7 @@ cmd__spawn() {
   local name=$1 host=$2 hd d ifc nics=()
   hd="$(hosts_dir "$name")/$host"
   for d in $(cg_dirs "$name" "$host"); do echo $$ >"$d/cgroup.procs"; done
+  if is_vm_host "$host"; then vm_spawn "$name" "$host"; fi
   for ifc in $(cat "$(run_dir "$name")/hosts/$host.ifaces"); do
     nics+=("--network-interface=${ifc%%=*}")
   done
@@ -526,7 +535,13 @@ host_diag() {  # NAME HOST: print what is known about a host that did not come u
   run=$(run_dir "$name")
   echo "----- $host: console (last 25 lines) -----"
   tail -n 25 "$run/hosts/$host.console" 2>/dev/null | strip_ansi || true
-  if leader=$(host_leader "$name" "$host"); then
+  if is_vm_host "$host"; then
+    if [ -n "$(cg_pids "$name" "$host")" ]; then
+      echo "----- $host: QEMU is running; full console: $run/hosts/$host.console -----"
+    else
+      echo "----- $host: QEMU is not running -----"
+    fi
+  elif leader=$(host_leader "$name" "$host"); then
     echo "----- $host: journal (last 40 lines) -----"
     timeout 10 nsenter -t "$leader" -m -u -i -n -p -r -w -- journalctl -n 40 --no-pager 2>&1 || true
     echo "----- $host: failed units / addresses -----"
@@ -558,9 +573,10 @@ wait_hosts() {  # NAME DEADLINE ANYKEY HOST... ; prints diagnostics and fails if
   local base=($(ssh_base "$run" "$anykey"))
   mkdir -p "$run/.wait"
   rm -f "$run/.wait/"*
-  declare -A addrs=() leaders=() checking=()
+  declare -A addrs=() leaders=() checking=() next=()
   while read -r h addr; do addrs[$h]=$addr; done <"$run/hosts.txt"
-  local pending=("$@") left
+  local pending=("$@") left dead=() ready t_start
+  t_start=$(( $(now) + 3 ))  # QEMU joins its cgroup a moment after launch
   while [ ${#pending[@]} -gt 0 ] && [ "$(now)" -lt "$deadline" ]; do
     left=()
     for h in "${pending[@]}"; do
@@ -573,12 +589,21 @@ wait_hosts() {  # NAME DEADLINE ANYKEY HOST... ; prints diagnostics and fails if
         fi
         left+=("$h"); continue
       fi
-      leader=${leaders[$h]:-}
-      if [ -z "$leader" ] || [ ! -d "/proc/$leader" ]; then
-        leader=$(host_leader "$name" "$h") || leader=""
-        leaders[$h]=$leader
+      ready=""
+      if is_vm_host "$h"; then
+        # a VM's sshd cannot be seen from here: try ssh every 2 s while
+        # QEMU runs; a QEMU that exited fails at once
+        if [ "$(now)" -gt "$t_start" ] && [ -z "$(cg_pids "$name" "$h")" ]; then dead+=("$h"); continue; fi
+        if [ "$(now)" -ge "${next[$h]:-0}" ]; then ready=1; next[$h]=$(( $(now) + 2 )); fi
+      else
+        leader=${leaders[$h]:-}
+        if [ -z "$leader" ] || [ ! -d "/proc/$leader" ]; then
+          leader=$(host_leader "$name" "$h") || leader=""
+          leaders[$h]=$leader
+        fi
+        [ -n "$leader" ] && sshd_listening "$leader" && ready=1
       fi
-      if [ -n "$leader" ] && sshd_listening "$leader"; then
+      if [ -n "$ready" ]; then
         local proxy=()
         if [[ -n $jump && $h == v* ]]; then
           proxy=(-o "ProxyCommand=ssh ${base[*]} -W %h:%p root@$jump")
@@ -603,6 +628,7 @@ wait_hosts() {  # NAME DEADLINE ANYKEY HOST... ; prints diagnostics and fails if
     fi
   done
   rm -rf "$run/.wait"
+  pending+=("${dead[@]}")
   if [ ${#pending[@]} -gt 0 ]; then
     for h in "${pending[@]}"; do host_diag "$name" "$h" >&2; done
     die "host(s) not reachable over ssh within the timeout: ${pending[*]} (lab $name)"
@@ -615,7 +641,7 @@ write_lab_files() {  # NAME: known_hosts, inventory.yaml, ssh_config, lab.env (h
   [ -f "$run/jump" ] && jump=$(cat "$run/jump")
   : >"$run/known_hosts.tmp"
   while read -r h a; do
-    echo "$a $(cut -d' ' -f1-2 "$hd/$h/merged/etc/ssh/ssh_host_ed25519_key.pub")" >>"$run/known_hosts.tmp"
+    echo "$a $(cut -d' ' -f1-2 "$(host_pubkey "$name" "$h")")" >>"$run/known_hosts.tmp"
   done <"$run/hosts.txt"
   mv "$run/known_hosts.tmp" "$run/known_hosts"
 
@@ -644,6 +670,13 @@ write_lab_files() {  # NAME: known_hosts, inventory.yaml, ssh_config, lab.env (h
     if [ -n "$jump" ] && grep -q '^v' "$run/hosts.txt"; then
       echo "      hosts:"
       while read -r h a; do [[ $h == v* ]] && echo "        $h: {}"; done <"$run/hosts.txt"
+    else
+      echo "      hosts: {}"
+    fi
+    echo "    qemu:"
+    if grep -q '^q' "$run/hosts.txt"; then
+      echo "      hosts:"
+      while read -r h a; do is_vm_host "$h" && echo "        $h: {}"; done <"$run/hosts.txt"
     else
       echo "      hosts: {}"
     fi
@@ -694,9 +727,11 @@ lab_exists() {  # anything left of lab NAME?
 
 cmd_up() {
   need_root
-  local name="" hosts="" index="" jump=""
+  local name="" hosts="" index="" jump="" vms=()
   while [ $# -gt 0 ]; do
     case $1 in
+      --vm) [ $# -ge 2 ] || usage; vms+=("$2"); shift 2 ;;
+      --vm=*) vms+=("${1#*=}"); shift ;;
       --hosts) hosts=${2:-}; shift 2 ;;
       --hosts=*) hosts=${1#*=}; shift ;;
       --index) index=${2:-}; shift 2 ;;
@@ -712,13 +747,23 @@ cmd_up() {
   [[ $hosts =~ ^[0-9]+$ ]] && [ "$hosts" -le $LAB_MAX_HOSTS ] || die "--hosts must be 0..$LAB_MAX_HOSTS"
   [ -z "$index" ] || { [[ $index =~ ^[0-9]+$ ]] && [ "$index" -le 127 ]; } || die "--index must be 0..127"
   [ -z "$jump" ] || { [[ $jump =~ ^[0-9]+$ ]] && [ "$jump" -le $LAB_MAX_HOSTS ]; } || die "--jump must be 0..$LAB_MAX_HOSTS"
-  [ "$hosts" -gt 0 ] || [ -n "$jump" ] || die "a lab needs at least one host"
+  [ "$hosts" -le $(( LAB_MAX_HOSTS - LAB_VM_MAX )) ] || [ ${#vms[@]} -eq 0 ] \
+    || die "with VMs, --hosts must be at most $(( LAB_MAX_HOSTS - LAB_VM_MAX ))"
+  [ ${#vms[@]} -le $LAB_VM_MAX ] || die "at most $LAB_VM_MAX VMs per lab"
+  local spec
+  for spec in "${vms[@]}"; do vm_spec_check "$spec"; done
+  [ "$hosts" -gt 0 ] || [ -n "$jump" ] || [ ${#vms[@]} -gt 0 ] || die "a lab needs at least one host"
 
   local t0 base
   t0=$(now)
   ensure_tools
   base=$(cmd_image | tail -n 1)
   [ -f "$base/.kvmforge-lab-stamp" ] || die "no base image"
+  local vmdir=""
+  if [ ${#vms[@]} -gt 0 ]; then
+    vmdir=$(cmd_vm_image | tail -n 1)
+    [ -f "$vmdir/.kvmforge-lab-stamp" ] || die "no VM image"
+  fi
   grep -qw overlay /proc/filesystems || modprobe overlay || die "overlayfs not available"
   raise_sysctl fs.inotify.max_user_instances 8192
   raise_sysctl fs.inotify.max_user_watches 1048576
@@ -744,6 +789,8 @@ cmd_up() {
     echo "$fnet.2" >"$run/jump"
     for ((i = 1; i <= jump; i++)); do echo "v$i $vnet.$((10 + i))" >>"$run/hosts.txt"; all+=("v$i"); done
   fi
+  # VMs: qN on the front network (and lan1 on the VM network), .(250+N)
+  for ((i = 1; i <= ${#vms[@]}; i++)); do echo "q$i $fnet.$((250 + i))" >>"$run/hosts.txt"; all+=("q$i"); done
 
   # lab client key
   ssh-keygen -q -t ed25519 -N '' -C "kvmforge-lab-$name" -f "$run/id_ed25519"
@@ -756,7 +803,7 @@ cmd_up() {
     echo "link set lo up"
     echo "link add br0 type bridge"
     echo "link set br0 up"
-    if [ -n "$jump" ]; then echo "link add br1 type bridge"; echo "link set br1 up"; fi
+    if [ -n "$jump" ] || [ ${#vms[@]} -gt 0 ]; then echo "link add br1 type bridge"; echo "link set br1 up"; fi
   } | ip -n "$lns" -b -
   ip link add "kfl$idx" type veth peer name ctl netns "$lns"
   ip link set "kfl$idx" alias "kvmforge-lab:$name"
@@ -767,13 +814,17 @@ cmd_up() {
   # nothing for the lab prefix ever leaves the machine (e.g. the VM network)
   ip route replace unreachable "$LAB_NET_PREFIX.0.0/16"
 
-  for h in "${all[@]}"; do echo "netns add $(host_ns "$name" "$h")"; done | ip -b -
-  for h in "${all[@]}"; do host_link_cmds "$name" "$h"; done | ip -n "$lns" -b -
+  for h in "${all[@]}"; do is_vm_host "$h" || echo "netns add $(host_ns "$name" "$h")"; done | ip -b -
+  for h in "${all[@]}"; do
+    if is_vm_host "$h"; then vm_link_cmds "$name" "$h"; else host_link_cmds "$name" "$h"; fi
+  done | ip -n "$lns" -b -
 
   # overlays
   mkdir -p "$hd"
   while read -r h i; do
-    if [ "$h" = jump ]; then
+    if is_vm_host "$h"; then
+      prepare_vm "$name" "$h" "$vmdir" "${vms[$(( ${h#q} - 1 ))]}" "lan0=$i/24" "lan1=$vnet.${i##*.}/24"
+    elif [ "$h" = jump ]; then
       prepare_host "$name" "$h" "$base" "eth0=$i/24" "eth1=$vnet.1/24"
     else
       prepare_host "$name" "$h" "$base" "eth0=$i/24"
@@ -785,10 +836,13 @@ cmd_up() {
   local t1; t1=$(now)
   for h in "${all[@]}"; do launch_host "$name" "$h"; done
   local timeout=${KVMFORGE_LAB_BOOT_TIMEOUT:-$(( 120 + 2 * ${#all[@]} ))}
+  if [ ${#vms[@]} -gt 0 ] && [ -z "${KVMFORGE_LAB_BOOT_TIMEOUT:-}" ]; then
+    timeout=$(( ${KVMFORGE_LAB_VM_BOOT_TIMEOUT:-300} + 60 * (${#vms[@]} - 1) ))
+  fi
   wait_hosts "$name" "$(( $(now) + timeout ))" "" "${all[@]}"
   trap - EXIT
   echo "up" >"$run/state"
-  log "lab '$name': ${#all[@]} host(s) up (front $fnet.0/24${jump:+, vm $vnet.0/24}); boot $(( $(now) - t1 ))s, total $(( $(now) - t0 ))s"
+  log "lab '$name': ${#all[@]} host(s) up (${#vms[@]} VM(s); front $fnet.0/24${jump:+, vm $vnet.0/24}); boot $(( $(now) - t1 ))s, total $(( $(now) - t0 ))s"
   echo "$run"
 }
 
@@ -908,6 +962,10 @@ cmd_exec() {
   [ $# -ge 3 ] || usage
   local name=$1 host=$2 leader; shift 2
   need_host "$name" "$host"
+  if is_vm_host "$host"; then  # a VM has no way in but ssh
+    exec "$BASH" -c "$(declare -f lab_ssh ssh_base run_dir host_addr die); LAB_RUN_ROOT='$LAB_RUN_ROOT'; lab_ssh \"\$@\"" \
+      _ "$name" "$host" "$(printf '%q ' "$@")"
+  fi
   leader=$(host_leader "$name" "$host") || die "host '$host' of lab '$name' is not running"
   exec nsenter -t "$leader" -m -u -i -n -p -r -w -- \
     /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -924,6 +982,7 @@ cmd_stop_sshd() {
 cmd_start_sshd() {
   [ $# -eq 2 ] || usage
   need_host "$1" "$2"
+  is_vm_host "$2" && die "start-sshd: a VM ($2) is reached only over ssh; use reboot, or kill and start"
   ( cmd_exec "$1" "$2" systemctl start ssh.service )
   log "sshd started on $2"
 }
@@ -934,6 +993,24 @@ cmd_rekey() {
   need_host "$name" "$host"
   m="$(hosts_dir "$name")/$host/merged"
   addr=$(host_addr "$name" "$host")
+  if is_vm_host "$host"; then
+    # the new key goes in over ssh; the seed copy is updated too, so the
+    # files stay in step with what the VM has
+    m="$(hosts_dir "$name")/$host/seed/files"
+    rm -f "$m"/etc/ssh/ssh_host_ed25519_key "$m"/etc/ssh/ssh_host_ed25519_key.pub
+    ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f "$m/etc/ssh/ssh_host_ed25519_key"
+    # shellcheck disable=SC2046
+    ssh $(ssh_base "$(run_dir "$name")") "root@$addr" \
+      'umask 077; cat >/etc/ssh/ssh_host_ed25519_key.new && mv /etc/ssh/ssh_host_ed25519_key.new /etc/ssh/ssh_host_ed25519_key' \
+      <"$m/etc/ssh/ssh_host_ed25519_key" || die "rekey: cannot reach $host"
+    # shellcheck disable=SC2046
+    ssh $(ssh_base "$(run_dir "$name")") "root@$addr" \
+      "printf '%s\n' '$(cat "$m/etc/ssh/ssh_host_ed25519_key.pub")' >/etc/ssh/ssh_host_ed25519_key.pub && systemctl restart ssh.service" \
+      </dev/null || die "rekey: cannot restart sshd on $host"
+    log "new ssh host key on $host; $(run_dir "$name")/known_hosts still has the old one"
+    echo "$addr $(cut -d' ' -f1-2 "$m/etc/ssh/ssh_host_ed25519_key.pub")"
+    return 0
+  fi
   rm -f "$m"/etc/ssh/ssh_host_ed25519_key "$m"/etc/ssh/ssh_host_ed25519_key.pub
   ssh-keygen -q -t ed25519 -N '' -C "root@$host" -f "$m/etc/ssh/ssh_host_ed25519_key"
   ( cmd_exec "$name" "$host" systemctl restart ssh.service )
@@ -976,7 +1053,7 @@ cmd_start() {  # boot a stopped host again
   need_host "$1" "$2"
   host_leader "$1" "$2" >/dev/null && die "$2 is running"
   # a container that was killed hard takes its interfaces with it: recreate them
-  if ! ip -n "$(host_ns "$1" "$2")" link show eth0 >/dev/null 2>&1; then
+  if ! is_vm_host "$2" && ! ip -n "$(host_ns "$1" "$2")" link show eth0 >/dev/null 2>&1; then
     local l
     for l in $(ip -n "$(lab_ns "$1")" -o link show | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep -E "^$2-[0-9]+$" || true); do
       ip -n "$(lab_ns "$1")" link del "$l"
@@ -984,7 +1061,9 @@ cmd_start() {  # boot a stopped host again
     host_link_cmds "$1" "$2" | ip -n "$(lab_ns "$1")" -b -
   fi
   launch_host "$1" "$2"
-  wait_hosts "$1" "$(( $(now) + ${KVMFORGE_LAB_BOOT_TIMEOUT:-120} ))" anykey "$2"
+  local t=${KVMFORGE_LAB_BOOT_TIMEOUT:-120}
+  is_vm_host "$2" && t=${KVMFORGE_LAB_VM_BOOT_TIMEOUT:-300}
+  wait_hosts "$1" "$(( $(now) + t ))" anykey "$2"
   log "$2 started"
 }
 
@@ -1026,6 +1105,9 @@ main() {
   local cmd=$1; shift
   case $cmd in
     image) [ $# -eq 0 ] || usage; cmd_image ;;
+    vm-image) [ $# -eq 0 ] || usage; cmd_vm_image ;;
+    check-vms) cmd_check_vms ;;
+    reboot) cmd_reboot "$@" ;;
     up) cmd_up "$@" ;;
     down) [ $# -eq 1 ] || usage; cmd_down "$1" ;;
     down-all) [ $# -eq 0 ] || usage; need_root; cmd_down_all ;;

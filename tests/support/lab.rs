@@ -11,9 +11,22 @@
 //!
 //! `Lab::up` returns `None` (after a loud message on stderr) when labs cannot
 //! run here: not root, or the machine cannot run systemd-nspawn containers.
+//!
+//! VM hosts (QEMU guests with their own kernel, for what containers cannot
+//! do: VLANs, vfio, hugepages, grub, reboots) come with `Lab::up_with`:
+//!
+//! ```ignore
+//! let vm = lab::Vm { nvme: 1, ..Default::default() };
+//! let Some(lab) = lab::Lab::up_with("mytest", 1, None, &[vm]) else { return };
+//! lab.ssh("q1", "uname -r"); let boot_id = lab.reboot("q1");
+//! ```
+//!
+//! A VM boot costs about a minute of both cores, so a test binary should
+//! share one lab with VMs between its checks rather than boot one per test.
 //! Environment:
 //! - `KVMFORGE_LAB_REQUIRE=1`: panic instead of skipping.
 //! - `KVMFORGE_LAB_SKIP=1`: always skip.
+//! - `KVMFORGE_LAB_VMS=0`: skip every lab that has VMs.
 //! - `KVMFORGE_LAB_KEEP=1`: do not tear the lab down on drop (for debugging).
 //! - `KVMFORGE_LAB_SH=/path/lab.sh`: use another harness script.
 //!
@@ -26,6 +39,52 @@ use std::process::{Command, Output, Stdio};
 
 /// Password of the user `kf` (whose sudo rule requires it).
 pub const KF_PASSWORD: &str = "kfpass";
+
+/// Options of one VM host.  The VMs of a lab are q1, q2, ... in the order
+/// given, on the front network at `.251`, `.252`, ... (their NIC `lan0`) and on
+/// the VM network at the same last octet (`lan1`).
+#[derive(Clone, Debug)]
+pub struct Vm {
+    /// Memory in MiB.
+    pub mem_mb: u32,
+    pub cpus: u32,
+    /// Spare emulated NVMe drives on the root bus, each in its own IOMMU group.
+    pub nvme: u32,
+    /// NVMe drives behind one `pci-bridge`: they share an IOMMU group.
+    pub bridged_nvme: u32,
+    /// Emulated e1000 NICs, connected to nothing.
+    pub e1000: u32,
+    /// Boot from an NVMe drive instead of virtio-blk (to test refusing the boot disk).
+    pub root_on_nvme: bool,
+}
+
+impl Default for Vm {
+    fn default() -> Self {
+        Vm {
+            mem_mb: 1024,
+            cpus: 2,
+            nvme: 0,
+            bridged_nvme: 0,
+            e1000: 0,
+            root_on_nvme: false,
+        }
+    }
+}
+
+impl Vm {
+    /// The `--vm` argument of lab.sh.
+    pub fn spec(&self) -> String {
+        format!(
+            "mem={},cpus={},nvme={},bridged={},e1000={},root={}",
+            self.mem_mb,
+            self.cpus,
+            self.nvme,
+            self.bridged_nvme,
+            self.e1000,
+            if self.root_on_nvme { "nvme" } else { "virtio" }
+        )
+    }
+}
 
 /// A running lab.  Dropping it tears everything down.
 pub struct Lab {
@@ -68,6 +127,14 @@ fn env_flag(name: &str) -> bool {
 }
 
 fn skip(name: &str, reason: &str) -> Option<Lab> {
+    skip_what(
+        name,
+        reason,
+        "needs root on Linux with systemd-nspawn, overlayfs and network namespaces",
+    )
+}
+
+fn skip_what(name: &str, reason: &str, needs: &str) -> Option<Lab> {
     if env_flag("KVMFORGE_LAB_REQUIRE") {
         panic!("lab '{name}' cannot run here and KVMFORGE_LAB_REQUIRE is set: {reason}");
     }
@@ -77,7 +144,7 @@ fn skip(name: &str, reason: &str) -> Option<Lab> {
     let _ = writeln!(
         std::io::stderr(),
         "\n{bar}\n### SKIPPED: test lab '{name}' not started\n### reason: {reason}\n\
-         ### (needs root on Linux with systemd-nspawn, overlayfs and network namespaces;\n\
+         ### ({needs};\n\
          ###  set KVMFORGE_LAB_REQUIRE=1 to make this a failure)\n{bar}\n"
     );
     None
@@ -141,7 +208,19 @@ impl Lab {
     /// only.  Returns None (after a loud message) when labs cannot run here.
     /// Panics if the lab should work here but does not come up.
     pub fn up(name: &str, hosts: usize, jump: Option<usize>) -> Option<Lab> {
+        Self::up_with(name, hosts, jump, &[])
+    }
+
+    /// Like `up`, plus one QEMU VM per entry of `vms` (q1, q2, ...).  Returns
+    /// None (after a loud message) also when VMs cannot run here or
+    /// `KVMFORGE_LAB_VMS=0`.
+    pub fn up_with(name: &str, hosts: usize, jump: Option<usize>, vms: &[Vm]) -> Option<Lab> {
         let name = sanitize(name);
+        let vm_needs = "needs root on Linux with QEMU (qemu-system-x86, installed on demand), \
+                        /dev/net/tun and loop devices";
+        if !vms.is_empty() && std::env::var("KVMFORGE_LAB_VMS").as_deref() == Ok("0") {
+            return skip_what(&name, "KVMFORGE_LAB_VMS=0", vm_needs);
+        }
         if env_flag("KVMFORGE_LAB_SKIP") {
             return skip(&name, "KVMFORGE_LAB_SKIP is set");
         }
@@ -163,6 +242,13 @@ impl Lab {
             let why = text(&check.stderr);
             return skip(&name, why.trim());
         }
+        if !vms.is_empty() {
+            let check = Self::run_script(&script, &["check-vms"]);
+            if !check.status.success() {
+                let why = text(&check.stderr);
+                return skip_what(&name, why.trim(), vm_needs);
+            }
+        }
 
         let mut args: Vec<String> = vec![
             "up".into(),
@@ -173,6 +259,10 @@ impl Lab {
         if let Some(m) = jump {
             args.push("--jump".into());
             args.push(m.to_string());
+        }
+        for vm in vms {
+            args.push("--vm".into());
+            args.push(vm.spec());
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = Self::run_script(&script, &argv);
@@ -226,6 +316,40 @@ impl Lab {
             .find(|(n, _)| n == host)
             .map(|(_, a)| a.as_str())
             .unwrap_or_else(|| panic!("no host '{host}' in lab '{}'", self.name))
+    }
+
+    /// Is this host a QEMU VM (q1, q2, ...)?
+    pub fn is_vm(&self, host: &str) -> bool {
+        let rest = host.strip_prefix('q').unwrap_or("");
+        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// Names of the VM hosts.
+    pub fn vms(&self) -> Vec<&str> {
+        self.hosts
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| self.is_vm(n))
+            .collect()
+    }
+
+    /// Reboot a VM in place (`systemctl reboot`) and wait until it is back
+    /// over ssh with a new boot id; returns that boot id.  Panics if it does
+    /// not come back in time (the console tail is in the message).
+    pub fn reboot(&self, host: &str) -> String {
+        let out = self.lab_sh_ok(&["reboot", host]);
+        text(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The host's serial console (VMs) or container console, as written so far.
+    pub fn console(&self, host: &str) -> String {
+        std::fs::read_to_string(self.dir.join("hosts").join(format!("{host}.console")))
+            .unwrap_or_default()
     }
 
     /// Is this host reachable only through the jump host?
@@ -312,7 +436,8 @@ impl Lab {
     }
 
     /// Run `cmd` (a shell command line) as root inside the host, without ssh
-    /// (works with sshd stopped).
+    /// (works with sshd stopped).  A VM has no way in but ssh: there it is
+    /// the same as `ssh`.
     pub fn exec(&self, host: &str, cmd: &str) -> Output {
         self.lab_sh(&["exec", host, "sh", "-c", cmd])
     }
@@ -347,7 +472,8 @@ impl Lab {
         self.lab_sh_ok(&["plug", host]);
     }
 
-    /// Stop the host's container (the host disappears) / boot it again.
+    /// Stop the host's container or VM (the host disappears) / boot it again
+    /// on the same disk.
     pub fn kill(&self, host: &str) {
         self.lab_sh_ok(&["kill", host]);
     }
