@@ -1,7 +1,9 @@
 //! Network changes over real SSH against lab hosts whose NIC is configured by netplan, as on an
 //! Ubuntu server: a bridge over the only NIC (the one carrying SSH) converges and the host stays
 //! reachable; a bridge with an address the controller cannot reach is rolled back by the host
-//! itself, directly and through a jump host. Needs root; skipped loudly otherwise.
+//! itself, directly, through a jump host, as a sudo user, on two hosts at once; and the same
+//! with nm_bridge on a host whose NIC NetworkManager manages. Needs root; skipped loudly
+//! otherwise.
 
 #[path = "support/lab.rs"]
 mod lab;
@@ -207,4 +209,92 @@ fn netplan_bridge_over_the_ssh_nic_confirmed_or_rolled_back() {
     );
     assert_eq!(code(&out), 8, "{}", text(&out));
     assert!(text(&out).contains("rollback armed"), "{}", text(&out));
+}
+
+/// Turn a lab host into a NetworkManager host: its NIC in a NetworkManager profile with the
+/// same address (done without ssh, since the NIC changes hands).
+fn make_networkmanager_host(lab: &lab::Lab, host: &str) -> String {
+    let (nic, addr) = nic(lab, host);
+    let out = lab.exec(
+        host,
+        &format!(
+            "printf '[connection]\\nid=lab\\ntype=ethernet\\ninterface-name={nic}\\n\\n[ipv4]\\nmethod=manual\\naddress1={addr}\\n\\n[ipv6]\\nmethod=disabled\\n' \
+               > /etc/NetworkManager/system-connections/lab.nmconnection && \
+             chmod 600 /etc/NetworkManager/system-connections/lab.nmconnection && \
+             rm -f /etc/netplan/10-lab.yaml && netplan generate && networkctl reload && \
+             systemctl start NetworkManager && \
+             for i in $(seq 50); do nmcli -t -f NAME,DEVICE connection show --active | grep -q '^lab:{nic}$' && exit 0; sleep 0.2; done; exit 1"
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    nic
+}
+
+fn nm_play(nic: &str, address: &str, extra: &str) -> String {
+    format!(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: bridge over the only NIC\n      \
+         nm_bridge:\n        name: br0\n        interfaces: [{nic}]\n        addresses: [{address}]\n{extra}"
+    )
+}
+
+#[test]
+fn nm_bridge_on_a_networkmanager_host_confirmed_or_rolled_back() {
+    let Some(lab) = lab::Lab::up("e2e-nm", 1, None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nic = make_networkmanager_host(&lab, "h1");
+    let profiles = || {
+        on(
+            &lab,
+            "h1",
+            "cd /etc/NetworkManager/system-connections && sha256sum *",
+        )
+    };
+    let before = profiles();
+
+    // Wrong address: rolled back by the host; the profiles are the originals, "lab" is active
+    // on the NIC again, br0 is gone.
+    let out = kvmforge(
+        &lab,
+        dir.path(),
+        "h1",
+        &nm_play(&nic, "10.99.0.5/24", "      rollback_timeout: 15\n"),
+        &[],
+    );
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("rolled back;"), "{}", text(&out));
+    assert_eq!(profiles(), before);
+    let active = String::from_utf8_lossy(
+        &lab.ssh("h1", "nmcli -t -f NAME,DEVICE connection show --active")
+            .stdout,
+    )
+    .into_owned();
+    assert!(active.contains(&format!("lab:{nic}")), "{active}");
+    assert!(
+        !lab.exec("h1", "ip link show br0").status.success(),
+        "br0 is still there"
+    );
+
+    // The host's own address on a bridge over its NIC: confirmed; then nothing to do.
+    let addr = lab.addr("h1").to_string();
+    let play = nm_play(&nic, &format!("{addr}/24"), "");
+    let out = kvmforge(&lab, dir.path(), "h1", &play, &["--detailed-exitcode"]);
+    assert_eq!(code(&out), 8, "{}", text(&out));
+    assert!(
+        text(&out).contains("guard: rollback disarmed"),
+        "{}",
+        text(&out)
+    );
+    let shown = String::from_utf8_lossy(
+        &lab.ssh("h1", "ip -4 -o addr show br0; ip -o link show master br0")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        shown.contains(&addr) && shown.contains(&format!(" {nic}")),
+        "{shown}"
+    );
+    let out = kvmforge(&lab, dir.path(), "h1", &play, &["--detailed-exitcode"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
 }

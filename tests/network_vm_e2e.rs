@@ -55,10 +55,16 @@ fn vlan_bridge_with_netplan_apply_on_a_vm() {
     let out = run(&lab, dir.path(), VLAN_BRIDGE, &["--detailed-exitcode"]);
     assert_eq!(code(&out), 8, "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("run: netplan apply"), "the real netplan apply path: {t}");
+    assert!(
+        t.contains("run: netplan apply"),
+        "the real netplan apply path: {t}"
+    );
     assert!(t.contains("guard: rollback disarmed"), "{t}");
-    let links = String::from_utf8_lossy(&lab.ssh("q1", "ip -d link show lan1.223; ip -d link show br223").stdout)
-        .into_owned();
+    let links = String::from_utf8_lossy(
+        &lab.ssh("q1", "ip -d link show lan1.223; ip -d link show br223")
+            .stdout,
+    )
+    .into_owned();
     assert!(links.contains("vlan protocol 802.1Q id 223"), "{links}");
     assert!(links.contains("master br223"), "{links}");
     assert!(links.contains("ageing_time 0"), "{links}");

@@ -12,9 +12,10 @@ LAB_SUITE=${KVMFORGE_LAB_SUITE:-bookworm}
 
 # THE package list of the base image.  Changing it (or customize_base below)
 # changes the image hash, so the next `image`/`up` builds a new base.
-# netplan.io configures the hosts' NICs, as on an Ubuntu server. (network-manager cannot be
-# part of a debootstrap: its polkitd fails to configure in the chroot.)
-LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server iproute2 sudo kmod procps python3 less iputils-ping netplan.io"
+# netplan.io configures the hosts' NICs, as on an Ubuntu server. network-manager is installed
+# but off, for tests that turn a host into a NetworkManager host (its polkitd needs
+# libpam-systemd to configure in the chroot).
+LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server iproute2 sudo kmod procps python3 less iputils-ping netplan.io network-manager libpam-systemd"
 # Extra packages for a one-off image ($KVMFORGE_LAB_EXTRA_PACKAGES, space separated).
 LAB_EXTRA_PACKAGES=${KVMFORGE_LAB_EXTRA_PACKAGES:-}
 
@@ -193,6 +194,9 @@ EOF
   rm -rf "$R/var/log/journal"
   chroot "$R" systemctl set-default multi-user.target >/dev/null
   chroot "$R" systemctl enable ssh.service systemd-networkd.service >/dev/null 2>&1
+  # NetworkManager stays off unless a test starts it
+  chroot "$R" systemctl disable NetworkManager.service NetworkManager-wait-online.service \
+    NetworkManager-dispatcher.service >/dev/null 2>&1 || true
   # units without a purpose in a lab container
   chroot "$R" systemctl mask \
     apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
