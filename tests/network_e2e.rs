@@ -298,3 +298,43 @@ fn nm_bridge_on_a_networkmanager_host_confirmed_or_rolled_back() {
     let out = kvmforge(&lab, dir.path(), "h1", &play, &["--detailed-exitcode"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
+
+/// A change that moves the host to another address is confirmed at the new one
+/// (`confirm_address`), and the rest of the play runs there.
+#[test]
+fn a_change_that_moves_the_address_is_confirmed_at_the_new_one() {
+    let Some(lab) = lab::Lab::up("e2e-move", 1, None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (nic, _) = nic(&lab, "h1");
+    let old = lab.addr("h1").to_string();
+    let new = {
+        let mut parts: Vec<&str> = old.split('.').collect();
+        parts[3] = "21";
+        parts.join(".")
+    };
+    // The host keeps its key: known_hosts learns the new address from the old line.
+    let kh = std::fs::read_to_string(&lab.known_hosts).unwrap();
+    let line = kh
+        .lines()
+        .find(|l| l.starts_with(&format!("{old} ")))
+        .unwrap_or_else(|| panic!("{old} not in known_hosts: {kh}"))
+        .replacen(&old, &new, 1);
+    std::fs::write(&lab.known_hosts, format!("{kh}{line}\n")).unwrap();
+
+    let play = format!(
+        "{}      confirm_address: {new}\n    - name: where am I\n      command: ip -4 -o addr show br0\n      register: here\n",
+        bridge_play(&nic, &format!("{new}/24"), "")
+    );
+    let out = kvmforge(&lab, dir.path(), "h1", &play, &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("guard: confirmed over a new connection to {new}")),
+        "{t}"
+    );
+    assert!(t.contains("changed: [h1] where am I"), "{t}");
+    let shown = on(&lab, "h1", "ip -4 -o addr show br0");
+    assert!(shown.contains(&format!("{new}/24")), "{shown}");
+}
