@@ -37,6 +37,19 @@ impl Unresolved {
     pub fn from(e: TemplateError, pending: &BTreeSet<String>) -> Self {
         match e.undefined_root() {
             Some(root) if pending.contains(root) => Unresolved::Pending(root.to_string()),
+            // Another host's facts or registered results (`hostvars.h1.facts.os`) exist once
+            // an earlier play has run.
+            Some("hostvars") => match &e {
+                TemplateError::Undefined(path)
+                    if path
+                        .split(['.', '[', ']', '/'])
+                        .skip(2)
+                        .any(|seg| pending.contains(seg)) =>
+                {
+                    Unresolved::Pending("hostvars".into())
+                }
+                _ => Unresolved::Error(e),
+            },
             _ => Unresolved::Error(e),
         }
     }

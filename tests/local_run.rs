@@ -633,3 +633,48 @@ fn ctrl_c_lets_the_task_in_flight_finish_and_starts_nothing_new() {
     assert_eq!(last["event"], "recap");
     assert_eq!(last["interrupted"], true);
 }
+
+/// `hostvars`: other hosts' inventory variables, and the facts and registered results of plays
+/// that have finished; `hostvars_of` lists one variable of a whole group.
+#[test]
+fn hostvars_carry_inventory_variables_and_earlier_plays_results() {
+    let site = Site::new(
+        r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - command: echo "hello from {{ inventory_hostname }}"
+      register: greet
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - copy:
+        dest: "{{ root }}/peers"
+        content: "{{hostvars_of 'kvm' 'overlay_ip'}}|{{ hostvars.k2.greet.stdout }}\n"
+"#,
+    );
+    let root = site.path("");
+    std::fs::write(
+        site.dir.path().join("inventory.yaml"),
+        format!(
+            "all:\n  vars:\n    root: {}\n    connection: local\n  hosts:\n    localhost:\n  children:\n    kvm:\n      hosts:\n        k1: {{overlay_ip: 172.22.0.11}}\n        k2: {{overlay_ip: 172.22.0.12}}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(
+        site.file("peers").as_deref(),
+        Some("172.22.0.11 172.22.0.12|hello from k2\n")
+    );
+    // Validation still refuses a variable no host will ever have.
+    std::fs::write(
+        site.dir.path().join("site.yaml"),
+        "- hosts: localhost\n  tasks:\n    - copy: { dest: \"{{ root }}/x\", content: \"{{ hostvars.k2.nope }}\" }\n",
+    )
+    .unwrap();
+    let out = site.run(&[]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("hostvars.k2.nope"), "{}", text(&out));
+}

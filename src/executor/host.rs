@@ -104,7 +104,11 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             magic: super::magic(
                 &state.host,
                 target.groups.as_ref(),
-                target.hostvars.as_ref(),
+                shared
+                    .hostvars
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref(),
             ),
         };
         let spec = state.host.connection().ok();

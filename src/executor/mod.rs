@@ -410,6 +410,26 @@ struct Shared<'a> {
     hosts_done: std::sync::atomic::AtomicUsize,
     hosts_total: std::sync::atomic::AtomicUsize,
     interrupted: &'a AtomicBool,
+    /// `hostvars` for the play being run: the inventory's, plus the facts and registered
+    /// results of plays that have finished.
+    hostvars: Mutex<Option<Value>>,
+}
+
+/// `hostvars` with what earlier plays found out: each host's `facts` and registered results.
+fn hostvars_after_plays(base: &Value, states: &BTreeMap<String, Mutex<HostState>>) -> Value {
+    let mut hv = base.clone();
+    if let Value::Object(hosts) = &mut hv {
+        for (name, st) in states {
+            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(Value::Object(vars)) = hosts.get_mut(name) {
+                if let Some(f) = &st.facts {
+                    vars.insert("facts".into(), f.clone());
+                }
+                vars.extend(st.registered.clone());
+            }
+        }
+    }
+    hv
 }
 
 /// Run a validated playbook.
@@ -430,8 +450,13 @@ pub fn run(
         hosts_done: Default::default(),
         hosts_total: Default::default(),
         interrupted,
+        hostvars: Mutex::new(None),
     };
     for target in &targets {
+        *shared.hostvars.lock().unwrap() = target
+            .hostvars
+            .as_ref()
+            .map(|base| hostvars_after_plays(base, &states));
         let names: Vec<String> = target.hosts.iter().map(|h| h.name.clone()).collect();
         reporter.report(&Event::Play {
             name: &target.play.name,
