@@ -161,10 +161,20 @@ impl Become {
             return (vec!["sh".into(), "-s".into()], Vec::new());
         }
         match &self.password {
+            // The password is the first line on stdin. A user whose sudo needs none (NOPASSWD,
+            // or credentials still cached) must not pass that line on to `sh -s`, which would
+            // run it as a command and print it in an error: it is read first and only handed
+            // to sudo when sudo asks. `read` and `printf` are shell builtins, so the password
+            // is in no process's arguments.
             Some(pw) => (
-                ["sudo", "-S", "-p", "", "-k", "--", "sh", "-s"]
-                    .map(String::from)
-                    .to_vec(),
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "IFS= read -r kf_pw || exit 1\n\
+                     if sudo -n true 2>/dev/null; then unset kf_pw; exec sudo -n -- sh -s; fi\n\
+                     { printf '%s\\n' \"$kf_pw\"; unset kf_pw; exec cat; } | sudo -S -p '' -k -- sh -s"
+                        .into(),
+                ],
                 format!("{pw}\n").into_bytes(),
             ),
             None => (

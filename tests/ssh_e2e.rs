@@ -295,6 +295,21 @@ fn become_through_sudo() {
         "by kfnopw\n"
     );
 
+    // A password given for a user whose sudo needs none is not used, and never shown.
+    lab.ssh("h1", "rm -f /etc/kvmforge-become");
+    let pw_nopw = run.path("pw-unneeded");
+    std::fs::write(&pw_nopw, "unneeded-secret\n").unwrap();
+    let out = run.kvmforge(
+        playbook,
+        &["--become-password-file", pw_nopw.to_str().unwrap(), "-v"],
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!text(&out).contains("unneeded-secret"), "{}", text(&out));
+    assert_eq!(
+        remote(&lab, "h1", "cat /etc/kvmforge-become"),
+        "by kfnopw\n"
+    );
+
     // kf: sudo wants a password. Without one: a clear failure.
     lab.ssh("h1", "rm -f /etc/kvmforge-become");
     let run = Run::new(&lab, &["h1"], "kf", "");
