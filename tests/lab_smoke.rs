@@ -65,6 +65,19 @@ fn lab_smoke() {
         describe(&out)
     );
 
+    // libvirt runs in the hosts: a dir pool and a qcow2 volume, and a NAT network with its
+    // dnsmasq (no guest, no /dev/kvm needed)
+    let out = lab.ssh(
+        "h1",
+        "set -e; v='virsh -q -c qemu:///system'; mkdir -p /var/lib/kvmforge-smoke; \
+         $v pool-define-as smoke dir --target /var/lib/kvmforge-smoke >/dev/null; $v pool-start smoke >/dev/null; \
+         $v vol-create-as smoke a.qcow2 64M --format qcow2 >/dev/null; $v net-start default >/dev/null; \
+         $v vol-list smoke; $v net-list; pgrep -c dnsmasq",
+    );
+    assert!(out.status.success(), "libvirt: {}", describe(&out));
+    let got = stdout(&out);
+    assert!(got.contains("a.qcow2") && got.contains("default") && got.contains("active"), "{got}");
+
     // exec without ssh; users and their sudo rules
     let out = lab.exec("h2", "hostname && id -u");
     assert!(out.status.success(), "exec: {}", describe(&out));

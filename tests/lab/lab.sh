@@ -15,7 +15,9 @@ LAB_SUITE=${KVMFORGE_LAB_SUITE:-bookworm}
 # netplan.io configures the hosts' NICs, as on an Ubuntu server. network-manager is installed
 # but off, for tests that turn a host into a NetworkManager host (its polkitd needs
 # libpam-systemd to configure in the chroot).
-LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server iproute2 sudo kmod procps python3 less iputils-ping netplan.io network-manager libpam-systemd"
+# libvirt's daemon runs in every host (networks and pools need no /dev/kvm); dnsmasq-base is the
+# binary libvirt starts for its networks' DHCP, qemu-img (qemu-utils) makes qcow2 volumes.
+LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server iproute2 sudo kmod procps python3 less iputils-ping netplan.io network-manager libpam-systemd libvirt-daemon-system libvirt-clients dnsmasq-base qemu-utils"
 # Extra packages for a one-off image ($KVMFORGE_LAB_EXTRA_PACKAGES, space separated).
 LAB_EXTRA_PACKAGES=${KVMFORGE_LAB_EXTRA_PACKAGES:-}
 
