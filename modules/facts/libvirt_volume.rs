@@ -405,8 +405,13 @@ mod tests {
         let p = volumes("images.txt");
         assert_eq!(d.users("images", p.volume("vm1.qcow2").unwrap()), ["vm1"]);
         assert_eq!(d.users("images", p.volume("data.raw").unwrap()), ["vm2"]);
-        assert_eq!(d.users("other", p.volume("data.raw").unwrap()), [] as [&str; 0]);
-        assert!(d.users("images", p.volume("base.qcow2").unwrap()).is_empty());
+        assert_eq!(
+            d.users("other", p.volume("data.raw").unwrap()),
+            [] as [&str; 0]
+        );
+        assert!(d
+            .users("images", p.volume("base.qcow2").unwrap())
+            .is_empty());
         // No domains at all.
         let none = LibvirtDomainDisks::parse(&(), &Observation::Command(CommandOutput::ok("")));
         assert_eq!(none.unwrap().0, []);
@@ -426,7 +431,9 @@ mod tests {
                    <allocation unit='KiB'>4</allocation></volume>";
         let v = parse_volume("a", xml).unwrap();
         assert_eq!((v.capacity, v.allocation), (2 << 30, Some(4096)));
-        assert!(parse_volume("a", "<volume><capacity unit='parsec'>1</capacity></volume>").is_err());
+        assert!(
+            parse_volume("a", "<volume><capacity unit='parsec'>1</capacity></volume>").is_err()
+        );
     }
 
     /// The probes are valid POSIX shell (checked with `sh -n`, nothing is run).
