@@ -436,6 +436,31 @@ mod tests {
         );
     }
 
+    /// The commands that printed the fixtures (with `qemu:///session` in their place).
+    #[test]
+    fn probes() {
+        let v = "LC_ALL=C virsh -c qemu:///system";
+        assert_eq!(
+            LibvirtVolumes::probe("my pool"),
+            Probe::Command(format!(
+                "info=$({v} pool-info --pool 'my pool') || exit; printf '%s\\n' \"$info\"; \
+                 printf '%s\\n' \"$info\" | grep -q '^State: *running$' || exit 0; \
+                 vols=$({v} vol-list --pool 'my pool') || exit; printf '%s\\n' \"$vols\" | \
+                 sed '1,2d; /^ *$/d; s/^ //; s/   .*//' | while IFS= read -r v; do \
+                 printf '== volume %s\\n' \"$v\"; {v} vol-dumpxml --pool 'my pool' \"$v\" || exit; done"
+            ))
+        );
+        assert_eq!(
+            LibvirtDomainDisks::probe(&()),
+            Probe::Command(format!(
+                "doms=$({v} list --all --name) || exit; printf '%s\\n' \"$doms\" | \
+                 while IFS= read -r d; do [ -n \"$d\" ] || continue; \
+                 printf '== domain %s\\n' \"$d\"; {v} dumpxml --domain \"$d\" || exit; \
+                 {v} dumpxml --inactive --domain \"$d\" || exit; done"
+            ))
+        );
+    }
+
     /// The probes are valid POSIX shell (checked with `sh -n`, nothing is run).
     #[test]
     fn probes_are_valid_shell() {
