@@ -8,6 +8,7 @@ pub mod grub;
 pub mod ip;
 pub mod kmod;
 pub mod libvirt;
+pub mod libvirt_volume;
 pub mod netplan;
 pub mod networkmanager;
 pub mod packages;

@@ -1,0 +1,3 @@
+//! libvirt on the host: storage volumes in its pools.
+
+pub mod volume;
