@@ -6,6 +6,7 @@ pub mod args;
 pub mod facts;
 pub mod files;
 pub mod kernel;
+pub mod libvirt;
 pub mod network;
 pub mod system;
 #[cfg(test)]
@@ -21,6 +22,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &files::file::File,
     &kernel::grub_cmdline::GrubCmdline,
     &kernel::kernel_module::KernelModule,
+    &libvirt::config::LibvirtConfig,
     &files::lineinfile::LineInFile,
     &network::netplan_bridge::NetplanBridge,
     &network::nm_bridge::NmBridge,

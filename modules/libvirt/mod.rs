@@ -1,0 +1,3 @@
+//! libvirt: its configuration files.
+
+pub mod config;
