@@ -34,9 +34,10 @@ missing file is created.\n\n\
 `file` is a bare name under /etc/libvirt/ or an absolute path. The module does not restart \
 anything: give the task a `notify:`. The result's `daemon` says which daemon reads the file: \
 for the driver files (qemu.conf, lxc.conf, libxl.conf, network.conf) `libvirtd`, or the \
-modular daemon (virtqemud, ...) on hosts running the modular daemons (virtqemud.service active, \
-or enabled while libvirtd.service is not active); for a daemon's own file \
-(libvirtd.conf, virtqemud.conf, virtlogd.conf, ...) that daemon.",
+modular daemon (virtqemud, ...) on hosts running the modular daemons (virtqemud.service \
+active; or, with neither running, virtqemud.service enabled and libvirtd.service not); for a \
+daemon's own file (libvirtd.conf, virtqemud.conf, virtlogd.conf, ...) that daemon. Without \
+systemd to ask it is null and the result message says so.",
     params: &[
         ParamSpec::with_default(
             "file",
@@ -454,8 +455,9 @@ fn reader(path: &str) -> Reader {
     }
 }
 
-/// Whether the host runs libvirt's modular daemons: virtqemud.service active, or enabled while
-/// libvirtd.service is not running. `None` when systemd could not tell.
+/// Whether the host runs libvirt's modular daemons: virtqemud.service active; or, with neither
+/// running (socket activation), virtqemud.service enabled and libvirtd.service not. `None` when
+/// systemd could not tell.
 fn modular(observed: &Observed) -> Option<bool> {
     let libvirtd = observed.fact::<UnitState>("libvirtd.service").ok()?;
     let virtqemud = observed.fact::<UnitState>("virtqemud.service").ok()?;
@@ -614,7 +616,12 @@ impl Module for LibvirtConfig {
         plan.msg = Some(match daemon {
             Some(d) if plan.changed() => format!("read by {d}: restart it to apply"),
             Some(d) => format!("read by {d}"),
-            None => "the daemon reading this file is not known".to_string(),
+            None => match reader(&req.path) {
+                Reader::Driver(m) => {
+                    format!("read by libvirtd or {m}: systemd could not tell which runs here")
+                }
+                _ => "the daemon reading this file is not known".to_string(),
+            },
         });
         Ok(plan
             .with_data("path", req.path.as_str())
@@ -946,6 +953,9 @@ mod tests {
             let p = LibvirtConfig.plan(&r, &base(l, v)).unwrap();
             assert!(!p.changed());
             assert_eq!(p.data["daemon"], want);
+            if want.is_null() {
+                assert!(p.msg.unwrap().contains("libvirtd or virtqemud"));
+            }
         }
         assert_eq!(
             LibvirtConfig.probes(&r),
