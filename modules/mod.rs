@@ -22,6 +22,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &files::file::File,
     &kernel::grub_cmdline::GrubCmdline,
     &kernel::kernel_module::KernelModule,
+    &libvirt::config::LibvirtConfig,
     &libvirt::volume::LibvirtVolume,
     &files::lineinfile::LineInFile,
     &network::netplan_bridge::NetplanBridge,

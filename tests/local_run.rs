@@ -678,3 +678,60 @@ fn hostvars_carry_inventory_variables_and_earlier_plays_results() {
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(text(&out).contains("hostvars.k2.nope"), "{}", text(&out));
 }
+
+const LIBVIRT_CONFIG: &str = r#"
+- name: qemu.conf
+  hosts: localhost
+  tasks:
+    - name: QEMU user, security driver and huge pages
+      libvirt_config:
+        file: "{{ root }}/etc/libvirt/qemu.conf"
+        settings:
+          user: okd
+          group: okd
+          security_driver: none
+          hugetlbfs_mount: [/dev/hugepages, /dev/hugepages1G]
+      register: qemu_conf
+      notify: daemon
+  handlers:
+    - name: daemon
+      copy:
+        dest: "{{ root }}/daemon"
+        content: "{{ qemu_conf.path }}\n"
+"#;
+
+#[test]
+fn libvirt_config_edits_the_real_qemu_conf_in_place_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new(LIBVIRT_CONFIG);
+    let real = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/facts/libvirt_conf/qemu.conf"),
+    )
+    .unwrap();
+    site.write_extra("root/etc/libvirt/qemu.conf", &real);
+    let conf = site.path("etc/libvirt/qemu.conf");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let check = site.run(&["--check", "--diff", "--detailed-exitcode"]);
+    assert_eq!(code(&check), 8, "{}", text(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("-#user = \"libvirt-qemu\"") && out.contains("+user = \"okd\""),
+        "{}",
+        text(&check)
+    );
+    assert_eq!(site.file("etc/libvirt/qemu.conf").as_deref(), Some(&*real));
+
+    let first = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&first), 8, "{}", text(&first));
+    let after = site.file("etc/libvirt/qemu.conf").unwrap();
+    assert_eq!(after.lines().count(), real.lines().count());
+    assert!(after.contains("\n#\nhugetlbfs_mount = [ \"/dev/hugepages\", \"/dev/hugepages1G\" ]\n"));
+    assert!(after.contains("\nsecurity_driver = \"none\"\n"));
+    let mode = std::fs::metadata(&conf).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(site.file("daemon").is_some(), "the task's notify ran");
+
+    let second = site.run(&["--detailed-exitcode"]);
+    assert_eq!(code(&second), 0, "{}", text(&second));
+}

@@ -1,3 +1,4 @@
-//! libvirt on the host: storage volumes in its pools.
+//! libvirt on the host: its configuration files and the storage volumes in its pools.
 
+pub mod config;
 pub mod volume;
