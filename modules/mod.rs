@@ -23,6 +23,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &kernel::grub_cmdline::GrubCmdline,
     &kernel::kernel_module::KernelModule,
     &libvirt::config::LibvirtConfig,
+    &libvirt::pool::LibvirtPoolModule,
     &libvirt::volume::LibvirtVolume,
     &files::lineinfile::LineInFile,
     &network::netplan_bridge::NetplanBridge,

@@ -1,4 +1,5 @@
 //! libvirt on the host: its configuration files and the storage volumes in its pools.
 
 pub mod config;
+pub mod pool;
 pub mod volume;
