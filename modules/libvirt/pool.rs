@@ -26,7 +26,7 @@ static SPEC: ModuleSpec = ModuleSpec {
     description: "Observes the pool with `virsh pool-dumpxml --inactive` and `pool-info`, its volumes \
 with `vol-list`, and whether its target exists (the directory; for a logical pool the volume group, \
 with `vgs`). Everything runs with `virsh -c qemu:///system`.\n\n\
-The wanted definition (type, target path, source and, for a directory, the target's permissions) \
+The wanted definition (type, target path, source, and the target directory's permissions) \
 is compared with the persistent one after leaving out what libvirt adds itself (uuid, sizes, the \
 permissions and source format when not given). A missing pool is defined with `virsh pool-define` \
 from an XML file written to a temporary file on the host. A differing one is redefined (keeping \
@@ -35,7 +35,8 @@ volumes this is refused unless `force: true`. Another `type` is always refused: 
 first. `--diff` shows the differing fields before and after.\n\n\
 `pool-build` runs only when the target is missing and `build: true` (for fs and logical pools \
 with `--no-overwrite`, so an existing file system or volume group is never formatted, unless \
-`overwrite: true`). `state: active` starts the pool, `inactive` stops it with `pool-destroy` \
+`overwrite: true`). A new directory gets `permissions` from libvirt when it is built; those of an \
+existing one are only recorded in the definition. `state: active` starts the pool, `inactive` stops it with `pool-destroy` \
 (which keeps all data), `absent` stops and undefines it, keeping the data; with `delete: true` \
 the data goes too (`pool-delete`: the directory, the file system's mount point contents, the \
 volume group), refused while the pool holds volumes, or when its volumes cannot be listed because \
@@ -116,12 +117,13 @@ of `state`.",
     target: /home/okd/okd/images
     permissions:
       mode: "0711"
-- name: a pool on an LVM volume group, built on an empty disk
+- name: the LVM pool the guests' raw disks are carved from (the volume group is created on the disk if missing)
   libvirt_pool:
     name: images_lvm
     type: logical
     source_name: vg-libvirt
     source_device: [/dev/sdb]
+    source_format: lvm2
     target: /dev/vg-libvirt
 - name: remove an old pool, keeping its files
   libvirt_pool:
