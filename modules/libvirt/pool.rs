@@ -519,8 +519,9 @@ impl Module for LibvirtPoolModule {
                     )));
                 }
                 let have = observed_def(pool, &req.def)?;
-                if have != req.def || !pool.persistent {
-                    let vols = if active {
+                let changed = have != req.def;
+                if changed || !pool.persistent {
+                    let vols = if active && changed {
                         volume_names(observed, &req.name)?
                     } else {
                         Vec::new()
@@ -531,14 +532,18 @@ impl Module for LibvirtPoolModule {
                             vols.join(", ")
                         )));
                     }
-                    let (before, after) = differing(&have, &req.def);
+                    let (mut before, mut after) = differing(&have, &req.def);
+                    if !pool.persistent {
+                        before += "persistent: no\n";
+                        after += "persistent: yes\n";
+                    }
                     let mut actions = vec![define_action(&pool_xml(
                         &req.name,
                         Some(&pool.uuid),
                         &req.def,
                     ))];
                     let mut summary = format!("redefine {label}");
-                    if active && req.state == PoolStateWanted::Active {
+                    if changed && active && req.state == PoolStateWanted::Active {
                         actions.push(Action::run(format!("{VIRSH} pool-destroy {name}")));
                         actions.push(Action::run(format!("{VIRSH} pool-start {name}")));
                         summary += " and restart it";
@@ -1197,6 +1202,31 @@ mod tests {
             e.starts_with("storage pool images is a dir pool, not logical"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn transient_pool_is_made_persistent() {
+        let text = fixture("libvirt_pool/dir-active.txt")
+            .replace("Persistent:     yes", "Persistent:     no");
+        let o = seen(
+            Observation::Command(CommandOutput::ok(&text)),
+            out("libvirt_volumes/images.txt"),
+            true,
+        );
+        let p = plan(images(), &o).unwrap();
+        assert_eq!(
+            p.changes[0].summary,
+            "redefine storage pool images (make it persistent)"
+        );
+        let d = p.changes[0].diff.as_ref().unwrap();
+        assert_eq!(
+            (d.before.as_str(), d.after.as_str()),
+            ("persistent: no\n", "persistent: yes\n")
+        );
+        assert!(runs(&p)[0].contains("<uuid>2addee11-0132-44ef-a4c1-03aa863198b1</uuid>"));
+        // Removing it only stops it: libvirt forgets a transient pool when it stops.
+        let p = plan(with(images(), json!({"state": "absent"})), &o).unwrap();
+        assert_eq!(runs(&p), [format!("{V} pool-destroy images")]);
     }
 
     #[test]
