@@ -23,6 +23,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &kernel::grub_cmdline::GrubCmdline,
     &kernel::kernel_module::KernelModule,
     &libvirt::config::LibvirtConfig,
+    &libvirt::network::LibvirtNetworkModule,
     &libvirt::pool::LibvirtPoolModule,
     &libvirt::volume::LibvirtVolume,
     &files::lineinfile::LineInFile,
