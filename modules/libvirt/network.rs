@@ -9,9 +9,10 @@
 //! `net-update` (guests keep their connectivity); any other difference redefines the network,
 //! and a running network takes a new definition only when restarted.
 
+use crate::module::fact::{command_output, stdout_of};
 use crate::module::{
-    shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observed, Plan,
-    PlanContext, Probe,
+    shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observation,
+    Observed, Plan, PlanContext, Probe,
 };
 use crate::modules::facts::libvirt::LibvirtNetwork;
 use crate::params::{Args, ParamKind, ParamSpec};
@@ -275,7 +276,11 @@ impl Module for LibvirtNetworkModule {
     }
 
     fn probes(&self, req: &Request) -> Vec<Probe> {
-        vec![LibvirtNetwork::probe(&req.name)]
+        let mut probes = vec![LibvirtNetwork::probe(&req.name)];
+        if req.state == NetState::Active {
+            probes.push(LibvirtNetworkLive::probe(&req.name));
+        }
+        probes
     }
 
     fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
@@ -334,12 +339,11 @@ impl Module for LibvirtNetworkModule {
         }
 
         let have = El::parse(&net.xml)?.canonical(Some(&req.want));
-        let mut running = net.active;
+        let (have_rest, have_entries) = have.split_entries();
+        let (want_rest, want_entries) = req.want.split_entries();
         if have != req.want || !net.persistent {
             let change =
                 Change::new(String::new()).with_diff(&label, have.render(), req.want.render());
-            let (have_rest, have_entries) = have.split_entries();
-            let (want_rest, want_entries) = req.want.split_entries();
             if have_rest == want_rest && net.persistent {
                 // Only DHCP or DNS entries differ: update them in place.
                 let flags = if net.active {
@@ -374,32 +378,42 @@ impl Module for LibvirtNetworkModule {
                     actions,
                 );
             } else {
-                plan.change(
-                    Change {
-                        summary: format!("redefine network {name}"),
-                        ..change
-                    },
-                    [define(&req.xml)],
-                );
-                if net.active && req.state == NetState::Active {
-                    if req.restart {
-                        plan.change(
-                            Change::new(format!(
-                                "restart network {name} to apply the new definition (its guests lose connectivity)"
-                            )),
-                            [
-                                Action::run(format!("{VIRSH} net-destroy --network {q}")),
-                                Action::run(format!("{VIRSH} net-start --network {q}")),
-                            ],
-                        );
-                    } else {
-                        pending = true;
-                        plan.msg = Some(format!(
-                            "network {name} is running: the new definition takes effect when it is restarted \
-                             (restart: true does it now, disconnecting its guests)"
-                        ));
-                    }
+                let summary = if net.persistent {
+                    format!("redefine network {name}")
+                } else {
+                    format!("define network {name} (it was only running, not defined)")
+                };
+                plan.change(Change { summary, ..change }, [define(&req.xml)]);
+            }
+        }
+
+        // A running network keeps the definition it was started with: compare that one (which
+        // an earlier run may have left behind) with the wish.
+        let mut running = net.active;
+        if net.active && req.state == NetState::Active {
+            let live = observed.fact::<LibvirtNetworkLive>(name)?;
+            let stale = match live.0.as_deref() {
+                Some(xml) => {
+                    El::parse(xml)?.canonical(Some(&req.want)).split_entries().0 != want_rest
                 }
+                None => false,
+            };
+            if stale && req.restart {
+                plan.change(
+                    Change::new(format!(
+                        "restart network {name} to apply its new definition (its guests lose connectivity)"
+                    )),
+                    [
+                        Action::run(format!("{VIRSH} net-destroy --network {q}")),
+                        Action::run(format!("{VIRSH} net-start --network {q}")),
+                    ],
+                );
+            } else if stale {
+                pending = true;
+                plan.msg = Some(format!(
+                    "restart pending: network {name} is running with an older definition; the new one \
+                     takes effect when it is restarted (restart: true does it now, disconnecting its guests)"
+                ));
             }
         }
 
@@ -437,6 +451,36 @@ impl Module for LibvirtNetworkModule {
             );
         }
         Ok(finish(plan, req, pending))
+    }
+}
+
+/// The definition a network runs with (`net-dumpxml` without `--inactive`; for a network that
+/// is not running, its persistent one): after a redefinition without restart it is the old one
+/// until the network is restarted. `None` when libvirt has no network of that name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtNetworkLive(pub Option<String>);
+
+impl Fact for LibvirtNetworkLive {
+    const NAME: &'static str = "running libvirt network";
+    type Key = str;
+    fn probe(name: &str) -> Probe {
+        Probe::Command(format!(
+            "LC_ALL=C {VIRSH} net-dumpxml --network {}",
+            shell_quote(name)
+        ))
+    }
+    fn parse(_: &str, seen: &Observation) -> Result<Self, String> {
+        let out = command_output(seen)?;
+        if out.rc != 0 && out.stderr.contains("Network not found") {
+            return Ok(LibvirtNetworkLive(None));
+        }
+        let stdout = stdout_of(seen)?;
+        let end = stdout
+            .rfind("</network>")
+            .ok_or("no <network> document in virsh's output")?;
+        Ok(LibvirtNetworkLive(Some(
+            stdout[..end + "</network>".len()].trim_start().to_string(),
+        )))
     }
 }
 
@@ -804,6 +848,8 @@ impl El {
     /// definition leaves the choice to it (a bridge's name) is dropped too.
     fn canonical(&self, want: Option<&El>) -> El {
         let mut n = self.clone();
+        // A running network counts the guests attached (`connections='2'`).
+        n.attrs.remove("connections");
         n.kids.retain(|k| k.tag != "uuid" && k.tag != "mac");
         let mode = n
             .child("forward")
@@ -812,6 +858,9 @@ impl El {
             f.attrs
                 .insert("mode".into(), mode.clone().unwrap_or_default());
             let dev = f.attrs.get("dev").cloned();
+            for k in &mut f.kids {
+                k.attrs.remove("connections");
+            }
             f.kids
                 .retain(|k| !(k.tag == "interface" && k.attrs.get("dev") == dev.as_ref()));
             f.kids
@@ -973,13 +1022,24 @@ mod tests {
 
     const M: LibvirtNetworkModule = LibvirtNetworkModule;
 
+    /// The reading of a network, and its running definition (the same, as on a host where
+    /// nothing is pending).
     fn seen(name: &str, file: &str) -> Observed {
-        let out = if file.ends_with(".stderr") {
-            CommandOutput::failed(1, &fixture(&format!("libvirt_network/{file}")))
-        } else {
-            CommandOutput::ok(&fixture(&format!("libvirt_network/{file}")))
-        };
-        Observed::new().with_fact::<LibvirtNetwork>(name, Observation::Command(out))
+        let text = fixture(&format!("libvirt_network/{file}"));
+        if file.ends_with(".stderr") {
+            let out = || Observation::Command(CommandOutput::failed(1, &text));
+            return Observed::new()
+                .with_fact::<LibvirtNetwork>(name, out())
+                .with_fact::<LibvirtNetworkLive>(name, out());
+        }
+        let live = &text[..text.find("</network>").unwrap() + "</network>".len()];
+        running(name, &text, live)
+    }
+
+    fn running(name: &str, text: &str, live: &str) -> Observed {
+        Observed::new()
+            .with_fact::<LibvirtNetwork>(name, Observation::Command(CommandOutput::ok(text)))
+            .with_fact::<LibvirtNetworkLive>(name, Observation::Command(CommandOutput::ok(live)))
     }
 
     fn plan(args: serde_json::Value, file: &str) -> Plan {
@@ -1003,7 +1063,21 @@ mod tests {
     #[test]
     fn probe_is_the_network_fact() {
         let r = req(&M, json!({"name": "default"}));
-        assert_eq!(M.probes(&r), vec![LibvirtNetwork::probe("default")]);
+        assert_eq!(
+            M.probes(&r),
+            vec![
+                LibvirtNetwork::probe("default"),
+                LibvirtNetworkLive::probe("default")
+            ]
+        );
+        let r = req(&M, json!({"name": "my net", "state": "absent"}));
+        assert_eq!(M.probes(&r), vec![LibvirtNetwork::probe("my net")]);
+        assert_eq!(
+            LibvirtNetworkLive::probe("my net"),
+            Probe::Command(
+                "LC_ALL=C virsh -c qemu:///system net-dumpxml --network 'my net'".into()
+            )
+        );
     }
 
     #[test]
@@ -1109,8 +1183,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let r = req(&M, json!({"name": "nat1", "xml": xml}));
-        let obs = Observed::new()
-            .with_fact::<LibvirtNetwork>("nat1", Observation::Command(CommandOutput::ok(&fx)));
+        let obs = running("nat1", &fx, &fx[..fx.find("</network>").unwrap() + 10]);
         let p = M.plan(&r, &obs).unwrap();
         assert_eq!(
             runs(&p),
@@ -1154,6 +1227,44 @@ mod tests {
             ]
         );
         assert_eq!(p.data["restart_pending"], json!(false));
+    }
+
+    /// A redefinition left pending by an earlier run stays pending, and is applied by a restart.
+    #[test]
+    fn pending_restart_is_seen_again() {
+        let fx = fixture("libvirt_network/isolated-active.txt");
+        // The definition was changed to NAT; the network still runs isolated, with guests.
+        let defined = fx.replace("<bridge ", "<forward mode='nat'/>\n  <bridge ");
+        let live = fx[..fx.find("</network>").unwrap() + 10]
+            .replace("<network>", "<network connections='2'>");
+        let want = with(isolated(), json!({"forward": "nat"}));
+        let p = M
+            .plan(
+                &req(&M, want.clone()),
+                &running("isolated", &defined, &live),
+            )
+            .unwrap();
+        assert!(!p.changed());
+        assert_eq!(p.data["restart_pending"], json!(true));
+        assert!(p.msg.as_deref().unwrap().starts_with("restart pending"));
+        let p = M
+            .plan(
+                &req(&M, with(want, json!({"restart": true}))),
+                &running("isolated", &defined, &live),
+            )
+            .unwrap();
+        assert_eq!(
+            runs(&p),
+            [
+                "virsh -c qemu:///system net-destroy --network isolated",
+                "virsh -c qemu:///system net-start --network isolated"
+            ]
+        );
+        // Attached guests alone are no difference.
+        let p = M
+            .plan(&req(&M, isolated()), &running("isolated", &fx, &live))
+            .unwrap();
+        assert!(!p.changed() && p.data["restart_pending"] == json!(false));
     }
 
     #[test]
