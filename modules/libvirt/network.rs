@@ -559,6 +559,11 @@ fn typed_definition(raw: &Raw) -> Result<El, ModuleError> {
     let forward = raw.forward.unwrap_or(ForwardArg::Nat);
     let delay = uint("delay", raw.delay, 0..=3600)?;
     let mtu = uint("mtu", raw.mtu, 68..=65535)?;
+    if let Some(d) = &raw.domain {
+        if d.is_empty() || d.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(invalid("domain", format!("{d:?} is not a domain name")));
+        }
+    }
     if let Some(b) = &raw.bridge {
         if b.is_empty() || b.len() > 15 || b.contains(|c: char| c == '/' || c.is_whitespace()) {
             return Err(invalid("bridge", format!("{b:?} is not a bridge name")));
@@ -1293,8 +1298,51 @@ mod tests {
             "<network>\n  <name>wsfbr0</name>\n  <bridge delay='0' name='wsfbr0' stp='on'/>\n  \
              <mtu size='1450'/>\n  <dns enable='no'/>\n  <ip address='172.22.0.2' prefix='24'/>\n</network>\n"
         );
-        let p = plan(a, "not-found.stderr");
+        let p = plan(a.clone(), "not-found.stderr");
         assert_eq!(p.changes.len(), 3);
+        // Once defined and started, libvirt prints it with a uuid and a MAC: nothing to do.
+        let xml = req(&M, a.clone()).xml.replace(
+            "  <bridge",
+            "  <uuid>5d6f1c9e-0000-4000-8000-000000000001</uuid>\n  <bridge",
+        );
+        let xml = xml.replace("  <mtu", "  <mac address='52:54:00:12:34:56'/>\n  <mtu");
+        let info = "Name: wsfbr0\nUUID: 5d6f1c9e-0000-4000-8000-000000000001\n\
+                    Active: yes\nPersistent: yes\nAutostart: yes\nBridge: wsfbr0\n";
+        let p = M
+            .plan(
+                &req(&M, a),
+                &running("wsfbr0", &format!("{xml}\n{info}"), &xml),
+            )
+            .unwrap();
+        assert!(!p.changed(), "{:?}", p.changes);
+    }
+
+    /// DNS hosts and the ranges of a second `<ip>` are entries too.
+    #[test]
+    fn dns_hosts_and_ipv6_ranges_are_updated_in_place() {
+        let fx = fixture("libvirt_network/nat.txt");
+        let xml: String = fx[..fx.find("</network>").unwrap() + 10]
+            .replace("fd00:100::1ff", "fd00:100::2ff")
+            .replace(
+                "    <host ip='192.168.100.10'>",
+                "    <host ip='192.168.100.12'>\n      <hostname>vm12</hostname>\n    </host>\n    \
+                 <host ip='192.168.100.10'>",
+            );
+        let p = plan(
+            json!({"name": "nat1", "xml": xml, "state": "inactive"}),
+            "nat.txt",
+        );
+        assert_eq!(
+            runs(&p),
+            [
+                "virsh -c qemu:///system net-update --network nat1 delete ip-dhcp-range \
+                 '<range end=\"fd00:100::1ff\" start=\"fd00:100::100\"/>' --parent-index 1 --config",
+                "virsh -c qemu:///system net-update --network nat1 add dns-host \
+                 '<host ip=\"192.168.100.12\"><hostname>vm12</hostname></host>' --config",
+                "virsh -c qemu:///system net-update --network nat1 add ip-dhcp-range \
+                 '<range end=\"fd00:100::2ff\" start=\"fd00:100::100\"/>' --parent-index 1 --config",
+            ]
+        );
     }
 
     #[test]
@@ -1457,5 +1505,11 @@ mod tests {
         check(json!({"name": "n", "xml": "<pool/>"}), "xml");
         check(json!({"name": "n", "xml": "<network"}), "xml");
         check(json!({"name": "a/b"}), "name");
+        check(with(default_net(), json!({"domain": "a b"})), "domain");
+        check(
+            with(default_net(), json!({"bridge": "a-very-long-bridge-name"})),
+            "bridge",
+        );
+        check(with(default_net(), json!({"delay": -1})), "delay");
     }
 }
