@@ -1,8 +1,9 @@
 //! `libvirt_network`: a libvirt virtual network, its definition, whether it runs and whether it
 //! starts at boot.
 //!
-//! Decided from one reading of the network ([`LibvirtNetwork`]): the persistent definition
-//! (`net-dumpxml --inactive`) and `net-info`. The wanted definition is rendered as XML and both
+//! Decided from the network's persistent definition and `net-info` ([`LibvirtNetwork`]) and,
+//! for `state: active`, the definition it runs with ([`LibvirtNetworkLive`]), so a restart left
+//! pending by an earlier run is still seen. The wanted definition is rendered as XML and both
 //! are brought to a canonical form before they are compared, so what libvirt fills in by itself
 //! (the uuid, the bridge's generated MAC, `stp='on' delay='0'`, a netmask for a prefix) is never
 //! a difference. A difference only in DHCP hosts and ranges or DNS hosts is applied with
@@ -42,7 +43,9 @@ their connectivity. Any other difference redefines the network; a running networ
 configuration until it is restarted, which disconnects its guests, so that is done only with \
 `restart: true` (`net-destroy` + `net-start`). Without it the task reports the restart as \
 pending in its message and in the result's `restart_pending`, and the new definition is used the \
-next time the network starts.\n\n\
+next time the network starts. The running definition is read too (`net-dumpxml` without \
+`--inactive`), so the restart stays pending on later runs until it is done, and `restart: true` \
+on a later run still applies it.\n\n\
 `autostart` is managed whatever the state. `state: inactive` stops a running network (guests \
 lose connectivity), `absent` stops and undefines it. `forward: bridge` attaches guests to an \
 existing host bridge (`bridge`, e.g. br0, made with netplan_bridge or nm_bridge): libvirt then \
@@ -389,7 +392,6 @@ impl Module for LibvirtNetworkModule {
 
         // A running network keeps the definition it was started with: compare that one (which
         // an earlier run may have left behind) with the wish.
-        let mut running = net.active;
         if net.active && req.state == NetState::Active {
             let live = observed.fact::<LibvirtNetworkLive>(name)?;
             let stale = match live.0.as_deref() {
@@ -418,25 +420,22 @@ impl Module for LibvirtNetworkModule {
         }
 
         match req.state {
-            NetState::Active if !running => {
+            NetState::Active if !net.active => {
                 plan.change(
                     Change::new(format!("start network {name}")),
                     [Action::run(format!("{VIRSH} net-start --network {q}"))],
                 );
-                running = true;
             }
-            NetState::Inactive if running => {
+            NetState::Inactive if net.active => {
                 plan.change(
                     Change::new(format!(
                         "stop network {name} (its guests lose connectivity)"
                     )),
                     [Action::run(format!("{VIRSH} net-destroy --network {q}"))],
                 );
-                running = false;
             }
             _ => {}
         }
-        let _ = running;
         if net.autostart != req.autostart || (!net.persistent && req.autostart) {
             let (verb, flag) = if req.autostart {
                 ("autostart", "")
