@@ -871,6 +871,10 @@ impl El {
                 .retain(|k| !(k.tag == "nat" && k.kids.is_empty() && k.attrs.is_empty()));
         }
         let creates_bridge = matches!(mode.as_deref(), None | Some("nat" | "route" | "open"));
+        if creates_bridge && n.child("bridge").is_none() {
+            // libvirt names one (virbrN) and prints it.
+            n.kids.push(El::new("bridge"));
+        }
         if let Some(b) = n.child_mut("bridge") {
             if creates_bridge {
                 b.attrs.entry("stp".into()).or_insert_with(|| "on".into());
