@@ -76,7 +76,10 @@ fn lab_smoke() {
     );
     assert!(out.status.success(), "libvirt: {}", describe(&out));
     let got = stdout(&out);
-    assert!(got.contains("a.qcow2") && got.contains("default") && got.contains("active"), "{got}");
+    assert!(
+        got.contains("a.qcow2") && got.contains("default") && got.contains("active"),
+        "{got}"
+    );
 
     // exec without ssh; users and their sudo rules
     let out = lab.exec("h2", "hostname && id -u");

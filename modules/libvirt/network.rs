@@ -489,12 +489,13 @@ fn finish(plan: Plan, req: &Request, pending: bool) -> Plan {
         .with_data("restart_pending", pending)
 }
 
-/// `net-define` of `xml` from a temporary file, validated first when `virt-xml-validate` is
+/// `net-define` of `xml` from a temporary file, validated first when `virt-xml-validate` (and the
+/// `xmllint` it runs) is
 /// installed, so an invalid definition fails before anything is defined.
 fn define(xml: &str) -> Action {
     Action::run(format!(
         "(f=$(mktemp) && trap 'rm -f \"$f\"' EXIT && printf '%s\\n' {} > \"$f\" && \
-         {{ ! command -v virt-xml-validate >/dev/null || virt-xml-validate \"$f\" network; }} && \
+         {{ ! command -v virt-xml-validate >/dev/null || ! command -v xmllint >/dev/null || virt-xml-validate \"$f\" network; }} && \
          {VIRSH} net-define --file \"$f\")",
         shell_quote(xml)
     ))

@@ -389,6 +389,8 @@ impl Module for LibvirtPoolModule {
                 }
             }
             (None, Some(vg)) => format!("/dev/{vg}"),
+            // Removing a pool needs only its name.
+            (None, None) if a.state == PoolStateWanted::Absent => String::new(),
             (None, None) => {
                 return Err(ArgError::requires(
                     "type",
