@@ -1,7 +1,8 @@
 //! libvirt as code over real SSH against a lab host running a real libvirtd: setup-kvm.sh's
 //! default NAT network and its isolated wsfbr0, a dir pool with three qcow2 volumes from a loop,
-//! qemu.conf settings; a second run changes nothing; a DHCP host is added live; a volume is
-//! never shrunk; a pool removed keeps its files. Needs root; skipped loudly otherwise.
+//! qemu.conf settings; a second run changes nothing; a DHCP host is added live; a network
+//! edited by hand is drift in check mode and is corrected; a volume is never shrunk; a pool
+//! removed keeps its files. Needs root; skipped loudly otherwise.
 
 #[path = "support/lab.rs"]
 mod lab;
@@ -117,6 +118,23 @@ fn networks_pools_volumes_and_config_on_a_real_libvirtd() {
     assert_eq!(code(&out), 8, "{}", text(&out));
     assert_eq!(on(&lab, "cat /sys/class/net/virbr0/ifindex"), ifindex);
     assert!(on(&lab, &format!("{v} net-dumpxml default")).contains("192.168.122.10"));
+
+    // Drift: the isolated network edited by hand (its MTU) is found in check mode...
+    on(
+        &lab,
+        &format!("{v} net-dumpxml --inactive wsfbr0 | sed \"s/mtu size='1450'/mtu size='1400'/\" > /tmp/wsf.xml && {v} net-define /tmp/wsf.xml >/dev/null && {v} net-destroy wsfbr0 >/dev/null && {v} net-start wsfbr0 >/dev/null"),
+    );
+    let out = run(
+        &lab,
+        dir.path(),
+        &lease,
+        &["--check", "--detailed-exitcode"],
+    );
+    assert_eq!(code(&out), 8, "{}", text(&out));
+    // ... and corrected in the definition.
+    let out = run(&lab, dir.path(), &lease, &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(on(&lab, &format!("{v} net-dumpxml --inactive wsfbr0")).contains("1450"));
 
     // A volume is never shrunk.
     let shrink = format!(

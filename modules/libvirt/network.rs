@@ -386,7 +386,12 @@ impl Module for LibvirtNetworkModule {
                 } else {
                     format!("define network {name} (it was only running, not defined)")
                 };
-                plan.change(Change { summary, ..change }, [define(&req.xml)]);
+                // libvirt refuses a second network of the same name: a redefinition carries
+                // the existing uuid.
+                plan.change(
+                    Change { summary, ..change },
+                    [define(&with_uuid(&req.xml, &net.xml))],
+                );
             }
         }
 
@@ -487,6 +492,25 @@ fn finish(plan: Plan, req: &Request, pending: bool) -> Plan {
     plan.with_data("name", req.name.as_str())
         .with_data("xml", req.xml.as_str())
         .with_data("restart_pending", pending)
+}
+
+/// `want` with the uuid of the existing definition `have`, unless it names one itself.
+fn with_uuid(want: &str, have: &str) -> String {
+    if want.contains("<uuid>") {
+        return want.to_string();
+    }
+    let uuid = have
+        .split("<uuid>")
+        .nth(1)
+        .and_then(|r| r.split("</uuid>").next())
+        .map(str::trim);
+    match (uuid, want.find("</name>")) {
+        (Some(u), Some(i)) if !u.is_empty() => {
+            let at = i + "</name>".len();
+            format!("{}\n  <uuid>{u}</uuid>{}", &want[..at], &want[at..])
+        }
+        _ => want.to_string(),
+    }
 }
 
 /// `net-define` of `xml` from a temporary file, validated first when `virt-xml-validate` (and the
