@@ -299,12 +299,24 @@ fn become_through_sudo() {
     lab.ssh("h1", "rm -f /etc/kvmforge-become");
     let pw_nopw = run.path("pw-unneeded");
     std::fs::write(&pw_nopw, "unneeded-secret\n").unwrap();
+    // Were the password line ever run as a command on the host, this would record it.
+    lab.ssh(
+        "h1",
+        "printf '#!/bin/sh\\ntouch /tmp/kf-password-ran\\n' > /usr/local/bin/unneeded-secret && \
+         chmod 755 /usr/local/bin/unneeded-secret && rm -f /tmp/kf-password-ran",
+    );
     let out = run.kvmforge(
         playbook,
         &["--become-password-file", pw_nopw.to_str().unwrap(), "-v"],
     );
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(!text(&out).contains("unneeded-secret"), "{}", text(&out));
+    assert!(
+        !lab.exec("h1", "test -e /tmp/kf-password-ran")
+            .status
+            .success(),
+        "the sudo password was run as a command on the host"
+    );
     assert_eq!(
         remote(&lab, "h1", "cat /etc/kvmforge-become"),
         "by kfnopw\n"
