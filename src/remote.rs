@@ -263,6 +263,7 @@ fn render_action(s: &mut String, id: &str, action: &Action) {
             content,
             attrs,
             backup,
+            validate,
         } => {
             // Every process started on the host costs: the common path (text content, no
             // backup) starts only `mv`, plus `chmod`/`chown` where attributes are set or copied.
@@ -317,6 +318,16 @@ fn render_action(s: &mut String, id: &str, action: &Action) {
                 .unwrap();
             }
             render_attrs(s, id, "$kf_tmp", attrs);
+            if let Some(check) = validate {
+                // `%s` is the staged file; the check runs in its own shell with the path as $1.
+                let check = check.replace("%s", "\"$1\"");
+                writeln!(
+                    s,
+                    "kf_m=$(sh -c {} kf \"$kf_tmp\" 2>&1) || kf_fail {id} 1 \"the new content of $kf_p failed its check ($kf_p is unchanged): $kf_m\"",
+                    shell_quote(&check)
+                )
+                .unwrap();
+            }
             writeln!(s, "kf_try {id} mv -f -- \"$kf_tmp\" \"$kf_p\"; kf_tmp=").unwrap();
             writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
         }
@@ -682,6 +693,33 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".kvmforge"))
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    /// A write with a check: the staged file is what the check reads; a refusal keeps the old
+    /// file, fails with the checker's words, stops the script and leaves no temporary file.
+    #[test]
+    fn validated_writes_replace_only_what_passes_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        std::fs::write(p("conf"), "good 1\n").unwrap();
+        let check = "grep -q '^good' %s || { echo \"bad line in $(basename %s)\" >&2; exit 1; }";
+        let s = Script {
+            actions: vec![
+                Action::write(&p("conf"), "good 2\n", Attrs::default(), false).validated(check),
+                Action::write(&p("conf"), "bad 3\n", Attrs::default(), false).validated(check),
+                Action::run("echo never"),
+            ],
+            ..Default::default()
+        };
+        let r = run(&s);
+        assert_eq!(r.actions[0], ActionOutcome::Done);
+        let ActionOutcome::Failed(why) = &r.actions[1] else {
+            panic!("{:?}", r.actions[1])
+        };
+        assert!(why.contains("failed its check") && why.contains("bad line in .kvmforge."), "{why}");
+        assert_eq!(r.actions[2], ActionOutcome::NotRun);
+        assert_eq!(std::fs::read_to_string(p("conf")).unwrap(), "good 2\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -41,6 +41,12 @@ the file under the basename of `src`.",
             "false",
             "Keep a timestamped copy of the old file",
         ),
+        ParamSpec::optional(
+            "validate",
+            ParamKind::Str,
+            "Command that checks the new file before it replaces the old one; %s is the staged \
+             file (e.g. \"visudo -cf %s\"). A failure leaves the old file and fails the task",
+        ),
         ParamSpec::with_default(
             "force",
             ParamKind::Bool,
@@ -95,6 +101,7 @@ struct Params {
     group: Option<String>,
     backup: bool,
     force: bool,
+    validate: Option<String>,
 }
 
 /// A `copy` task's arguments with the content to write (read from `src` on the controller).
@@ -107,6 +114,7 @@ pub struct Request {
     attrs: Attrs,
     backup: bool,
     force: bool,
+    validate: Option<String>,
 }
 
 impl Module for Copy {
@@ -171,6 +179,7 @@ impl Module for Copy {
                 group: p.group,
             },
             backup: p.backup,
+            validate: edit::validate_command(p.validate)?,
             force: p.force,
         })
     }
@@ -195,6 +204,7 @@ impl Module for Copy {
             edit::ensure_attrs(&mut plan, dest, state, &r.attrs);
         } else {
             edit::ensure_content(&mut plan, dest, state, &r.content, &r.attrs, r.backup)?;
+            edit::validate_writes(&mut plan, r.validate.as_deref());
         }
         Ok(plan.with_data("dest", dest))
     }
@@ -204,7 +214,7 @@ impl Module for Copy {
 mod tests {
     use super::*;
     use crate::module::{Action, ArgErrorKind, FileState};
-    use crate::modules::testing::{arg_error, plan, request_in};
+    use crate::modules::testing::{arg_error, plan, req, request_in};
     use serde_json::json;
 
     #[test]
@@ -291,6 +301,27 @@ mod tests {
                 false
             )
         );
+    }
+
+    #[test]
+    fn validate_checks_the_staged_file_and_needs_its_placeholder() {
+        let a = req(
+            &Copy,
+            json!({"dest": "/etc/sudoers.d/kf", "content": "x\n", "validate": "visudo -cf %s"}),
+        );
+        let p = Copy
+            .plan(&a, &Observed::new().with_file("/etc/sudoers.d/kf", FileState::absent()))
+            .unwrap();
+        assert_eq!(
+            p.actions,
+            vec![Action::write("/etc/sudoers.d/kf", "x\n", Attrs::default(), false)
+                .validated("visudo -cf %s")]
+        );
+        let e = arg_error(
+            &Copy,
+            json!({"dest": "/etc/x", "content": "x", "validate": "visudo -c"}),
+        );
+        assert_eq!((e.kind, e.param), (ArgErrorKind::Invalid, "validate"));
     }
 
     #[test]

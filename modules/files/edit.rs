@@ -7,6 +7,27 @@ use crate::module::{
 
 /// Plan for `path` to hold exactly `desired` with `attrs`: a write (with a diff) when the content
 /// differs or the file is missing, an attribute change when only those differ, nothing otherwise.
+/// A `validate` parameter checked: it must name the staged file with `%s`, as in Ansible.
+pub fn validate_command(cmd: Option<String>) -> Result<Option<String>, ArgError> {
+    match cmd {
+        Some(c) if !c.contains("%s") => Err(ArgError::invalid(
+            "validate",
+            format!("validate must contain %s (the staged file's path), e.g. \"visudo -cf %s\"; got {c:?}"),
+        )),
+        c => Ok(c),
+    }
+}
+
+/// Every file write of `plan` checked by `cmd` before it replaces the old file.
+pub fn validate_writes(plan: &mut Plan, cmd: Option<&str>) {
+    let Some(cmd) = cmd else { return };
+    for a in &mut plan.actions {
+        if matches!(a, Action::WriteFile { .. }) {
+            *a = a.clone().validated(cmd);
+        }
+    }
+}
+
 pub fn ensure_content(
     plan: &mut Plan,
     path: &str,

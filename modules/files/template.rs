@@ -35,6 +35,12 @@ old file as `DEST.TIMESTAMP~`.",
             "false",
             "Keep a timestamped copy of the old file",
         ),
+        ParamSpec::optional(
+            "validate",
+            ParamKind::Str,
+            "Command that checks the new file before it replaces the old one; %s is the staged \
+             file (e.g. \"visudo -cf %s\"). A failure leaves the old file and fails the task",
+        ),
     ],
     free_form: None,
     example: r#"- name: libvirt daemon configuration
@@ -55,6 +61,7 @@ struct Params {
     owner: Option<String>,
     group: Option<String>,
     backup: bool,
+    validate: Option<String>,
 }
 
 /// A `template` task's arguments with the template rendered for this host.
@@ -64,6 +71,7 @@ pub struct Request {
     content: Content,
     attrs: Attrs,
     backup: bool,
+    validate: Option<String>,
 }
 
 /// The rendered template, or the variable it waits for (see [`Module::waits_for`]).
@@ -119,6 +127,7 @@ impl Module for Template {
                 group: p.group,
             },
             backup: p.backup,
+            validate: edit::validate_command(p.validate)?,
         })
     }
 
@@ -144,6 +153,7 @@ impl Module for Template {
         let state = observed.file(dest)?;
         let mut plan = Plan::ok();
         edit::ensure_content(&mut plan, dest, state, content, &r.attrs, r.backup)?;
+        edit::validate_writes(&mut plan, r.validate.as_deref());
         Ok(plan.with_data("dest", dest))
     }
 

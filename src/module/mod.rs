@@ -123,6 +123,11 @@ pub enum Action {
         attrs: Attrs,
         /// Copy the old file to `PATH.YYYYMMDDTHHMMSS~` first.
         backup: bool,
+        /// A command that checks the new content before it replaces the old file: `%s` in it is
+        /// the staged file's path (a temporary file next to the target, so a service's own
+        /// checker reads it where its confinement allows). A non-zero exit leaves the old file
+        /// untouched and fails the task with the command's output.
+        validate: Option<String>,
     },
     SetAttrs {
         path: String,
@@ -162,7 +167,15 @@ impl Action {
             content: content.into(),
             attrs,
             backup,
+            validate: None,
         }
+    }
+    /// This write checked by `cmd` before it replaces anything (see [`Action::WriteFile`]).
+    pub fn validated(mut self, cmd: impl Into<String>) -> Self {
+        if let Action::WriteFile { validate, .. } = &mut self {
+            *validate = Some(cmd.into());
+        }
+        self
     }
     /// The path this action modifies, if it is a file-system action.
     pub fn path(&self) -> Option<&str> {

@@ -17,7 +17,10 @@ LAB_SUITE=${KVMFORGE_LAB_SUITE:-bookworm}
 # libpam-systemd to configure in the chroot).
 # libvirt's daemon runs in every host (networks and pools need no /dev/kvm); dnsmasq-base is the
 # binary libvirt starts for its networks' DHCP, qemu-img (qemu-utils) makes qcow2 volumes.
-LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server iproute2 sudo kmod procps python3 less iputils-ping netplan.io network-manager libpam-systemd libvirt-daemon-system libvirt-clients dnsmasq-base qemu-utils"
+# The jump-host services are installed but off until a test configures them: squid, ISC dhcpd and
+# Kea; isc-dhcp-client and curl are the clients that prove them.
+LAB_BASE_PACKAGES="systemd systemd-sysv dbus openssh-server openssh-client iproute2 sudo kmod procps python3 less iputils-ping netplan.io network-manager libpam-systemd libvirt-daemon-system libvirt-clients dnsmasq-base qemu-utils
+  squid isc-dhcp-server kea-dhcp4-server isc-dhcp-client curl"
 # Extra packages for a one-off image ($KVMFORGE_LAB_EXTRA_PACKAGES, space separated).
 LAB_EXTRA_PACKAGES=${KVMFORGE_LAB_EXTRA_PACKAGES:-}
 
@@ -199,6 +202,9 @@ EOF
   # NetworkManager stays off unless a test starts it
   chroot "$R" systemctl disable NetworkManager.service NetworkManager-wait-online.service \
     NetworkManager-dispatcher.service >/dev/null 2>&1 || true
+  # so do the jump-host services, which the modules that configure them enable
+  chroot "$R" systemctl disable squid.service isc-dhcp-server.service kea-dhcp4-server.service \
+    >/dev/null 2>&1 || true
   # units without a purpose in a lab container
   chroot "$R" systemctl mask \
     apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \

@@ -11,7 +11,8 @@
 # THE package list of the VM image.  Changing it (or the functions that are
 # hashed in vm_image_hash) builds a new image.
 LAB_VM_PACKAGES="systemd systemd-sysv dbus udev openssh-server iproute2 sudo kmod procps python3 less iputils-ping
-  libpam-systemd linux-image-amd64 initramfs-tools grub-pc-bin grub2-common netplan.io network-manager pciutils e2fsprogs"
+  libpam-systemd linux-image-amd64 initramfs-tools grub-pc-bin grub2-common netplan.io network-manager pciutils e2fsprogs
+  libvirt-daemon-system libvirt-clients dnsmasq-base qemu-utils lvm2"
 # Bump to force a VM image rebuild after changes outside the hashed functions.
 LAB_VM_IMAGE_REV=1
 LAB_VM_DISK_SIZE=${KVMFORGE_LAB_VM_DISK_SIZE:-3G}
