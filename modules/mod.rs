@@ -1,4 +1,4 @@
-//! The built-in modules, grouped by family in folders (`files/`, `system/`, `kernel/`), with the
+//! The built-in modules, grouped by family in folders (`files/`, `system/`, `kernel/`, `network/`, `libvirt/`, `services/`), with the
 //! typed facts they share in `facts/` and the request pieces they share in `args.rs`. Every module is a pure planner (see [`crate::module`]);
 //! this file only lists them.
 
@@ -8,6 +8,7 @@ pub mod files;
 pub mod kernel;
 pub mod libvirt;
 pub mod network;
+pub mod services;
 pub mod system;
 #[cfg(test)]
 pub mod testing;
