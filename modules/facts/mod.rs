@@ -3,6 +3,7 @@
 //! `tests/facts/`.
 
 pub mod accounts;
+pub mod block;
 pub mod bridge;
 pub mod grub;
 pub mod ip;

@@ -282,6 +282,7 @@ impl Module for LibvirtNetworkModule {
         let mut probes = vec![LibvirtNetwork::probe(&req.name)];
         if req.state == NetState::Active {
             probes.push(LibvirtNetworkLive::probe(&req.name));
+            probes.push(LibvirtNetworkGuests::probe(&req.name));
         }
         probes
     }
@@ -417,10 +418,17 @@ impl Module for LibvirtNetworkModule {
                 );
             } else if stale {
                 pending = true;
+                let guests = observed.fact::<LibvirtNetworkGuests>(name)?;
+                let attached = match guests.0.as_slice() {
+                    [] => "no running guest is attached".to_string(),
+                    g => format!("running guests attached: {}", g.join(", ")),
+                };
                 plan.msg = Some(format!(
                     "restart pending: network {name} is running with an older definition; the new one \
-                     takes effect when it is restarted (restart: true does it now, disconnecting its guests)"
+                     takes effect when it is restarted (restart: true does it now, disconnecting its \
+                     guests; {attached})"
                 ));
+                plan = plan.with_data("guests", guests.0.clone());
             }
         }
 
@@ -485,6 +493,34 @@ impl Fact for LibvirtNetworkLive {
         Ok(LibvirtNetworkLive(Some(
             stdout[..end + "</network>".len()].trim_start().to_string(),
         )))
+    }
+}
+
+/// The running domains with an interface on a network (`domiflist`: type `network`, source the
+/// network's name): the guests a restart of the network disconnects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtNetworkGuests(pub Vec<String>);
+
+impl Fact for LibvirtNetworkGuests {
+    const NAME: &'static str = "guests on a libvirt network";
+    type Key = str;
+    fn probe(name: &str) -> Probe {
+        Probe::Command(format!(
+            "export LC_ALL=C; {VIRSH} -q list --name | while read -r d; do [ -n \"$d\" ] || continue; \
+             {VIRSH} -q domiflist \"$d\" | awk -v n={} '$2 == \"network\" && $3 == n {{ f = 1 }} END {{ exit !f }}' \
+             && printf '%s\\n' \"$d\"; done; true",
+            shell_quote(name)
+        ))
+    }
+    fn parse(_: &str, seen: &Observation) -> Result<Self, String> {
+        Ok(LibvirtNetworkGuests(
+            stdout_of(seen)?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+        ))
     }
 }
 
@@ -1063,7 +1099,11 @@ mod tests {
             let out = || Observation::Command(CommandOutput::failed(1, &text));
             return Observed::new()
                 .with_fact::<LibvirtNetwork>(name, out())
-                .with_fact::<LibvirtNetworkLive>(name, out());
+                .with_fact::<LibvirtNetworkLive>(name, out())
+                .with_fact::<LibvirtNetworkGuests>(
+                    name,
+                    Observation::Command(CommandOutput::ok("")),
+                );
         }
         let live = &text[..text.find("</network>").unwrap() + "</network>".len()];
         running(name, &text, live)
@@ -1073,6 +1113,7 @@ mod tests {
         Observed::new()
             .with_fact::<LibvirtNetwork>(name, Observation::Command(CommandOutput::ok(text)))
             .with_fact::<LibvirtNetworkLive>(name, Observation::Command(CommandOutput::ok(live)))
+            .with_fact::<LibvirtNetworkGuests>(name, Observation::Command(CommandOutput::ok("")))
     }
 
     fn plan(args: serde_json::Value, file: &str) -> Plan {
@@ -1100,7 +1141,8 @@ mod tests {
             M.probes(&r),
             vec![
                 LibvirtNetwork::probe("default"),
-                LibvirtNetworkLive::probe("default")
+                LibvirtNetworkLive::probe("default"),
+                LibvirtNetworkGuests::probe("default")
             ]
         );
         let r = req(&M, json!({"name": "my net", "state": "absent"}));
@@ -1280,6 +1322,26 @@ mod tests {
         assert!(!p.changed());
         assert_eq!(p.data["restart_pending"], json!(true));
         assert!(p.msg.as_deref().unwrap().starts_with("restart pending"));
+        assert!(p
+            .msg
+            .as_deref()
+            .unwrap()
+            .contains("no running guest is attached"));
+        // The guests a restart would cut off are named.
+        let with_guests = running("isolated", &defined, &live).with_fact::<LibvirtNetworkGuests>(
+            "isolated",
+            Observation::Command(CommandOutput::ok("okd-bootstrap\nokd-master-0\n")),
+        );
+        let p = M.plan(&req(&M, want.clone()), &with_guests).unwrap();
+        assert!(
+            p.msg
+                .as_deref()
+                .unwrap()
+                .contains("running guests attached: okd-bootstrap, okd-master-0"),
+            "{:?}",
+            p.msg
+        );
+        assert_eq!(p.data["guests"], json!(["okd-bootstrap", "okd-master-0"]));
         let p = M
             .plan(
                 &req(&M, with(want, json!({"restart": true}))),

@@ -12,6 +12,7 @@ use crate::module::{
     PlanContext, Probe,
 };
 use crate::modules::args::absolute_path;
+use crate::modules::facts::block::BlockSignature;
 use crate::modules::facts::libvirt::{LibvirtPool, Pool};
 use crate::modules::facts::libvirt_volume::LibvirtVolumes;
 use crate::params::{Args, ParamKind, ParamSpec};
@@ -35,7 +36,9 @@ volumes this is refused unless `force: true`. Another `type` is always refused: 
 first. `--diff` shows the differing fields before and after.\n\n\
 `pool-build` runs only when the target is missing and `build: true` (for fs and logical pools \
 with `--no-overwrite`, so an existing file system or volume group is never formatted, unless \
-`overwrite: true`). A new directory gets `permissions` from libvirt when it is built; those of an \
+`overwrite: true`). Before that the source devices are read with `blkid -p`: one that carries \
+a file system, an LVM physical volume or a partition table is refused, naming what it carries \
+(an fs pool whose device already has the wanted file system only gets its mount point). A new directory gets `permissions` from libvirt when it is built; those of an \
 existing one are only recorded in the definition. `state: active` starts the pool, `inactive` stops it with `pool-destroy` \
 (which keeps all data), `absent` stops and undefines it, keeping the data; with `delete: true` \
 the data goes too (`pool-delete`: the directory, the file system's mount point contents, the \
@@ -441,11 +444,15 @@ impl Module for LibvirtPoolModule {
     }
 
     fn probes(&self, req: &Request) -> Vec<Probe> {
-        vec![
+        let mut probes = vec![
             LibvirtPool::probe(&req.name),
             LibvirtVolumes::probe(&req.name),
             target_probe(req),
-        ]
+        ];
+        if formats(req) {
+            probes.extend(req.def.devices.iter().map(|d| BlockSignature::probe(d)));
+        }
+        probes
     }
 
     fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
@@ -562,24 +569,64 @@ impl Module for LibvirtPoolModule {
         }
 
         if req.build && !target_exists(req, observed)? {
-            let mut cmd = format!("{VIRSH} pool-build {name}");
-            if matches!(req.pool_type, PoolType::Fs | PoolType::Logical) {
-                cmd += if req.overwrite {
-                    " --overwrite"
-                } else {
-                    " --no-overwrite"
-                };
-            }
-            let what = match req.pool_type {
-                PoolType::Logical => {
-                    format!("volume group {}", req.def.vg.as_deref().unwrap_or(""))
+            // What libvirt would format is looked at first: a device that carries anything is
+            // refused here with its name and content, not left to pool-build's own refusal.
+            let mut formatted = Vec::new();
+            if formats(req) && !req.overwrite {
+                for dev in &req.def.devices {
+                    let sig = observed.fact::<BlockSignature>(dev.as_str())?;
+                    if !sig.exists {
+                        return Err(ModuleError::Host(format!(
+                            "{label}: source device {dev} is not a block device on this host"
+                        )));
+                    }
+                    if sig.blank() {
+                        continue;
+                    }
+                    if req.pool_type == PoolType::Fs && sig.kind == req.def.format {
+                        formatted.push(dev.clone());
+                        continue;
+                    }
+                    return Err(ModuleError::Host(format!(
+                        "{label}: {dev} already carries {}; building the pool would format it \
+                         (overwrite: true does, destroying what is on it)",
+                        sig.describe()
+                    )));
                 }
-                _ => req.def.target.clone(),
-            };
-            plan.change(
-                Change::new(format!("build {label} ({what} is missing)")),
-                [Action::run(cmd)],
-            );
+            }
+            if !formatted.is_empty() {
+                // The file system is there already: only the mount point is missing.
+                plan.change(
+                    Change::new(format!(
+                        "create the mount point {} of {label} ({} already has its file system)",
+                        req.def.target,
+                        formatted.join(", ")
+                    )),
+                    [Action::MakeDir {
+                        path: req.def.target.clone(),
+                        attrs: Default::default(),
+                    }],
+                );
+            } else {
+                let mut cmd = format!("{VIRSH} pool-build {name}");
+                if matches!(req.pool_type, PoolType::Fs | PoolType::Logical) {
+                    cmd += if req.overwrite {
+                        " --overwrite"
+                    } else {
+                        " --no-overwrite"
+                    };
+                }
+                let what = match req.pool_type {
+                    PoolType::Logical => {
+                        format!("volume group {}", req.def.vg.as_deref().unwrap_or(""))
+                    }
+                    _ => req.def.target.clone(),
+                };
+                plan.change(
+                    Change::new(format!("build {label} ({what} is missing)")),
+                    [Action::run(cmd)],
+                );
+            }
         }
 
         match (req.state, active) {
@@ -672,6 +719,11 @@ fn join_verbs(v: &[&str]) -> String {
 
 /// How the target's existence is observed: the directory, or for a logical pool the volume
 /// group (its /dev directory only exists while it has active logical volumes).
+/// A build of this pool formats its source devices (a file system, a volume group).
+fn formats(req: &Request) -> bool {
+    matches!(req.pool_type, PoolType::Fs | PoolType::Logical)
+}
+
 fn target_probe(req: &Request) -> Probe {
     match (&req.pool_type, &req.def.vg) {
         (PoolType::Logical, Some(vg)) => Probe::Command(vg_command(vg)),
@@ -1229,6 +1281,66 @@ mod tests {
         // Removing it only stops it: libvirt forgets a transient pool when it stops.
         let p = plan(with(images(), json!({"state": "absent"})), &o).unwrap();
         assert_eq!(runs(&p), [format!("{V} pool-destroy images")]);
+    }
+
+    /// A build never formats a device that carries something, unless overwrite is asked for.
+    #[test]
+    fn builds_look_at_the_devices_first() {
+        let base = |sig: &str| {
+            Observed::new()
+                .with_fact::<LibvirtPool>("vg0", missing("libvirt_pool/not-found.stderr"))
+                .with_fact::<LibvirtVolumes>("vg0", missing("libvirt_volumes/not-found.stderr"))
+                .with_command(
+                    &vg_command("vg0"),
+                    CommandOutput::failed(5, "  Volume group \"vg0\" not found\n"),
+                )
+                .with_fact::<BlockSignature>(
+                    "/dev/nvme1n1",
+                    Observation::Command(CommandOutput::ok(sig)),
+                )
+        };
+        let lvm = json!({"name": "vg0", "type": "logical", "source_device": "/dev/nvme1n1"});
+        let p = plan(lvm.clone(), &base("")).unwrap();
+        assert!(runs(&p).contains(&format!("{V} pool-build vg0 --no-overwrite")));
+        for (fx, what) in [
+            ("block/blkid-ext4.txt", "a file system (ext4)"),
+            ("block/blkid-lvm.txt", "an LVM physical volume"),
+            ("block/blkid-gpt.txt", "a gpt partition table"),
+        ] {
+            let m = host_error(lvm.clone(), &base(&fixture(fx)));
+            assert_eq!(
+                m,
+                format!(
+                    "storage pool vg0: /dev/nvme1n1 already carries {what}; building the pool \
+                         would format it (overwrite: true does, destroying what is on it)"
+                )
+            );
+        }
+        let p = plan(
+            with(lvm.clone(), json!({"overwrite": true})),
+            &base(&fixture("block/blkid-ext4.txt")),
+        )
+        .unwrap();
+        assert!(runs(&p).contains(&format!("{V} pool-build vg0 --overwrite")));
+        let m = host_error(lvm, &base("kvmforge-no-block-device\n"));
+        assert!(m.contains("/dev/nvme1n1 is not a block device"), "{m}");
+
+        // A file system pool whose device has that file system already: only the mount point.
+        let fs = json!({"name": "vg0", "type": "fs", "source_device": "/dev/nvme1n1",
+                        "source_format": "ext4", "target": "/srv/images"});
+        let o =
+            base(&fixture("block/blkid-ext4.txt")).with_file("/srv/images", FileState::absent());
+        let p = plan(fs.clone(), &o).unwrap();
+        assert!(p.actions.contains(&Action::MakeDir {
+            path: "/srv/images".into(),
+            attrs: Default::default()
+        }));
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Run { cmd, .. } if cmd.contains("pool-build"))));
+        let m = host_error(with(fs, json!({"source_format": "xfs"})), &o);
+        assert!(m.contains("already carries a file system (ext4)"), "{m}");
     }
 
     #[test]
