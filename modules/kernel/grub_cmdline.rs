@@ -137,6 +137,24 @@ pub struct Request {
     regenerate: bool,
 }
 
+impl Request {
+    /// Arguments another module needs on the kernel command line (IOMMU for vfio_bind, 1G
+    /// huge pages, ...), kept in their own drop-in: that module plans them with
+    /// [`GrubCmdline`]'s `probes` and `plan`, so the rules (the drop-in, regeneration,
+    /// `reboot_required` from /proc/cmdline) are the same as for a `grub_cmdline` task.
+    pub fn present(args: Vec<String>, dropin: &str) -> Result<Request, ArgError> {
+        check_words(&args)?;
+        Ok(Request {
+            args,
+            present: true,
+            var: Variable::Linux.name(),
+            dropin: Some(dropin.to_string()),
+            default_file: "/etc/default/grub".into(),
+            regenerate: true,
+        })
+    }
+}
+
 /// Each argument is one word the module can write inside double quotes, given once.
 fn check_words(words: &[String]) -> Result<(), ArgError> {
     if words.is_empty() {
