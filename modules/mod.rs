@@ -31,6 +31,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &network::netplan_bridge::NetplanBridge,
     &network::nm_bridge::NmBridge,
     &system::package::Package,
+    &system::reboot::RebootModule,
     &system::service::Service,
     &system::command::Shell,
     &kernel::sysctl::Sysctl,

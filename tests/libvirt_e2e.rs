@@ -139,7 +139,10 @@ fn networks_pools_volumes_and_config_on_a_real_libvirtd() {
         .collect();
     assert_eq!(qemu_conf.lines().count(), after.lines().count());
     assert_eq!(changed.len(), 3, "{changed:?}");
-    assert!(changed.iter().all(|(a, _)| a.starts_with('#')), "{changed:?}");
+    assert!(
+        changed.iter().all(|(a, _)| a.starts_with('#')),
+        "{changed:?}"
+    );
     // The bridged network names the host's bridge and makes none of its own.
     let hb = on(&lab, &format!("{v} net-dumpxml host-bridge"));
     assert!(
@@ -216,7 +219,9 @@ fn networks_pools_volumes_and_config_on_a_real_libvirtd() {
         assert_eq!(code(&out), expected, "{}", text(&out));
         let pending = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.contains("\"event\":\"result\"") && l.contains("restart pending: network default"))
+            .filter(|l| {
+                l.contains("\"event\":\"result\"") && l.contains("restart pending: network default")
+            })
             .count();
         assert_eq!(pending, 1, "{}", text(&out));
         assert!(
@@ -226,9 +231,14 @@ fn networks_pools_volumes_and_config_on_a_real_libvirtd() {
         );
         assert_eq!(live_forward(), "nat");
     }
-    assert!(on(&lab, &format!("{v} net-dumpxml --inactive default")).contains("<forward mode='route'"));
+    assert!(
+        on(&lab, &format!("{v} net-dumpxml --inactive default")).contains("<forward mode='route'")
+    );
     // ... until restart: true applies it.
-    let restart = routed.replace("        forward: route\n", "        forward: route\n        restart: true\n");
+    let restart = routed.replace(
+        "        forward: route\n",
+        "        forward: route\n        restart: true\n",
+    );
     let out = run(&lab, dir.path(), &restart, &["--detailed-exitcode"]);
     assert_eq!(code(&out), 8, "{}", text(&out));
     assert_eq!(live_forward(), "route");
@@ -243,7 +253,11 @@ fn spare_disk(lab: &lab::Lab, host: &str, serial: &str) -> String {
         &format!("lsblk -dno NAME,SERIAL | awk '$2 == \"{serial}\" {{ print \"/dev/\" $1 }}'"),
     );
     let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(dev.starts_with("/dev/"), "no disk with serial {serial}: {}", text(&out));
+    assert!(
+        dev.starts_with("/dev/"),
+        "no disk with serial {serial}: {}",
+        text(&out)
+    );
     dev
 }
 
@@ -303,7 +317,10 @@ fn logical_pool_on_a_spare_disk() {
         "{}",
         text(&out)
     );
-    assert_eq!(q1(&format!("blkid -o value -s LABEL {used}")).trim(), "precious");
+    assert_eq!(
+        q1(&format!("blkid -o value -s LABEL {used}")).trim(),
+        "precious"
+    );
     // Refused before anything ran: not defined, no volume group.
     assert!(!q1("virsh -q -c qemu:///system pool-list --all").contains("vg_other"));
     assert!(!q1("vgs --noheadings -o vg_name").contains("vg_other"));

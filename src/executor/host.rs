@@ -10,9 +10,12 @@
 use super::guard;
 use super::predict;
 use super::prepare::{prepare, Item, Prepared};
+use super::reboot;
 use super::{PlayTarget, Shared};
 use crate::connection::ConnectionError;
-use crate::module::{Action, CommandOutput, ModuleError, NetworkGuard, Observed, Plan, Probe};
+use crate::module::{
+    Action, CommandOutput, ModuleError, NetworkGuard, Observed, Plan, Probe, Reboot, RunState,
+};
 use crate::output::{Event, Status, TaskResult};
 use crate::playbook::{Play, Task};
 use crate::remote::{ActionOutcome, Script};
@@ -86,6 +89,8 @@ pub(super) struct HostPlay<'s, 'a> {
     pending_become: bool,
     queue: Vec<Queued<'a>>,
     notified: BTreeSet<String>,
+    /// A task on this host reported `reboot_required` and no reboot has happened since.
+    reboot_pending: bool,
 }
 
 impl<'s, 'a> HostPlay<'s, 'a> {
@@ -120,6 +125,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             Some(c) => c.user.as_deref() == Some("root"),
             None => false,
         };
+        let reboot_pending = state.stats.reboot_required;
         HostPlay {
             shared,
             target,
@@ -135,6 +141,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             pending_become: false,
             queue: Vec::new(),
             notified: BTreeSet::new(),
+            reboot_pending,
         }
     }
 
@@ -535,6 +542,9 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             .request
             .as_ref()
             .expect("items that are not skipped have a request");
+        self.cache.set_run(RunState {
+            reboot_required: self.reboot_pending,
+        });
         let plan = match task.module.plan(request, &self.cache) {
             Ok(p) => p,
             // In check mode earlier changes were not made, so a host state they would have
@@ -556,6 +566,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                 )
             }
         };
+        self.reboot_pending |= plan.reboot_required;
         if !plan.changed() {
             let msg = plan.msg.clone();
             return Outcome::new(Status::Ok, plan, msg);
@@ -580,6 +591,9 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         }
         if let Some(g) = plan.guard.clone() {
             return self.apply_guarded(task, item, plan, g, become_);
+        }
+        if let Some(r) = plan.reboot.clone() {
+            return self.apply_reboot(task, plan, &r, become_);
         }
         if !self.pending.is_empty() && self.pending_become != become_ {
             let own = self.pending_become;
@@ -695,6 +709,31 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                 }
             }
         }
+        o
+    }
+
+    /// A reboot: what is pending goes out first, then the host reboots and is waited for (see
+    /// `reboot`).
+    fn apply_reboot(&mut self, task: &'a Task, plan: Plan, r: &Reboot, become_: bool) -> Outcome {
+        if !self.pending.is_empty() {
+            let own = self.pending_become;
+            if !self.trip(Vec::new(), false, own, task) {
+                return Outcome::dropped();
+            }
+        }
+        let result = reboot::apply(self.state, self.shared.opts, r, become_);
+        // A new boot: nothing observed before it holds.
+        self.cache.clear();
+        let mut detail: Vec<String> = vec![format!("reboot: {}", r.trigger)];
+        detail.extend(result.steps.iter().map(|s| format!("reboot: {s}")));
+        let mut o = match result.result {
+            Ok(msg) => {
+                self.reboot_pending = false;
+                Outcome::new(Status::Changed, plan, Some(msg))
+            }
+            Err(msg) => Outcome::new(Status::Failed, plan, Some(msg)),
+        };
+        o.detail = detail;
         o
     }
 
@@ -874,6 +913,10 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             };
             self.report(task, item.label.clone(), &o, ignored, duration);
             self.count(o.status, ignored, o.plan.reboot_required);
+            if o.plan.reboot.is_some() && o.status == Status::Changed && !self.shared.opts.check {
+                // The reboot this run needed has happened.
+                self.state.stats.reboot_required = false;
+            }
             any_changed |= o.status == Status::Changed;
             any_failed |= o.status == Status::Failed && !ignored;
             all_skipped &= o.status == Status::Skipped;

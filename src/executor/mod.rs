@@ -16,6 +16,7 @@ mod guard;
 mod host;
 mod predict;
 mod prepare;
+mod reboot;
 mod workers;
 
 pub use host::describe;

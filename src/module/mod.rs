@@ -210,6 +210,23 @@ pub struct Plan {
     pub msg: Option<String>,
     /// The actions change the host's networking: apply them guarded (see [`NetworkGuard`]).
     pub guard: Option<NetworkGuard>,
+    /// The plan reboots the host: the engine applies what is pending, triggers the reboot and
+    /// waits for the host to come back (see [`Reboot`]).
+    pub reboot: Option<Reboot>,
+}
+
+/// A reboot the engine carries out: run `trigger` (which must return at once, leaving the
+/// reboot to happen a moment later so the SSH command ends cleanly), close the connection, wait
+/// until a new connection finds a `/proc/sys/kernel/random/boot_id` other than `boot_id`, then
+/// run `test_command` there and check that /proc/cmdline has every word of `verify_cmdline`.
+/// Any of that failing within `timeout` seconds fails the task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reboot {
+    pub trigger: String,
+    pub boot_id: String,
+    pub timeout: u64,
+    pub test_command: Option<String>,
+    pub verify_cmdline: Vec<String>,
 }
 
 /// How to undo a network change. A plan carrying one is applied by the engine with a safety

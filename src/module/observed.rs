@@ -143,6 +143,16 @@ pub enum Observation {
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     map: HashMap<Probe, Entry>,
+    run: RunState,
+}
+
+/// What this run has done on the host so far, as the engine knows it (no probe reads it): set
+/// before each plan, kept when observations are dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunState {
+    /// An earlier task on this host in this run reported `reboot_required`, and no reboot has
+    /// happened since.
+    pub reboot_required: bool,
 }
 
 /// One observation and the facts parsed from it so far.
@@ -196,6 +206,13 @@ impl Observed {
     }
     pub fn clear(&mut self) {
         self.map.clear();
+    }
+    /// What this run has done on the host so far.
+    pub fn run(&self) -> RunState {
+        self.run
+    }
+    pub fn set_run(&mut self, run: RunState) {
+        self.run = run;
     }
     /// Keep only the observations for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&Probe, &Observation) -> bool) {
