@@ -73,7 +73,10 @@ fn reboot_waits_for_the_new_boot_and_goes_on() {
     // The task after the reboot ran on the new boot.
     assert_eq!(on(&lab, "q1", "cat /var/tmp/after-reboot"), boot1);
     // h1 needed no reboot and got none.
-    assert_eq!(on(&lab, "h1", "cat /proc/sys/kernel/random/boot_id"), h1_boot);
+    assert_eq!(
+        on(&lab, "h1", "cat /proc/sys/kernel/random/boot_id"),
+        h1_boot
+    );
     assert!(text(&out).contains("no reboot required"), "{}", text(&out));
 
     // Nothing is required any more: no reboot (the shell task always reports changed).
