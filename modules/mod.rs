@@ -33,6 +33,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &system::package::Package,
     &system::service::Service,
     &system::command::Shell,
+    &services::squid_proxy::SquidProxy,
     &kernel::sysctl::Sysctl,
     &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,

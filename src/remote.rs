@@ -716,7 +716,10 @@ mod tests {
         let ActionOutcome::Failed(why) = &r.actions[1] else {
             panic!("{:?}", r.actions[1])
         };
-        assert!(why.contains("failed its check") && why.contains("bad line in .kvmforge."), "{why}");
+        assert!(
+            why.contains("failed its check") && why.contains("bad line in .kvmforge."),
+            "{why}"
+        );
         assert_eq!(r.actions[2], ActionOutcome::NotRun);
         assert_eq!(std::fs::read_to_string(p("conf")).unwrap(), "good 2\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -310,12 +310,17 @@ mod tests {
             json!({"dest": "/etc/sudoers.d/kf", "content": "x\n", "validate": "visudo -cf %s"}),
         );
         let p = Copy
-            .plan(&a, &Observed::new().with_file("/etc/sudoers.d/kf", FileState::absent()))
+            .plan(
+                &a,
+                &Observed::new().with_file("/etc/sudoers.d/kf", FileState::absent()),
+            )
             .unwrap();
         assert_eq!(
             p.actions,
-            vec![Action::write("/etc/sudoers.d/kf", "x\n", Attrs::default(), false)
-                .validated("visudo -cf %s")]
+            vec![
+                Action::write("/etc/sudoers.d/kf", "x\n", Attrs::default(), false)
+                    .validated("visudo -cf %s")
+            ]
         );
         let e = arg_error(
             &Copy,
