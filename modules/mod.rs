@@ -31,6 +31,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &network::netplan_bridge::NetplanBridge,
     &network::nm_bridge::NmBridge,
     &system::package::Package,
+    &system::proxy_env::ProxyEnv,
     &system::service::Service,
     &system::command::Shell,
     &services::squid_proxy::SquidProxy,

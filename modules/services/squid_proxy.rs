@@ -588,7 +588,7 @@ impl Module for SquidProxy {
 mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
-    use crate::modules::testing::{apply, arg_error, req, request_in};
+    use crate::modules::testing::{apply, arg_error, commands, req, request_in};
     use serde_json::json;
     use std::sync::Arc;
 
@@ -628,16 +628,6 @@ mod tests {
             vars: Arc::new(json!({"inventory_hostname": name})),
             ..PlanContext::default()
         }
-    }
-
-    fn commands(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Run { cmd, .. } => Some(cmd.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     #[test]
