@@ -317,8 +317,18 @@ impl Request {
         if p.http_port.is_empty() {
             return Err(ArgError::invalid("http_port", "http_port: give at least one port").into());
         }
+        let mut listens = Vec::new();
         for v in &p.http_port {
-            args::host_port("http_port", v, true)?;
+            let at = args::host_port("http_port", v, true)?;
+            if listens.contains(&at) {
+                // squid would only find out when it binds the port a second time, at start.
+                return Err(ArgError::invalid(
+                    "http_port",
+                    format!("http_port: {v} is listed twice"),
+                )
+                .into());
+            }
+            listens.push(at);
         }
         if p.localnet.is_empty() {
             return Err(ArgError::invalid(
@@ -811,6 +821,7 @@ mod tests {
             (with("http_port", json!("10.0.0.1:0")), "http_port"),
             (with("http_port", json!("proxy:port")), "http_port"),
             (with("http_port", json!([])), "http_port"),
+            (with("http_port", json!([3128, "3128"])), "http_port"),
             (with("localnet", json!(["10.0.0.1/8"])), "localnet"),
             (with("localnet", json!(["lan"])), "localnet"),
             (with("localnet", json!([])), "localnet"),
