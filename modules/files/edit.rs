@@ -186,13 +186,55 @@ impl Lines {
     }
 
     /// Remove every line `matches` accepts; returns how many were removed.
-    pub fn remove_matching(&mut self, mut matches: impl FnMut(&[u8]) -> bool) -> usize {
-        let before = self.lines.len();
-        if self.lines.last().is_some_and(|l| matches(l)) {
-            self.final_newline = true;
+    pub fn remove_matching(&mut self, matches: impl FnMut(&[u8]) -> bool) -> usize {
+        self.remove_matching_in(0..self.lines.len(), matches)
+    }
+
+    /// Remove the lines within `range` that `matches` accepts (a section of an INI file);
+    /// returns how many were removed.
+    pub fn remove_matching_in(
+        &mut self,
+        range: std::ops::Range<usize>,
+        mut matches: impl FnMut(&[u8]) -> bool,
+    ) -> usize {
+        let (mut i, mut end, mut removed) = (range.start, range.end.min(self.lines.len()), 0);
+        while i < end {
+            if matches(&self.lines[i]) {
+                self.splice(i..i + 1, Vec::new());
+                end -= 1;
+                removed += 1;
+            } else {
+                i += 1;
+            }
         }
-        self.lines.retain(|l| !matches(l));
-        before - self.lines.len()
+        removed
+    }
+
+    /// Make `line` the only line within `range` that `matches` accepts (a `KEY=value` setting):
+    /// the first match becomes `line` unless it already is, later matches are removed, and
+    /// without any match `line` is inserted at the end of `range`. Returns whether anything
+    /// changed.
+    pub fn set_line(
+        &mut self,
+        range: std::ops::Range<usize>,
+        mut matches: impl FnMut(&[u8]) -> bool,
+        line: &[u8],
+    ) -> bool {
+        let end = range.end.min(self.lines.len());
+        match (range.start..end).find(|&i| matches(&self.lines[i])) {
+            Some(first) => {
+                let mut changed = strip_cr(&self.lines[first]) != line;
+                if changed {
+                    self.splice(first..first + 1, vec![line.to_vec()]);
+                }
+                changed |= self.remove_matching_in(first + 1..end, matches) > 0;
+                changed
+            }
+            None => {
+                self.splice(end..end, vec![line.to_vec()]);
+                true
+            }
+        }
     }
 }
 
@@ -458,6 +500,24 @@ mod tests {
         let mut l = Lines::parse(b"a\nb");
         l.remove_matching(|x| x == b"a");
         assert_eq!(l.to_bytes(), b"b");
+    }
+
+    #[test]
+    fn settings_are_set_once_within_their_range() {
+        let mut l = Lines::parse(b"[main]\nx=1\nproxy=a\nproxy=b\n[repo]\nproxy=c");
+        let proxy = |l: &[u8]| l.starts_with(b"proxy=");
+        assert!(l.set_line(0..4, proxy, b"proxy=z"));
+        assert_eq!(l.to_bytes(), b"[main]\nx=1\nproxy=z\n[repo]\nproxy=c");
+        assert!(!l.set_line(0..3, proxy, b"proxy=z"));
+        let mut l = Lines::parse(b"[main]\nx=1\n[repo]\n");
+        assert!(l.set_line(0..2, proxy, b"proxy=z"));
+        assert_eq!(l.to_bytes(), b"[main]\nx=1\nproxy=z\n[repo]\n");
+        assert_eq!(l.remove_matching_in(0..3, proxy), 1);
+        assert_eq!(l.to_bytes(), b"[main]\nx=1\n[repo]\n");
+        // A file without a final newline gains one only when the edit reaches its end.
+        let mut l = Lines::parse(b"A=1");
+        assert!(l.set_line(0..1, proxy, b"proxy=z"));
+        assert_eq!(l.to_bytes(), b"A=1\nproxy=z\n");
     }
 
     #[test]
