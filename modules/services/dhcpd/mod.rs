@@ -217,14 +217,19 @@ fn systemctl(verb: &str, unit: &str) -> Action {
     Action::run(format!("systemctl {verb} -- {}", shell_quote(unit)))
 }
 
+/// The `extra` escape hatch, in the form of its backend.
+enum Extra {
+    /// Text for dhcpd.conf's global section.
+    Isc(String),
+    /// Keys merged into Kea's `Dhcp4`.
+    Kea(Map<String, Value>),
+}
+
 /// The `extra` escape hatch, checked for the backend.
-fn extra(
-    backend: Backend,
-    v: Option<&Value>,
-) -> Result<(Option<String>, Option<Map<String, Value>>), ArgError> {
+fn extra(backend: Backend, v: Option<&Value>) -> Result<Option<Extra>, ArgError> {
     match (backend, v) {
-        (_, None | Some(Value::Null)) => Ok((None, None)),
-        (Backend::Isc, Some(Value::String(s))) => Ok((Some(s.clone()), None)),
+        (_, None | Some(Value::Null)) => Ok(None),
+        (Backend::Isc, Some(Value::String(s))) => Ok(Some(Extra::Isc(s.clone()))),
         (Backend::Isc, Some(other)) => Err(ArgError::invalid(
             "extra",
             format!("extra: with backend isc, extra is text for dhcpd.conf, got {other}"),
@@ -236,7 +241,7 @@ fn extra(
                     format!("extra: `{k}` is written from the module's own parameters; extra may only add other Dhcp4 keys"),
                 ));
             }
-            Ok((None, Some(m.clone())))
+            Ok(Some(Extra::Kea(m.clone())))
         }
         (Backend::Kea, Some(other)) => Err(ArgError::invalid(
             "extra",
@@ -263,10 +268,11 @@ impl Module for Dhcpd {
             authoritative: raw.authoritative,
             subnets: &raw.subnets,
         })?;
-        let (isc_extra, kea_extra) = extra(raw.backend, raw.extra.as_ref())?;
-        let config = match raw.backend {
-            Backend::Isc => isc::render(&dhcp, isc_extra.as_deref()),
-            Backend::Kea => kea::render(&dhcp, kea_extra.as_ref()),
+        let config = match (raw.backend, extra(raw.backend, raw.extra.as_ref())?) {
+            (Backend::Isc, Some(Extra::Isc(text))) => isc::render(&dhcp, Some(&text)),
+            (Backend::Isc, _) => isc::render(&dhcp, None),
+            (Backend::Kea, Some(Extra::Kea(keys))) => kea::render(&dhcp, Some(&keys)),
+            (Backend::Kea, _) => kea::render(&dhcp, None),
         };
         Ok(Request {
             backend: raw.backend,

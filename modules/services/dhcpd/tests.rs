@@ -388,7 +388,7 @@ fn a_missing_package_is_installed_first_then_configured() {
         let a = actions(&Dhcpd.plan(&r, &host.observed(&r)).unwrap());
         let pkg = r.backend.package();
         assert!(
-            a[0].contains(&format!("apt-get install -y")) && a[0].ends_with(&format!("-- {pkg}")),
+            a[0].contains("apt-get install -y") && a[0].ends_with(&format!("-- {pkg}")),
             "{a:?}"
         );
         assert!(
