@@ -1,7 +1,7 @@
 //! ISC dhcpd: `/etc/dhcp/dhcpd.conf` rendered whole, and the `INTERFACESv4` line of
 //! `/etc/default/isc-dhcp-server`, which Debian's init script reads to know where to serve.
 
-use super::model::Dhcp;
+use super::model::{joined as list, Dhcp};
 use std::fmt::Write;
 
 pub const CONFIG: &str = "/etc/dhcp/dhcpd.conf";
@@ -14,14 +14,6 @@ pub const CHECK: &str = "dhcpd -t -4 -cf %s";
 /// Where Debian's init script has dhcpd write its PID: a unit of an init script stays `active`
 /// after the daemon died, so the PID tells whether dhcpd really runs.
 pub const PID_FILE: &str = "/run/dhcpd.pid";
-
-fn list(addrs: &[std::net::Ipv4Addr]) -> String {
-    addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// The whole dhcpd.conf; `extra` goes at the end of the global section, before the subnets.
 pub fn render(d: &Dhcp, extra: Option<&str>) -> String {

@@ -2,7 +2,7 @@
 //! backend in a CSV file under `/var/lib/kea` (the unit's StateDirectory, so kea, running as
 //! `_kea`, may write there).
 
-use super::model::Dhcp;
+use super::model::{joined as list, Dhcp};
 use serde_json::{json, Map, Value};
 
 pub const CONFIG: &str = "/etc/kea/kea-dhcp4.conf";
@@ -21,14 +21,6 @@ pub const OWN_KEYS: &[&str] = &[
     "option-data",
     "subnet4",
 ];
-
-fn list(addrs: &[std::net::Ipv4Addr]) -> String {
-    addrs
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 fn option(name: &str, data: String) -> Value {
     json!({ "name": name, "data": data })

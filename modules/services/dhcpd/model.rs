@@ -61,6 +61,15 @@ impl Subnet {
     }
 }
 
+/// Addresses as both daemons list them: `a, b`.
+pub fn joined(addrs: &[Ipv4Addr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn mask(len: u8) -> u32 {
     if len == 0 {
         0

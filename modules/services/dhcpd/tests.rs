@@ -191,6 +191,17 @@ impl Host {
             pid: "",
         }
     }
+    /// Serving `config` on eth1, enabled.
+    fn running(config: &str) -> Host {
+        Host {
+            active: "active",
+            enabled: "enabled",
+            config: Some(config.into()),
+            defaults: Some("INTERFACESv4=\"eth1\"\n".into()),
+            pid: "123\n",
+            ..Host::fresh()
+        }
+    }
     fn observed(&self, r: &Request) -> Observed {
         let b = r.backend;
         let dpkg = if self.installed {
@@ -295,12 +306,8 @@ fn converged_hosts_are_ok_for_both_backends() {
     for backend in ["isc", "kea"] {
         let r = req(&Dhcpd, seed(backend));
         let host = Host {
-            active: "active",
-            enabled: "enabled",
-            config: Some(r.config.clone()),
             defaults: Some("INTERFACESv4='eth1'\n".into()),
-            pid: "123\n",
-            ..Host::fresh()
+            ..Host::running(&r.config)
         };
         let p = Dhcpd.plan(&r, &host.observed(&r)).unwrap();
         assert!(!p.changed(), "{backend}: {:?}", p.changes);
@@ -340,12 +347,8 @@ fn a_changed_config_restarts_isc_and_reloads_kea() {
     // Only the interfaces changed: isc is restarted to serve them.
     let r = req(&Dhcpd, seed("isc"));
     let host = Host {
-        active: "active",
-        enabled: "enabled",
-        config: Some(r.config.clone()),
         defaults: Some("INTERFACESv4=\"eth0\"\n".into()),
-        pid: "123\n",
-        ..Host::fresh()
+        ..Host::running(&r.config)
     };
     assert_eq!(
         actions(&Dhcpd.plan(&r, &host.observed(&r)).unwrap()),
@@ -360,12 +363,8 @@ fn a_changed_config_restarts_isc_and_reloads_kea() {
 fn an_active_isc_unit_without_dhcpd_is_restarted() {
     let r = req(&Dhcpd, seed("isc"));
     let host = Host {
-        active: "active",
-        enabled: "enabled",
-        config: Some(r.config.clone()),
-        defaults: Some("INTERFACESv4=\"eth1\"\n".into()),
         pid: "",
-        ..Host::fresh()
+        ..Host::running(&r.config)
     };
     let p = Dhcpd.plan(&r, &host.observed(&r)).unwrap();
     assert_eq!(
@@ -413,28 +412,24 @@ fn a_missing_package_is_installed_first_then_configured() {
 #[test]
 fn the_interfaces_line_is_added_when_missing_and_the_last_one_counts() {
     let r = req(&Dhcpd, seed("isc"));
-    let host = Host {
-        defaults: Some("OPTIONS=\"\"\n".into()),
-        ..Host::fresh()
+    let after = |defaults: &str| {
+        let seen = Host {
+            defaults: Some(defaults.into()),
+            ..Host::fresh()
+        }
+        .observed(&r);
+        let plan = Dhcpd.plan(&r, &seen).unwrap();
+        apply(&seen, &plan.actions[..2])
+            .file(isc::DEFAULTS)
+            .unwrap()
+            .text()
     };
-    let after = apply(
-        &host.observed(&r),
-        &Dhcpd.plan(&r, &host.observed(&r)).unwrap().actions[..2],
-    );
     assert_eq!(
-        after.file(isc::DEFAULTS).unwrap().text(),
+        after("OPTIONS=\"\"\n"),
         "OPTIONS=\"\"\nINTERFACESv4=\"eth1\"\n"
     );
-    let host = Host {
-        defaults: Some("INTERFACESv4=\"eth1\"\nINTERFACESv4=\"eth0\"\n".into()),
-        ..Host::fresh()
-    };
-    let after = apply(
-        &host.observed(&r),
-        &Dhcpd.plan(&r, &host.observed(&r)).unwrap().actions[..2],
-    );
     assert_eq!(
-        after.file(isc::DEFAULTS).unwrap().text(),
+        after("INTERFACESv4=\"eth1\"\nINTERFACESv4=\"eth0\"\n"),
         "INTERFACESv4=\"eth1\"\nINTERFACESv4=\"eth1\"\n"
     );
 }
