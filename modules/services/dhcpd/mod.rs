@@ -205,10 +205,11 @@ fn is_enabled(unit: &str) -> String {
     )
 }
 
-/// The PID of a running dhcpd, or nothing.
+/// The PID of a running dhcpd, or nothing: the one in Debian's PID file, else any dhcpd (a
+/// `DHCPDv4_PID` set elsewhere must not make every run restart a healthy server).
 fn dhcpd_pid() -> String {
     format!(
-        "p=$(cat {} 2>/dev/null) && [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && echo \"$p\" || true",
+        "p=$(cat {} 2>/dev/null) && [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && echo \"$p\" || pidof -s dhcpd || true",
         isc::PID_FILE
     )
 }
