@@ -20,6 +20,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &files::blockinfile::BlockInFile,
     &system::command::Command,
     &files::copy::Copy,
+    &services::dhcpd::Dhcpd,
     &files::file::File,
     &kernel::grub_cmdline::GrubCmdline,
     &kernel::kernel_module::KernelModule,

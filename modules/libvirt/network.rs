@@ -15,6 +15,7 @@ use crate::module::{
     shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observation,
     Observed, Plan, PlanContext, Probe,
 };
+use crate::modules::args::{inside, ip_bits, mac_address};
 use crate::modules::facts::libvirt::LibvirtNetwork;
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
@@ -570,35 +571,6 @@ fn parse_ip(param: &'static str, s: &str) -> Result<IpAddr, ModuleError> {
         .map_err(|_| invalid(param, format!("{s:?} is not an IP address")))
 }
 
-/// The address's bits as a number, with the family's width.
-fn bits(a: IpAddr) -> (u128, u8) {
-    match a {
-        IpAddr::V4(v) => (u32::from(v) as u128, 32),
-        IpAddr::V6(v) => (u128::from(v), 128),
-    }
-}
-
-/// Whether `a` lies in `net/len`.
-fn inside(net: IpAddr, len: u8, a: IpAddr) -> bool {
-    if net.is_ipv4() != a.is_ipv4() {
-        return false;
-    }
-    let ((n, w), (x, _)) = (bits(net), bits(a));
-    let host = w - len;
-    if host >= 128 {
-        return true;
-    }
-    (n >> host) == (x >> host)
-}
-
-fn valid_mac(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
 fn uint(
     param: &'static str,
     v: Option<i64>,
@@ -690,13 +662,13 @@ fn typed_definition(raw: &Raw) -> Result<El, ModuleError> {
             None
         }
         Some(addr) => {
-            let width = bits(addr).1 as i64;
+            let width = ip_bits(addr).1 as i64;
             let len = uint("prefix", raw.prefix, 1..=width)?.unwrap_or(if addr.is_ipv4() {
                 24
             } else {
                 64
             }) as u8;
-            let (b, w) = bits(addr);
+            let (b, w) = ip_bits(addr);
             let host = w - len;
             if (2..128).contains(&host) {
                 let mask = (1u128 << host) - 1;
@@ -745,7 +717,7 @@ fn typed_definition(raw: &Raw) -> Result<El, ModuleError> {
                             ));
                         }
                     }
-                    if bits(s).0 > bits(e).0 {
+                    if ip_bits(s).0 > ip_bits(e).0 {
                         return Err(invalid(
                             "dhcp_start",
                             format!("the range starts at {s}, after its end {e}"),
@@ -761,7 +733,7 @@ fn typed_definition(raw: &Raw) -> Result<El, ModuleError> {
             let (mut ips, mut macs) = (HashSet::new(), HashSet::new());
             for h in &hosts {
                 let mac = h.mac.trim().to_ascii_lowercase();
-                if !valid_mac(&mac) {
+                if mac_address(&mac).is_none() {
                     return Err(invalid(
                         "hosts",
                         format!("{:?} is not a MAC address", h.mac),

@@ -314,18 +314,12 @@ spaces, `/`, `:` or `%`)"
 
 /// A MAC address `xx:xx:xx:xx:xx:xx`, lower-cased.
 pub fn check_mac(param: &'static str, mac: &str) -> Result<String, ArgError> {
-    let parts: Vec<&str> = mac.split(':').collect();
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
-    if !ok {
+    let Some(mac) = crate::modules::args::mac_address(mac) else {
         return Err(ArgError::invalid(
             param,
             format!("{param}: {mac:?} is not a MAC address (six hex pairs separated by `:`)"),
         ));
-    }
-    let mac = mac.to_ascii_lowercase();
+    };
     let first = u8::from_str_radix(&mac[..2], 16).expect("checked hex");
     if first & 1 == 1 {
         return Err(ArgError::invalid(

@@ -78,10 +78,10 @@ metadata itself. Results: `manager`, `installed`, `missing`, and what was acted 
 "#,
 };
 
-const APT_ENV: &str = "DEBIAN_FRONTEND=noninteractive";
+pub const APT_ENV: &str = "DEBIAN_FRONTEND=noninteractive";
 /// Waiting for the dpkg lock (up to 10 minutes) rides out unattended-upgrades on a fresh host.
-const APT_OPTS: &str = "-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
-const APT_UPDATE: &str = "apt-get update -q -o DPkg::Lock::Timeout=600 && { touch /var/lib/apt/periodic/update-success-stamp 2>/dev/null || true; }";
+pub const APT_OPTS: &str = "-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+pub const APT_UPDATE: &str = "apt-get update -q -o DPkg::Lock::Timeout=600 && { touch /var/lib/apt/periodic/update-success-stamp 2>/dev/null || true; }";
 
 /// The state asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
