@@ -1,6 +1,8 @@
-//! The system: commands, systemd services, packages, users.
+//! The system: commands, systemd services, packages, users and their SSH keys, and the unit
+//! files other modules write.
 
 pub mod command;
 pub mod package;
 pub mod service;
+pub mod unit_file;
 pub mod user;
