@@ -358,10 +358,15 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                     continue;
                 };
                 let mut error = None;
-                for (a, r) in actions[range.clone()].iter().zip(&outcomes[range]) {
+                for (n, (a, r)) in actions[range.clone()]
+                    .iter()
+                    .zip(&outcomes[range])
+                    .enumerate()
+                {
                     match r {
                         ActionOutcome::Done => {}
                         ActionOutcome::Ran(c) => {
+                            register_output(&mut o.plan, n, c);
                             if c.rc != 0 {
                                 error = Some(format!(
                                     "command failed with exit code {}: {}",
@@ -679,6 +684,11 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         o.detail = detail;
         if let Some(r) = report {
             // The actions' own outcomes: a failing command says why.
+            for (n, out) in r.actions.iter().enumerate() {
+                if let ActionOutcome::Ran(c) = out {
+                    register_output(&mut o.plan, n, c);
+                }
+            }
             for (a, out) in o.plan.actions.iter().zip(&r.actions) {
                 match out {
                     ActionOutcome::Ran(c) => {
@@ -958,6 +968,18 @@ fn last_line(s: &str) -> Option<String> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| l.trim().to_string())
+}
+
+/// What action `n` of a plan printed, registered when the plan asks for it
+/// ([`Plan::data_from_output`]); a failed command registers nothing.
+fn register_output(plan: &mut Plan, n: usize, c: &CommandOutput) {
+    if c.rc != 0 {
+        return;
+    }
+    for (key, _) in plan.data_from_output.iter().filter(|(_, i)| *i == n) {
+        let value = c.stdout.strip_suffix('\n').unwrap_or(&c.stdout);
+        plan.data.insert(key.clone(), json!(value));
+    }
 }
 
 /// The registered value of one task item.
