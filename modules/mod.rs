@@ -17,6 +17,7 @@ use crate::module::DynModule;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
 pub static ALL: &[&dyn DynModule] = &[
+    &system::authorized_key::AuthorizedKey,
     &files::blockinfile::BlockInFile,
     &system::command::Command,
     &files::copy::Copy,
