@@ -34,6 +34,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &system::package::Package,
     &system::service::Service,
     &system::command::Shell,
+    &services::ssh_tunnel::SshTunnel,
     &kernel::sysctl::Sysctl,
     &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,

@@ -3,6 +3,14 @@
 use crate::module::fact::{command_output, Fact};
 use crate::module::{shell_quote, Observation, Probe};
 
+/// Whether `word` is the type of a public key (`ssh-ed25519`, `ecdsa-sha2-nistp256`,
+/// `sk-ssh-ed25519@openssh.com`, certificates).
+pub fn is_key_type(word: Option<&str>) -> bool {
+    word.is_some_and(|w| {
+        w.starts_with("ssh-") || w.starts_with("ecdsa-sha2-") || w.starts_with("sk-")
+    })
+}
+
 /// A private key file as the host sees it. The probe derives the public half on the host with
 /// `ssh-keygen -y` instead of reading the file, so the private key is never transferred, and a
 /// stale or missing `.pub` file next to it cannot mislead.
@@ -63,7 +71,7 @@ if [ -f {p} ]; then ssh-keygen -y -P '' -f {p} </dev/null 2>&1 | sed 's/^/line /
         let said: Vec<&str> = lines.filter_map(|l| l.strip_prefix("line ")).collect();
         let public = said
             .iter()
-            .find(|l| super::super::system::authorized_key::is_key_type(l.split(' ').next()))
+            .find(|l| is_key_type(l.split(' ').next()))
             .map(|l| l.trim().to_string());
         let problem = match (&public, kind) {
             (Some(_), _) => None,

@@ -16,6 +16,7 @@ use crate::module::{
 };
 use crate::modules::args::{absolute_path, Presence};
 use crate::modules::facts::accounts::{UserFile, UserFileQuery};
+use crate::modules::facts::ssh::is_key_type;
 use crate::modules::files::edit::ensure_attrs;
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
@@ -85,14 +86,6 @@ does not exist fails the task. Results: `user`, `path`, `keys` (the lines asked 
     key_options: restrict,port-forwarding,permitopen="192.168.121.105:22"
 "#,
 };
-
-/// Whether `word` is the type of a public key (`ssh-ed25519`, `ecdsa-sha2-nistp256`,
-/// `sk-ssh-ed25519@openssh.com`, certificates).
-pub fn is_key_type(word: Option<&str>) -> bool {
-    word.is_some_and(|w| {
-        w.starts_with("ssh-") || w.starts_with("ecdsa-sha2-") || w.starts_with("sk-")
-    })
-}
 
 /// One key line of an authorized_keys file.
 #[derive(Debug, Clone, PartialEq, Eq)]
