@@ -247,7 +247,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                     .iter()
                     .flat_map(|it| it.probes.iter().cloned())
                     .collect(),
-                Some(Prepared::Failed(_)) => Vec::new(),
+                Some(Prepared::Failed(_) | Prepared::Unknown(_)) => Vec::new(),
                 None => {
                     match prepare(tasks[k], &self.layers, &pending, true, &self.shared.pb.dir) {
                         Ok(Prepared::Items(items)) => {
@@ -453,7 +453,29 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             .unwrap_or_else(|p| Prepared::Failed(format!("`{p}` is not available"))),
         };
         let items = match prepared {
-            Prepared::Failed(msg) => {
+            Prepared::Unknown(msg) if self.shared.opts.check => {
+                let skipped = Item {
+                    label: None,
+                    item: None,
+                    skip: true,
+                    request: None,
+                    probes: Vec::new(),
+                };
+                let why = format!("cannot be checked before earlier changes are made: {msg}");
+                self.queue.push(Queued {
+                    task,
+                    started,
+                    items: vec![(
+                        skipped,
+                        Outcome::new(Status::Skipped, Plan::ok(), Some(why)),
+                    )],
+                    early: None,
+                    complete: true,
+                });
+                self.report_ready();
+                return;
+            }
+            Prepared::Failed(msg) | Prepared::Unknown(msg) => {
                 self.queue.push(Queued {
                     task,
                     started,
