@@ -1045,3 +1045,23 @@ pub fn describe(a: &Action) -> String {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_registers_what_its_command_printed() {
+        let mut plan = Plan::ok();
+        plan.actions.push(Action::run("true"));
+        plan.data_from("public_key", "cat key.pub");
+        plan = plan.with_data("key", "key");
+        register_output(&mut plan, 0, &CommandOutput::ok("not this\n"));
+        assert!(!plan.data.contains_key("public_key"));
+        register_output(&mut plan, 1, &CommandOutput::failed(1, "no"));
+        assert!(!plan.data.contains_key("public_key"));
+        register_output(&mut plan, 1, &CommandOutput::ok("ssh-ed25519 AAAA x\n"));
+        assert_eq!(plan.data["public_key"], json!("ssh-ed25519 AAAA x"));
+        assert_eq!(plan.data["key"], json!("key"));
+    }
+}

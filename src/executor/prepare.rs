@@ -203,3 +203,33 @@ pub(super) fn load_vars_files(play: &Play, pb: &Playbook) -> Result<Map<String, 
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_value_missing_from_a_changed_result_is_unknown_not_an_error() {
+        let vars = json!({
+            "hostvars": {"jump": {"tunnel": {"changed": true, "key": "/k"},
+                                  "same": {"changed": false}}},
+            "out": {"changed": true}
+        });
+        assert!(missing_from_a_change(
+            &vars,
+            "hostvars.jump.tunnel.public_key"
+        ));
+        assert!(missing_from_a_change(&vars, "out.stdout"));
+        // Unchanged results, other hosts, and plain variables: a real error.
+        assert!(!missing_from_a_change(
+            &vars,
+            "hostvars.jump.same.public_key"
+        ));
+        assert!(!missing_from_a_change(
+            &vars,
+            "hostvars.nope.tunnel.public_key"
+        ));
+        assert!(!missing_from_a_change(&vars, "nothing"));
+    }
+}
