@@ -137,8 +137,9 @@ pub enum UserFile {
         path: String,
         /// The directory holding it.
         dir_path: String,
-        dir: FileState,
-        file: FileState,
+        /// Boxed: a missing user is the small, common case.
+        dir: Box<FileState>,
+        file: Box<FileState>,
     },
 }
 
@@ -240,8 +241,8 @@ if [ -f \"$f\" ]; then printf 'content\\n'; cat -- \"$f\"; fi",
             primary,
             dir_path: dir_of(&path),
             path,
-            dir,
-            file,
+            dir: Box::new(dir),
+            file: Box::new(file),
         })
     }
 }

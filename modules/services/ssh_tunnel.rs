@@ -49,8 +49,9 @@ The tunnel logs in with its own key: `key`, by default \
 `/etc/kvmforge/tunnels/NAME/id_ed25519`, generated on the host when missing \
 (`ssh-keygen -t ed25519 -N ''`, mode 0600; the private key never leaves the host). Its public \
 key is in the result as `public_key`, on the first run too (read back from the host after it \
-is generated), so a later play can authorize it with `authorized_key`; in check mode a key that \
-does not exist yet has no public key to report, and `public_key` is not set. The far end's host \
+is generated), so a later play can authorize it with `authorized_key`. In check mode a key \
+that does not exist yet has no public key to report: `public_key` is not set, and a task that \
+uses it is skipped as not checkable before the key exists. The far end's host \
 key is pinned in `/etc/kvmforge/tunnels/NAME/known_hosts` (`StrictHostKeyChecking=accept-new`: \
 learnt on first contact, refused if it ever changes; remove its line to accept a new one). \
 `state: absent` also removes that directory (a `key` given elsewhere is kept). Results: `name`, \

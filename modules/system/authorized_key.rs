@@ -855,7 +855,7 @@ mod tests {
                 assert_eq!(file.text(), "a\ncontent\nb");
                 assert_eq!(d.kind, FileKind::Dir);
                 assert_eq!(
-                    file,
+                    *file,
                     FileState {
                         mode: file.mode,
                         ..FileState::file("a\ncontent\nb")
