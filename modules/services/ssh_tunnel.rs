@@ -559,7 +559,7 @@ mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
     use crate::modules::system::unit_file::{SYSTEMD_RUNNING, WANTS_DIR};
-    use crate::modules::testing::{arg_error, req};
+    use crate::modules::testing::{arg_error, commands, req, written};
     use serde_json::{json, Value};
 
     /// The seed's tunnel: jump-host port 12105 to kvm1's sshd, through kvm1 itself.
@@ -617,28 +617,6 @@ mod tests {
                 &r.key,
                 key_seen(&format!("mode 600 regular file\nline {PUBLIC}\n")),
             )
-    }
-
-    fn written(p: &Plan) -> String {
-        p.actions
-            .iter()
-            .find_map(|a| match a {
-                Action::WriteFile { content, .. } => {
-                    Some(String::from_utf8(content.clone()).unwrap())
-                }
-                _ => None,
-            })
-            .expect("a unit written")
-    }
-
-    fn commands(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Run { cmd, .. } => Some(cmd.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     const FIXTURE: &str = include_str!("ssh_tunnel/kvmforge-tunnel-v1.service");
