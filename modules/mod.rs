@@ -17,6 +17,7 @@ use crate::module::DynModule;
 
 /// Every built-in module, in the order `kvmforge modules` lists them.
 pub static ALL: &[&dyn DynModule] = &[
+    &system::authorized_key::AuthorizedKey,
     &files::blockinfile::BlockInFile,
     &system::command::Command,
     &files::copy::Copy,
@@ -37,6 +38,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &system::service::Service,
     &system::command::Shell,
     &services::squid_proxy::SquidProxy,
+    &services::ssh_tunnel::SshTunnel,
     &kernel::sysctl::Sysctl,
     &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,

@@ -70,6 +70,17 @@ pub fn commands(p: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// The content of the first file a plan writes (a plan without a write is a test failure).
+pub fn written(p: &Plan) -> String {
+    p.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteFile { content, .. } => Some(String::from_utf8_lossy(content).into()),
+            _ => None,
+        })
+        .expect("a file written")
+}
+
 fn set_attrs(state: &mut FileState, attrs: &Attrs) {
     if let Some(m) = attrs.mode {
         state.mode = m;

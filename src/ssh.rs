@@ -200,7 +200,14 @@ fn options_config(spec: &ConnectionSpec) -> std::io::Result<PathBuf> {
     };
     let path = dir.join(format!("ssh-options-{hash:016x}.conf"));
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        let tmp = dir.join(format!(".ssh-options-{hash:016x}.{}", std::process::id()));
+        // Hosts with the same options connect at once from several threads: each writes its
+        // own temporary file, so none renames away another's.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".ssh-options-{hash:016x}.{}.{n}",
+            std::process::id()
+        ));
         std::fs::write(&tmp, &text)?;
         std::fs::rename(&tmp, &path)?;
     }
@@ -313,5 +320,60 @@ impl Drop for SshConnection {
         if let Some(s) = self.session.take() {
             let _ = runtime().block_on(s.close());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::ConnectionKind;
+
+    /// Hosts with the same options connect at once, each from its own thread: every one gets
+    /// the options file.
+    #[test]
+    fn options_files_are_written_safely_from_many_threads() {
+        let spec = ConnectionSpec {
+            kind: ConnectionKind::Ssh,
+            address: "192.0.2.1".into(),
+            user: None,
+            port: None,
+            key: None,
+            jump: None,
+            become_: None,
+            host_key_checking: None,
+            known_hosts: None,
+            ssh_config: Some("/dev/null".into()),
+            // Content of its own, so the file does not exist yet.
+            ssh_options: vec![(
+                "SetEnv".into(),
+                format!(
+                    "KF_TEST={}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
+                ),
+            )],
+            become_password: None,
+        };
+        let start = std::sync::Barrier::new(16);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        options_config(&spec)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &results {
+            let path = r.as_ref().expect("written");
+            assert!(std::fs::read_to_string(path)
+                .unwrap()
+                .contains("SetEnv KF_TEST="));
+        }
+        let _ = std::fs::remove_file(results[0].as_ref().unwrap());
     }
 }

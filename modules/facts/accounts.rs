@@ -1,8 +1,8 @@
-//! Accounts: a local user as `getent passwd` and `id` report it, and groups as `getent group`
-//! resolves them.
+//! Accounts: a local user as `getent passwd` and `id` report it, groups as `getent group`
+//! resolves them, and a file under a user's home (whose path is only known on the host).
 
 use crate::module::fact::{command_output, Fact};
-use crate::module::{shell_quote, Observation, Probe};
+use crate::module::{shell_quote, FileKind, FileState, Observation, Probe};
 
 /// The user to look up and the groups to resolve with it, so one probe answers both.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +111,167 @@ else printf 'nogroup\\t%s\\n' \"$g\"; fi; done"
         }
         Ok(r)
     }
+}
+
+/// A file of a user's, such as `~/.ssh/authorized_keys`: the path may be relative to the home,
+/// which only the host knows, so one probe resolves the home and reads the file and its
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFileQuery {
+    pub user: String,
+    /// An absolute path, or one relative to the user's home (`.ssh/authorized_keys`).
+    pub path: String,
+}
+
+/// What a [`UserFileQuery`] finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserFile {
+    /// The user does not exist.
+    NoUser,
+    Found {
+        /// The user's home.
+        home: String,
+        /// The user's primary group.
+        primary: String,
+        /// The file's absolute path.
+        path: String,
+        /// The directory holding it.
+        dir_path: String,
+        /// Boxed: a missing user is the small, common case.
+        dir: Box<FileState>,
+        file: Box<FileState>,
+    },
+}
+
+/// The directory part of an absolute path (`/` for a file at the root).
+fn dir_of(path: &str) -> String {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/".into(),
+        Some((d, _)) => d.into(),
+    }
+}
+
+impl Fact for UserFile {
+    const NAME: &'static str = "user file";
+    type Key = UserFileQuery;
+
+    /// `passwd` and `primary` lines, then for the directory and the file a `dir`/`file` line
+    /// (`absent`, or mode, owner, group and type), then the file's content after a `content`
+    /// line. Tab separated.
+    fn probe(q: &UserFileQuery) -> Probe {
+        let n = shell_quote(&q.user);
+        let file = if q.path.starts_with('/') {
+            shell_quote(&q.path)
+        } else {
+            format!(
+                "\"$(printf '%s\\n' \"$e\" | cut -d: -f6)\"/{}",
+                shell_quote(&q.path)
+            )
+        };
+        let stat = |label: &str, var: &str| {
+            format!(
+                "if [ -e \"${var}\" ]; then printf '{label}\\t%s\\n' \"$(stat -L -c '%a\t%U\t%G\t%F' -- \"${var}\")\"; \
+else printf '{label}\\tabsent\\n'; fi"
+            )
+        };
+        Probe::Command(format!(
+            "command -v getent >/dev/null 2>&1 || {{ echo 'getent not found' >&2; exit 3; }}; \
+e=$(getent passwd {n}) || exit 0; printf 'passwd\\t%s\\n' \"$e\"; printf 'primary\\t%s\\n' \"$(id -gn {n})\"; \
+f={file}; d=$(dirname -- \"$f\"); {}; {}; \
+if [ -f \"$f\" ]; then printf 'content\\n'; cat -- \"$f\"; fi",
+            stat("dir", "d"),
+            stat("file", "f"),
+        ))
+    }
+
+    fn parse(q: &UserFileQuery, seen: &Observation) -> Result<Self, String> {
+        let out = command_output(seen)?;
+        if out.rc != 0 {
+            return Err(format!(
+                "probe of {}'s {} failed (rc {}): {}",
+                q.user,
+                q.path,
+                out.rc,
+                out.stderr.trim()
+            ));
+        }
+        let (head, content) = match out.stdout.split_once("\ncontent\n") {
+            Some((h, c)) => (h, Some(c)),
+            None => (out.stdout.trim_end_matches('\n'), None),
+        };
+        let mut home = None;
+        let (mut primary, mut dir, mut file) = (String::new(), None, None);
+        for line in head.lines() {
+            let (kind, rest) = line.split_once('\t').unwrap_or((line, ""));
+            match kind {
+                "passwd" => {
+                    let f: Vec<&str> = rest.split(':').collect();
+                    // getent looks a numeric key up as a UID: only an entry with this name counts.
+                    if f.len() >= 7 && f[0] == q.user {
+                        home = Some(f[5].to_string());
+                    }
+                }
+                "primary" => primary = rest.trim().to_string(),
+                "dir" => dir = Some(stat_state(rest)?),
+                "file" => file = Some(stat_state(rest)?),
+                _ => {}
+            }
+        }
+        let Some(home) = home else {
+            return Ok(UserFile::NoUser);
+        };
+        let path = if q.path.starts_with('/') {
+            q.path.clone()
+        } else {
+            format!("{}/{}", home.trim_end_matches('/'), q.path)
+        };
+        let (Some(dir), Some(mut file)) = (dir, file) else {
+            return Err(format!(
+                "unexpected output of the probe of {}'s {}: {:?}",
+                q.user, q.path, out.stdout
+            ));
+        };
+        if file.kind == FileKind::File {
+            let c = content.unwrap_or_default().as_bytes().to_vec();
+            file.size = c.len() as u64;
+            file.content = Some(c);
+        }
+        Ok(UserFile::Found {
+            home,
+            primary,
+            dir_path: dir_of(&path),
+            path,
+            dir: Box::new(dir),
+            file: Box::new(file),
+        })
+    }
+}
+
+/// A `stat` line of the [`UserFile`] probe.
+fn stat_state(rest: &str) -> Result<FileState, String> {
+    if rest == "absent" {
+        return Ok(FileState::absent());
+    }
+    let f: Vec<&str> = rest.split('\t').collect();
+    let mode = f
+        .first()
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .filter(|_| f.len() == 4)
+        .ok_or_else(|| format!("unexpected stat output: {rest:?}"))?;
+    let kind = match f[3] {
+        "regular file" | "regular empty file" => FileKind::File,
+        "directory" => FileKind::Dir,
+        _ => FileKind::Other,
+    };
+    Ok(FileState {
+        kind,
+        mode,
+        owner: f[1].into(),
+        group: f[2].into(),
+        size: 0,
+        link_target: None,
+        content: None,
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod netplan;
 pub mod networkmanager;
 pub mod packages;
 pub mod pci;
+pub mod ssh;
 pub mod systemd;
 
 /// What a command probe prints when run on this machine (tests that check a probe against a

@@ -18,12 +18,15 @@
 //! NetworkManager.
 
 use crate::module::{
-    shell_quote, Action, ArgError, Attrs, Change, Fact, FileKind, Module, ModuleError, ModuleSpec,
-    NetworkGuard, Observed, Plan, PlanContext, Probe,
+    shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, NetworkGuard,
+    Observed, Plan, PlanContext, Probe,
 };
 use crate::modules::args::Presence;
 use crate::modules::facts::bridge::{BridgeFdb, FLOOD_MAC};
 use crate::modules::facts::ip::{Family, Interface, IpAddrs, IpRoutes, Link};
+use crate::modules::system::unit_file::UnitFile;
+#[cfg(test)]
+use crate::modules::system::unit_file::{SYSTEMD_RUNNING, WANTS_DIR};
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -31,12 +34,6 @@ use std::net::IpAddr;
 
 pub struct Vxlan;
 
-/// Where systemd looks for administrator units.
-const UNIT_DIR: &str = "/etc/systemd/system";
-/// What `systemctl enable` links the unit into (its `WantedBy=`).
-const WANTS_DIR: &str = "/etc/systemd/system/multi-user.target.wants";
-/// Exists exactly when systemd is the running init (`sd_booted()`).
-const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 /// The largest VNI: 24 bits.
 const MAX_VNI: i64 = 16_777_215;
 /// Bytes VXLAN adds around a frame: outer IPv4 (20) or IPv6 (40) header, UDP (8), VXLAN (8),
@@ -187,14 +184,17 @@ pub struct Request {
 }
 
 impl Request {
-    fn unit(&self) -> String {
-        format!("kvmforge-vxlan-{}.service", self.name)
+    /// The boot-time unit.
+    fn unit_file(&self) -> UnitFile {
+        UnitFile::new(format!("kvmforge-vxlan-{}.service", self.name))
     }
+    #[cfg(test)]
     fn unit_path(&self) -> String {
-        format!("{UNIT_DIR}/{}", self.unit())
+        self.unit_file().path()
     }
+    #[cfg(test)]
     fn wants_path(&self) -> String {
-        format!("{WANTS_DIR}/{}", self.unit())
+        self.unit_file().wants_path()
     }
 }
 
@@ -596,15 +596,7 @@ impl Module for Vxlan {
         if req.state == Presence::Present && req.dev.is_none() {
             probes.push(IpRoutes::probe(&()));
         }
-        probes.extend(
-            [
-                req.unit_path(),
-                req.wants_path(),
-                WANTS_DIR.to_string(),
-                SYSTEMD_RUNNING.to_string(),
-            ]
-            .map(Probe::File),
-        );
+        probes.extend(req.unit_file().probes());
         probes
     }
 
@@ -679,7 +671,7 @@ fn plan_present(
     current: Option<Device>,
 ) -> Result<Plan, ModuleError> {
     let name = req.name.as_str();
-    if observed.file(SYSTEMD_RUNNING)?.kind != FileKind::Dir {
+    if !UnitFile::systemd_running(observed)? {
         return Err(host(
             "this host does not run systemd: the overlay is re-created at boot by a systemd unit",
         ));
@@ -870,42 +862,13 @@ fn plan_present(
     }
 
     // At boot: the unit and its enablement link.
-    let unit_path = req.unit_path();
     let text = unit_text(name, &want, req.bridge.as_deref());
-    let unit = observed.file(&unit_path)?;
-    let unit_changed = unit.content.as_deref() != Some(text.as_bytes());
-    if unit_changed {
-        let verb = if unit.exists() { "update" } else { "create" };
-        plan.change(
-            Change::new(format!("{verb} {unit_path} (re-creates {name} at boot)")).with_diff(
-                &unit_path,
-                unit.text(),
-                text.clone(),
-            ),
-            [Action::write(&unit_path, text, Attrs::default(), false)],
-        );
-    }
-    let wants = observed.file(&req.wants_path())?;
-    if wants.link_target.as_deref() != Some(unit_path.as_str()) {
-        let mut actions = Vec::new();
-        if !observed.file(WANTS_DIR)?.exists() {
-            actions.push(Action::MakeDir {
-                path: WANTS_DIR.into(),
-                attrs: Attrs::default(),
-            });
-        }
-        actions.push(Action::Symlink {
-            target: unit_path.clone(),
-            link: req.wants_path(),
-        });
-        plan.change(
-            Change::new(format!("enable {} at boot", req.unit())),
-            actions,
-        );
-    }
-    if unit_changed {
-        plan.actions.push(Action::run("systemctl daemon-reload"));
-    }
+    req.unit_file().install(
+        &mut plan,
+        observed,
+        &text,
+        &format!("re-creates {name} at boot"),
+    )?;
 
     if plan.changed() {
         plan.guard = Some(NetworkGuard {
@@ -940,35 +903,8 @@ fn plan_absent(
         );
         undo = have.create(name);
     }
-    let unit_path = req.unit_path();
-    let unit = observed.file(&unit_path)?;
-    let wants = observed.file(&req.wants_path())?;
-    let systemd = observed.file(SYSTEMD_RUNNING)?.kind == FileKind::Dir;
-    if wants.link_target.is_some() || wants.exists() {
-        plan.change(
-            Change::new(format!("disable {} at boot", req.unit())),
-            [Action::Remove {
-                path: req.wants_path(),
-            }],
-        );
-    }
-    if unit.exists() {
-        let mut actions = Vec::new();
-        if systemd {
-            // After the device is gone: stopping runs the unit's own (tolerant) deletion.
-            actions.push(Action::run(format!("systemctl stop -- {}", req.unit())));
-        }
-        actions.push(Action::Remove {
-            path: unit_path.clone(),
-        });
-        if systemd {
-            actions.push(Action::run("systemctl daemon-reload"));
-        }
-        plan.change(
-            Change::new(format!("remove {unit_path}")).with_diff(&unit_path, unit.text(), ""),
-            actions,
-        );
-    }
+    // After the device is gone: stopping runs the unit's own (tolerant) deletion.
+    req.unit_file().remove(&mut plan, observed)?;
     if plan.changed() {
         plan.guard = Some(NetworkGuard {
             reapply: reapply(undo),
@@ -998,7 +934,7 @@ fn finish(plan: Plan, req: &Request, want: &Device) -> Plan {
             "peers",
             want.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         )
-        .with_data("unit", req.unit())
+        .with_data("unit", req.unit_file().unit)
 }
 
 #[cfg(test)]
@@ -1006,7 +942,7 @@ mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
     use crate::modules::facts::fixture;
-    use crate::modules::testing::{arg_error, req, runs};
+    use crate::modules::testing::{arg_error, commands, req, runs, written};
     use serde_json::{json, Value};
 
     /// The unit and its link as a previous run left them.
@@ -1057,28 +993,6 @@ mod tests {
             base[k] = v.clone();
         }
         base
-    }
-
-    fn commands(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Run { cmd, .. } => Some(cmd.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn written(p: &Plan) -> String {
-        p.actions
-            .iter()
-            .find_map(|a| match a {
-                Action::WriteFile { content, .. } => {
-                    Some(String::from_utf8(content.clone()).unwrap())
-                }
-                _ => None,
-            })
-            .expect("a unit file written")
     }
 
     const CREATE: [&str; 6] = [

@@ -3,3 +3,4 @@
 
 pub mod dhcpd;
 pub mod squid_proxy;
+pub mod ssh_tunnel;

@@ -254,7 +254,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                     .iter()
                     .flat_map(|it| it.probes.iter().cloned())
                     .collect(),
-                Some(Prepared::Failed(_)) => Vec::new(),
+                Some(Prepared::Failed(_) | Prepared::Unknown(_)) => Vec::new(),
                 None => {
                     match prepare(tasks[k], &self.layers, &pending, true, &self.shared.pb.dir) {
                         Ok(Prepared::Items(items)) => {
@@ -365,10 +365,15 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                     continue;
                 };
                 let mut error = None;
-                for (a, r) in actions[range.clone()].iter().zip(&outcomes[range]) {
+                for (n, (a, r)) in actions[range.clone()]
+                    .iter()
+                    .zip(&outcomes[range])
+                    .enumerate()
+                {
                     match r {
                         ActionOutcome::Done => {}
                         ActionOutcome::Ran(c) => {
+                            register_output(&mut o.plan, n, c);
                             if c.rc != 0 {
                                 error = Some(format!(
                                     "command failed with exit code {}: {}",
@@ -455,7 +460,29 @@ impl<'s, 'a> HostPlay<'s, 'a> {
             .unwrap_or_else(|p| Prepared::Failed(format!("`{p}` is not available"))),
         };
         let items = match prepared {
-            Prepared::Failed(msg) => {
+            Prepared::Unknown(msg) if self.shared.opts.check => {
+                let skipped = Item {
+                    label: None,
+                    item: None,
+                    skip: true,
+                    request: None,
+                    probes: Vec::new(),
+                };
+                let why = format!("cannot be checked before earlier changes are made: {msg}");
+                self.queue.push(Queued {
+                    task,
+                    started,
+                    items: vec![(
+                        skipped,
+                        Outcome::new(Status::Skipped, Plan::ok(), Some(why)),
+                    )],
+                    early: None,
+                    complete: true,
+                });
+                self.report_ready();
+                return;
+            }
+            Prepared::Failed(msg) | Prepared::Unknown(msg) => {
                 self.queue.push(Queued {
                     task,
                     started,
@@ -693,6 +720,11 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         o.detail = detail;
         if let Some(r) = report {
             // The actions' own outcomes: a failing command says why.
+            for (n, out) in r.actions.iter().enumerate() {
+                if let ActionOutcome::Ran(c) = out {
+                    register_output(&mut o.plan, n, c);
+                }
+            }
             for (a, out) in o.plan.actions.iter().zip(&r.actions) {
                 match out {
                     ActionOutcome::Ran(c) => {
@@ -1003,6 +1035,18 @@ fn last_line(s: &str) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
+/// What action `n` of a plan printed, registered when the plan asks for it
+/// ([`Plan::data_from_output`]); a failed command registers nothing.
+fn register_output(plan: &mut Plan, n: usize, c: &CommandOutput) {
+    if c.rc != 0 {
+        return;
+    }
+    for (key, _) in plan.data_from_output.iter().filter(|(_, i)| *i == n) {
+        let value = c.stdout.strip_suffix('\n').unwrap_or(&c.stdout);
+        plan.data.insert(key.clone(), json!(value));
+    }
+}
+
 /// The registered value of one task item.
 fn result_value(o: &Outcome) -> Value {
     let mut v = json!({
@@ -1042,5 +1086,25 @@ pub fn describe(a: &Action) -> String {
             Some(d) => format!("run (in {d}): {cmd}"),
             None => format!("run: {cmd}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_registers_what_its_command_printed() {
+        let mut plan = Plan::ok();
+        plan.actions.push(Action::run("true"));
+        plan.data_from("public_key", "cat key.pub");
+        plan = plan.with_data("key", "key");
+        register_output(&mut plan, 0, &CommandOutput::ok("not this\n"));
+        assert!(!plan.data.contains_key("public_key"));
+        register_output(&mut plan, 1, &CommandOutput::failed(1, "no"));
+        assert!(!plan.data.contains_key("public_key"));
+        register_output(&mut plan, 1, &CommandOutput::ok("ssh-ed25519 AAAA x\n"));
+        assert_eq!(plan.data["public_key"], json!("ssh-ed25519 AAAA x"));
+        assert_eq!(plan.data["key"], json!("key"));
     }
 }

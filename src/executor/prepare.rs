@@ -28,6 +28,11 @@ pub(super) enum Prepared {
     Items(Vec<Item>),
     /// An error that fails the task when it is reached.
     Failed(String),
+    /// The task refers to a value missing from the result of a task that reports a change. In
+    /// check mode that is a value the change would produce (a key generated on a host, read
+    /// back once it exists): the task cannot be checked, and is skipped saying so. In a real
+    /// run it fails like [`Prepared::Failed`].
+    Unknown(String),
 }
 
 /// A task rendered for one host, and whether the rendering is final: it did not depend on
@@ -105,7 +110,13 @@ pub(super) fn render(
             Value::String(s) => s.clone(),
             other => other.to_string(),
         });
-        let render_err = |e: TemplateError| fail(Unresolved::from(e, pending));
+        let render_err = |e: TemplateError| match &e {
+            TemplateError::Undefined(path) if missing_from_a_change(&vars, path) => Ok(Rendered {
+                prepared: Prepared::Unknown(e.to_string()),
+                settled: false,
+            }),
+            _ => fail(Unresolved::from(e, pending)),
+        };
         let skip = match &task.when {
             None => false,
             Some(w) => match template::condition(w, &vars) {
@@ -170,6 +181,19 @@ pub(super) fn render(
     })
 }
 
+/// Whether the undefined `path` (`hostvars.jump.tunnel.public_key`) leads into a task result
+/// that reports a change (`changed: true`) and lacks the rest of the path.
+fn missing_from_a_change(vars: &Value, path: &str) -> bool {
+    let mut at = vars;
+    for seg in path.split(['.', '[', ']', '/']).filter(|s| !s.is_empty()) {
+        match at.get(seg) {
+            Some(next) => at = next,
+            None => return at.get("changed") == Some(&Value::Bool(true)),
+        }
+    }
+    false
+}
+
 /// Load a play's `vars_files` (relative to the playbook).
 pub(super) fn load_vars_files(play: &Play, pb: &Playbook) -> Result<Map<String, Value>, Error> {
     let mut m = Map::new();
@@ -178,4 +202,34 @@ pub(super) fn load_vars_files(play: &Play, pb: &Playbook) -> Result<Map<String, 
         m.extend(inventory::load_vars_file(&p)?);
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_value_missing_from_a_changed_result_is_unknown_not_an_error() {
+        let vars = json!({
+            "hostvars": {"jump": {"tunnel": {"changed": true, "key": "/k"},
+                                  "same": {"changed": false}}},
+            "out": {"changed": true}
+        });
+        assert!(missing_from_a_change(
+            &vars,
+            "hostvars.jump.tunnel.public_key"
+        ));
+        assert!(missing_from_a_change(&vars, "out.stdout"));
+        // Unchanged results, other hosts, and plain variables: a real error.
+        assert!(!missing_from_a_change(
+            &vars,
+            "hostvars.jump.same.public_key"
+        ));
+        assert!(!missing_from_a_change(
+            &vars,
+            "hostvars.nope.tunnel.public_key"
+        ));
+        assert!(!missing_from_a_change(&vars, "nothing"));
+    }
 }

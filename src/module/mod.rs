@@ -206,6 +206,11 @@ pub struct Plan {
     pub runs_unconditionally: bool,
     /// Extra values for `register` (merged into the task result).
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// Values for `register` that only exist once the actions have run (a key generated on the
+    /// host): each `(key, n)` registers the stdout of the plan's action `n`, a command, without
+    /// its trailing newline, under `key`, in place of `data[key]` (which is what check mode,
+    /// where nothing runs, reports). See [`Plan::data_from`].
+    pub data_from_output: Vec<(String, usize)>,
     /// A human message for the result line.
     pub msg: Option<String>,
     /// The actions change the host's networking: apply them guarded (see [`NetworkGuard`]).
@@ -280,6 +285,13 @@ impl Plan {
     pub fn with_data(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.data.insert(key.into(), value.into());
         self
+    }
+    /// Add a command whose output is registered under `key` once it has run (see
+    /// [`Plan::data_from_output`]).
+    pub fn data_from(&mut self, key: &str, cmd: impl Into<String>) {
+        self.data_from_output
+            .push((key.to_string(), self.actions.len()));
+        self.actions.push(Action::run(cmd));
     }
 }
 
