@@ -6,8 +6,8 @@
 
 use crate::memo::Memo;
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
-    RenderErrorReason, Renderable, Template,
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason, Renderable, ScopedJson, Template,
 };
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
@@ -49,6 +49,9 @@ fn registry() -> &'static Handlebars<'static> {
         h.register_helper("default", Box::new(default_helper));
         h.register_helper("join", Box::new(join_helper));
         h.register_helper("hostvars_of", Box::new(hostvars_of_helper));
+        h.register_helper("get", Box::new(GetHelper));
+        h.register_helper("index_of", Box::new(IndexOfHelper));
+        h.register_helper("ipaddr", Box::new(IpaddrHelper));
         h.register_helper(
             "upper",
             Box::new(
@@ -228,6 +231,127 @@ fn hostvars_of_helper(
     }
     out.write(&values.join(&sep))?;
     Ok(())
+}
+
+/// `{{get "hostvars" host "tunnels.results" 2 "public_key"}}`: the value at a path from the top
+/// of the variables, whose segments are the parameters (a string may hold several, separated by
+/// dots; a number indexes a list). A path with parts only known when rendering — another host's
+/// name, a position in a list — as `hostvars[host].tunnels.results[2].public_key` in Ansible. A
+/// path that leads nowhere is an undefined variable naming the whole path, as a written-out
+/// `{{hostvars.jump.tunnels...}}` would be.
+struct GetHelper;
+
+impl HelperDef for GetHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        if h.params().is_empty() {
+            return Err(RenderErrorReason::ParamNotFoundForIndex("get", 0).into());
+        }
+        let mut segments = Vec::new();
+        for i in 0..h.params().len() {
+            match defined(h, i)? {
+                Value::String(s) => {
+                    segments.extend(s.split('.').filter(|x| !x.is_empty()).map(str::to_string))
+                }
+                Value::Number(n) => segments.push(n.to_string()),
+                other => {
+                    return Err(RenderErrorReason::Other(format!(
+                        "get: a path segment must be a string or a number, not {other}"
+                    ))
+                    .into())
+                }
+            }
+        }
+        let path = segments.join(".");
+        match lookup(ctx.data(), &path) {
+            Some(v) => Ok(ScopedJson::Derived(v.clone())),
+            None => Err(RenderErrorReason::MissingVariable(Some(path)).into()),
+        }
+    }
+}
+
+/// `{{index_of list value}}`: the position of `value` in `list` (from 0), for the matching entry
+/// of a loop's `results`: `(index_of groups.kvm_hosts inventory_hostname)`. Absent is an error.
+struct IndexOfHelper;
+
+impl HelperDef for IndexOfHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let list = defined(h, 0)?;
+        let wanted = defined(h, 1)?;
+        let Value::Array(items) = list else {
+            return Err(RenderErrorReason::Other(format!("index_of: {list} is not a list")).into());
+        };
+        let same = |x: &Value| {
+            x == wanted
+                || matches!((x, wanted), (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) if *a == b.to_string())
+        };
+        match items.iter().position(same) {
+            Some(i) => Ok(ScopedJson::Derived(Value::from(i))),
+            None => {
+                Err(RenderErrorReason::Other(format!("index_of: {wanted} is not in {list}")).into())
+            }
+        }
+    }
+}
+
+/// `{{ipaddr "192.168.121.105/24" "address"}}` is `192.168.121.105`, `"prefix"` gives `24`:
+/// the parts of an address written in CIDR form (IPv4 or IPv6), as Ansible's `ipaddr` filter.
+struct IpaddrHelper;
+
+impl HelperDef for IpaddrHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        defined(h, 0)?;
+        let text = param_str(h, 0);
+        let part = param_str(h, 1);
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.as_str(), None),
+        };
+        let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| {
+            RenderErrorReason::Other(format!("ipaddr: `{text}` is not an IP address"))
+        })?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix: u32 = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse() {
+                Ok(n) if n <= max => n,
+                _ => {
+                    return Err(RenderErrorReason::Other(format!(
+                        "ipaddr: `{text}` has no valid prefix length"
+                    ))
+                    .into())
+                }
+            },
+        };
+        let v = match part.as_str() {
+            "address" => Value::from(ip.to_string()),
+            "prefix" => Value::from(prefix),
+            other => {
+                return Err(RenderErrorReason::Other(format!(
+                    "ipaddr: unknown part `{other}` (address or prefix)"
+                ))
+                .into())
+            }
+        };
+        Ok(ScopedJson::Derived(v))
+    }
 }
 
 fn convert(e: RenderError, template: &str, vars: &Value) -> TemplateError {
@@ -544,6 +668,57 @@ mod tests {
             .to_string();
         assert!(e.contains("no group `nope`"), "{e}");
         assert_eq!(render("{{hostvars.k2.ip}}", &vars).unwrap(), "10.0.0.2");
+    }
+
+    #[test]
+    fn get_follows_a_path_made_when_rendering() {
+        let vars = json!({
+            "groups": {"jumphost": ["gw"], "kvm": ["k1", "k2"]},
+            "hostvars": {"gw": {"tunnels": {"changed": true, "results": [
+                {"name": "k1", "public_key": "ssh-ed25519 AAA1"},
+                {"name": "k2", "changed": true}
+            ]}}},
+            "me": "k1",
+        });
+        let key = |host: &str| {
+            let mut v = vars.clone();
+            v["me"] = json!(host);
+            render(
+                "{{get 'hostvars' (get 'groups.jumphost.0') 'tunnels.results' (index_of groups.kvm me) 'public_key'}}",
+                &v,
+            )
+        };
+        assert_eq!(key("k1").unwrap(), "ssh-ed25519 AAA1");
+        // Missing: an undefined variable naming the whole path, as if written out.
+        assert_eq!(
+            key("k2").unwrap_err(),
+            TemplateError::Undefined("hostvars.gw.tunnels.results.1.public_key".into())
+        );
+        let e = key("k3").unwrap_err().to_string();
+        assert!(e.contains("index_of: \"k3\" is not in"), "{e}");
+        assert_eq!(render("{{index_of groups.kvm 'k2'}}", &vars).unwrap(), "1");
+        assert_eq!(
+            render("{{get 'hostvars' nope}}", &vars).unwrap_err(),
+            TemplateError::Undefined("nope".into())
+        );
+    }
+
+    #[test]
+    fn ipaddr_takes_an_address_apart() {
+        let vars = json!({"a": "192.168.121.105/24", "b": "fd00::5/64", "c": "10.0.0.1"});
+        assert_eq!(
+            render("{{ipaddr a 'address'}}", &vars).unwrap(),
+            "192.168.121.105"
+        );
+        assert_eq!(render("{{ipaddr a 'prefix'}}", &vars).unwrap(), "24");
+        assert_eq!(render("{{ipaddr b 'address'}}", &vars).unwrap(), "fd00::5");
+        assert_eq!(render("{{ipaddr c 'prefix'}}", &vars).unwrap(), "32");
+        assert!(render("{{ipaddr 'x/24' 'address'}}", &vars).is_err());
+        assert!(render("{{ipaddr a 'mask'}}", &vars).is_err());
+        assert_eq!(
+            render("{{ipaddr nope 'address'}}", &vars).unwrap_err(),
+            TemplateError::Undefined("nope".into())
+        );
     }
 
     #[test]

@@ -186,7 +186,12 @@ pub(super) fn render(
 fn missing_from_a_change(vars: &Value, path: &str) -> bool {
     let mut at = vars;
     for seg in path.split(['.', '[', ']', '/']).filter(|s| !s.is_empty()) {
-        match at.get(seg) {
+        // A loop's `results.1` is an index into a list.
+        let next = match at {
+            Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => at.get(seg),
+        };
+        match next {
             Some(next) => at = next,
             None => return at.get("changed") == Some(&Value::Bool(true)),
         }
@@ -231,5 +236,17 @@ mod tests {
             "hostvars.nope.tunnel.public_key"
         ));
         assert!(!missing_from_a_change(&vars, "nothing"));
+        // Into a loop's results.
+        let vars = json!({"hostvars": {"jump": {"tunnels": {"changed": true, "results": [
+            {"changed": false, "public_key": "k"}, {"changed": true}
+        ]}}}});
+        assert!(missing_from_a_change(
+            &vars,
+            "hostvars.jump.tunnels.results.1.public_key"
+        ));
+        assert!(!missing_from_a_change(
+            &vars,
+            "hostvars.jump.tunnels.results.0.nope"
+        ));
     }
 }
