@@ -636,10 +636,20 @@ fn nameservers(v: Option<&Value>) -> Result<Nameservers, ArgError> {
         return Ok(out);
     };
     for (k, val) in mapping(P, "nameservers", v, &["addresses", "search"])? {
+        let mut items = Vec::new();
         for item in list(P, val)? {
             let s = scalar(item).ok_or_else(|| {
                 ArgError::invalid(P, format!("nameservers: {item} is not a scalar"))
             })?;
+            // A list rendered by a template reads back as one: `"{{default dns ''}}"` is
+            // "8.8.8.8 1.1.1.1", or nothing at all.
+            items.extend(
+                s.split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        for s in items {
             if k == "addresses" {
                 out.addresses.push(ip(P, "address", &s)?);
             } else {
@@ -1017,6 +1027,20 @@ mod tests {
         assert!(b.routes[0].on_link);
         assert_eq!(b.params, BridgeParams::default());
         assert_eq!(b.created_devices(), ["br0"]);
+    }
+
+    #[test]
+    fn nameservers_rendered_from_a_list_variable() {
+        // `addresses: "{{default dns ''}}"`: a list renders space-separated, an unset one empty.
+        let b = build(
+            json!({"nameservers": {"addresses": "8.8.8.8 1.1.1.1", "search": "a.lab, b.lab"}}),
+        )
+        .unwrap();
+        assert_eq!(b.nameservers.addresses.len(), 2);
+        assert_eq!(b.nameservers.search, ["a.lab", "b.lab"]);
+        let b = build(json!({"nameservers": {"addresses": ""}})).unwrap();
+        assert!(b.nameservers.addresses.is_empty());
+        assert_eq!(b.nameservers, build(json!({})).unwrap().nameservers);
     }
 
     #[test]
