@@ -7,7 +7,11 @@ use crate::module::{Observation, Probe};
 /// upstream's `grub-mkconfig`), whether that grub-mkconfig reads /etc/default/grub.d drop-ins (a
 /// Debian addition: the script mentions the directory), and which grub.cfg files exist: `efi=` a
 /// full configuration in the ESP, `stub=` one that only loads /boot/grub2/grub.cfg (RHEL 9), and
-/// `cfg=` the ones in /boot. It always exits 0; missing tools print nothing.
+/// `cfg=` the ones in /boot; `grubby=yes` when grubby is installed; `entry=FILE OPTIONS` for the
+/// `options` line of each Boot Loader Specification entry in /boot/loader/entries (Fedora,
+/// RHEL 8+); `dropin=FILE VAR=VALUE` for each GRUB_CMDLINE_LINUX* assignment in the
+/// /etc/default/grub.d drop-ins, in the order the shell sources them. It always exits 0; missing
+/// tools print nothing.
 const PROBE: &str = "\
 if command -v update-grub >/dev/null 2>&1; then echo tool=update-grub; \
 elif command -v grub2-mkconfig >/dev/null 2>&1; then echo tool=grub2-mkconfig; \
@@ -17,7 +21,10 @@ if [ -n \"$m\" ] && grep -qs 'default/grub.d' \"$m\"; then echo dropins=yes; fi;
 for f in /boot/efi/EFI/*/grub.cfg; do [ -f \"$f\" ] || continue; \
 case $f in */EFI/BOOT/*) continue;; esac; \
 if grep -qs '### BEGIN' \"$f\"; then echo \"efi=$f\"; else echo \"stub=$f\"; fi; done; \
-for f in /boot/grub2/grub.cfg /boot/grub/grub.cfg; do [ -f \"$f\" ] && echo \"cfg=$f\"; done; true";
+for f in /boot/grub2/grub.cfg /boot/grub/grub.cfg; do [ -f \"$f\" ] && echo \"cfg=$f\"; done; \
+command -v grubby >/dev/null 2>&1 && echo grubby=yes; \
+for f in /boot/loader/entries/*.conf; do [ -f \"$f\" ] && sed -n \"s|^options[[:space:]]*|entry=$f |p\" \"$f\"; done; \
+for f in /etc/default/grub.d/*.cfg; do [ -f \"$f\" ] && sed -n \"s|^[[:space:]]*\\(export[[:space:]]*\\)\\{0,1\\}\\(GRUB_CMDLINE_LINUX[A-Z_]*=\\)|dropin=$f \\2|p\" \"$f\"; done; true";
 
 /// The GRUB tooling of a host, as the probe found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +37,12 @@ pub struct GrubTools {
     pub efi: Option<String>,
     /// The grub.cfg files in /boot.
     pub cfgs: Vec<String>,
+    /// grubby is installed (RHEL, Fedora).
+    pub grubby: bool,
+    /// `(file, options words)` of every Boot Loader Specification entry.
+    pub entries: Vec<(String, Vec<String>)>,
+    /// `(file, "VAR=VALUE")` of every command line assignment in /etc/default/grub.d, in order.
+    pub dropins: Vec<(String, String)>,
 }
 
 impl Fact for GrubTools {
@@ -53,6 +66,24 @@ impl Fact for GrubTools {
             reads_dropins: field("dropins").iter().any(|v| v == "yes"),
             efi: field("efi").into_iter().next(),
             cfgs: field("cfg"),
+            grubby: field("grubby").iter().any(|v| v == "yes"),
+            entries: field("entry")
+                .iter()
+                .filter_map(|e| {
+                    let (f, opts) = e.split_once(' ').unwrap_or((e, ""));
+                    (!f.is_empty()).then(|| {
+                        (
+                            f.to_string(),
+                            opts.split_whitespace().map(str::to_string).collect(),
+                        )
+                    })
+                })
+                .collect(),
+            dropins: field("dropin")
+                .iter()
+                .filter_map(|e| e.split_once(' '))
+                .map(|(f, a)| (f.to_string(), a.trim().to_string()))
+                .collect(),
         })
     }
 }
@@ -76,7 +107,10 @@ mod tests {
                 tool: None,
                 reads_dropins: false,
                 efi: None,
-                cfgs: Vec::new()
+                cfgs: Vec::new(),
+                grubby: false,
+                entries: Vec::new(),
+                dropins: Vec::new(),
             }
         );
     }
@@ -88,6 +122,17 @@ mod tests {
         assert_eq!(t.tool.as_deref(), Some("update-grub"));
         assert!(t.reads_dropins);
         assert_eq!((t.efi, t.cfgs), (None, Vec::new()));
+    }
+
+    /// Fedora 39's layout: grubby and Boot Loader Specification entries.
+    #[test]
+    fn bls_entries_and_grubby() {
+        let t = parse("fedora39-bls.txt");
+        assert!(t.grubby);
+        assert_eq!(t.entries.len(), 2);
+        assert!(t.entries[0].0.ends_with("-6.5.6-300.fc39.x86_64.conf"));
+        assert_eq!(t.entries[0].1.last().map(String::as_str), Some("quiet"));
+        assert!(parse("debian12-lab-vm.txt").entries.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod block;
 pub mod bridge;
 pub mod grub;
+pub mod hugepages;
 pub mod ip;
 pub mod kmod;
 pub mod libvirt;
@@ -16,6 +17,7 @@ pub mod packages;
 pub mod pci;
 pub mod ssh;
 pub mod systemd;
+pub mod virt;
 
 /// What a command probe prints when run on this machine (tests that check a probe against a
 /// real shell and the tools this machine has).

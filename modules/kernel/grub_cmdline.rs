@@ -35,10 +35,18 @@ With `dropin` (default /etc/default/grub.d/98-kvmforge.cfg, Debian and Ubuntu) t
 into that file as `VARIABLE=\"$VARIABLE arg ...\"` under a header comment; other lines in it are \
 kept. Arguments already in VARIABLE in `default_file` are not repeated, other values of a wanted \
 key and absent arguments are removed from both files, and a drop-in left without arguments is \
-deleted. Only VARIABLE in these two files is read: other drop-ins and the other variable are not. \
+deleted. A drop-in of the same directory sorting after `dropin` that assigns VARIABLE without \
+`$VARIABLE` (it would throw these arguments away) is an error naming it; cloud images' \
+50-cloudimg-settings.cfg sets the other variable and sorts first. \
 With `dropin: \"\"` the VARIABLE line of `default_file` is edited in place (quotes as found, the \
 line added when missing) — what RHEL-family hosts need, whose grub2-mkconfig does not read \
-grub.d (writing a drop-in there is an error unless `default_file` sources grub.d itself). Values \
+grub.d (writing a drop-in there is an error unless `default_file` sources grub.d itself; the \
+kernel arguments other modules plan, such as `hugepages`', go to `default_file` there instead). \
+On Boot Loader Specification hosts (Fedora 30+, RHEL 8+: GRUB_ENABLE_BLSCFG=true and \
+/boot/loader/entries/*.conf) every entry carries its own `options` line: each is compared too, \
+and when one differs `grubby --update-kernel=ALL --args=... --remove-args=...` fixes them all \
+(without grubby, grub2-mkconfig's --update-bls-cmdline does, RHEL 9.3+); /etc/default/grub is \
+still edited so grub2-mkconfig and newly installed kernels keep the arguments. Values \
 with spaces, quotes or `$` are not supported. Give `args` as a YAML list: in a single string, \
 commas separate arguments too.\n\n\
 When a file changed and `regenerate` is true, the command found on the host runs: `update-grub`, \
@@ -135,13 +143,21 @@ pub struct Request {
     dropin: Option<String>,
     default_file: String,
     regenerate: bool,
+    /// Where the tool does not read /etc/default/grub.d (RHEL family), edit `default_file`
+    /// instead of `dropin` (for other modules' requests, see [`Request::present`]).
+    dropin_fallback: bool,
 }
 
 impl Request {
     /// Arguments another module needs on the kernel command line (IOMMU for vfio_bind, 1G
     /// huge pages, ...), kept in their own drop-in: that module plans them with
     /// [`GrubCmdline`]'s `probes` and `plan`, so the rules (the drop-in, regeneration,
-    /// `reboot_required` from /proc/cmdline) are the same as for a `grub_cmdline` task.
+    /// `reboot_required` from /proc/cmdline, every BLS entry) are the same as for a
+    /// `grub_cmdline` task. On a host whose grub2-mkconfig does not read /etc/default/grub.d
+    /// (the RHEL family), where a `grub_cmdline` task with a drop-in is an error, such a request
+    /// edits GRUB_CMDLINE_LINUX in /etc/default/grub instead: the calling module cannot know
+    /// the host's family when it builds its request, and the arguments belong in the one file
+    /// that host reads.
     pub fn present(args: Vec<String>, dropin: &str) -> Result<Request, ArgError> {
         check_words(&args)?;
         Ok(Request {
@@ -151,6 +167,7 @@ impl Request {
             dropin: Some(dropin.to_string()),
             default_file: "/etc/default/grub".into(),
             regenerate: true,
+            dropin_fallback: true,
         })
     }
 }
@@ -529,6 +546,7 @@ impl Module for GrubCmdline {
             dropin,
             default_file: p.default_file,
             regenerate: p.regenerate,
+            dropin_fallback: false,
         })
     }
 
@@ -547,9 +565,44 @@ impl Module for GrubCmdline {
         let default_state = observed.file(&r.default_file)?;
         let default_text = edit::existing_text(&r.default_file, default_state)?;
         let self_refs = [format!("${}", r.var), format!("${{{}}}", r.var)];
+        // Debian patches grub-mkconfig to source the drop-ins; elsewhere a loop at the end of
+        // /etc/default/grub may do it.
+        let sourced_by_default = default_text.as_deref().is_some_and(|t| {
+            t.lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains("default/grub.d"))
+        });
+        let tools = if r.regenerate {
+            Some(observed.fact::<GrubTools>(&())?)
+        } else {
+            None
+        };
+        let dropins_read = |t: &GrubTools| t.reads_dropins || sourced_by_default;
+        let dropin = match (&r.dropin, &tools) {
+            (Some(_), Some(t)) if r.dropin_fallback && t.tool.is_some() && !dropins_read(t) => None,
+            (d, _) => d.clone(),
+        };
+        // A later drop-in assigning the variable without its old value drops these arguments.
+        if let (Some(d), Some(t), true) = (&dropin, &tools, r.present) {
+            let name = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+            let mine = name(d);
+            let dir = edit::parent_dir(d).unwrap_or_default();
+            if let Some((f, line)) = t.dropins.iter().find(|(f, line)| {
+                edit::parent_dir(f).unwrap_or_default() == dir
+                    && name(f) > mine
+                    && line.strip_prefix(r.var).is_some_and(|v| v.starts_with('='))
+                    && !self_refs.iter().any(|s| line.contains(s.as_str()))
+            }) {
+                return Err(ModuleError::Host(format!(
+                    "{f} sets {line} without \"${var}\", and it is read after {d}, so the \
+                     arguments in {d} would be lost: name the drop-in so it sorts after {f} \
+                     (dropin: {dir}/99z-kvmforge.cfg), or make {f} append to ${var}",
+                    var = r.var
+                )));
+            }
+        }
 
         let mut files: Vec<(Doc, &FileState)> = Vec::new();
-        match &r.dropin {
+        match &dropin {
             None => {
                 if default_text.is_none() && r.present {
                     return Err(ModuleError::Host(format!(
@@ -601,7 +654,7 @@ impl Module for GrubCmdline {
         let attrs = Attrs::default();
         let mut wrote_dropin = false;
         for (i, (doc, state)) in files.iter().enumerate() {
-            let is_dropin = r.dropin.is_some() && i == 1;
+            let is_dropin = dropin.is_some() && i == 1;
             let Some(content) = doc.render(is_dropin.then(|| header(r.var)).as_deref()) else {
                 continue;
             };
@@ -620,6 +673,81 @@ impl Module for GrubCmdline {
             )?;
         }
 
+        // Boot Loader Specification entries (Fedora, RHEL 8+ with GRUB_ENABLE_BLSCFG=true) carry
+        // their own command line: each must get the arguments too. Entries using RHEL 8's
+        // `$kernelopts` follow grubenv, which grub2-mkconfig rewrites.
+        let mut bls_update: Option<String> = None;
+        if let Some(t) = &tools {
+            let bls = files[0].0.lines.iter().any(|l| {
+                let l = l.trim();
+                !l.starts_with('#') && l.replace('"', "") == "GRUB_ENABLE_BLSCFG=true"
+            });
+            let mut add: Vec<String> = Vec::new();
+            let mut remove: Vec<String> = Vec::new();
+            let mut stale: Vec<&str> = Vec::new();
+            for (file, words) in t.entries.iter().filter(|_| bls) {
+                if words.iter().any(|w| w.contains("$kernelopts")) {
+                    continue;
+                }
+                let mut slot = vec![words.clone()];
+                if r.present {
+                    make_present(&mut slot, 0, &r.args);
+                } else {
+                    make_absent(&mut slot, &r.args);
+                }
+                if slot[0] == *words {
+                    continue;
+                }
+                stale.push(file);
+                for w in words.iter().filter(|w| !slot[0].contains(w)) {
+                    if !remove.contains(w) {
+                        remove.push(w.clone());
+                    }
+                }
+                for w in slot[0].iter().filter(|w| !words.contains(w)) {
+                    if !add.contains(w) {
+                        add.push(w.clone());
+                    }
+                }
+            }
+            if !stale.is_empty() {
+                let mut cmd = String::from("grubby --update-kernel=ALL");
+                if !remove.is_empty() {
+                    cmd.push_str(&format!(
+                        " --remove-args={}",
+                        shell_quote(&remove.join(" "))
+                    ));
+                }
+                if !add.is_empty() {
+                    cmd.push_str(&format!(" --args={}", shell_quote(&add.join(" "))));
+                }
+                if t.grubby {
+                    plan.change(
+                        Change::new(format!(
+                            "kernel arguments in the boot entries ({})",
+                            stale.join(", ")
+                        )),
+                        [],
+                    );
+                    bls_update = Some(cmd);
+                } else if t.tool.as_deref() != Some("grub2-mkconfig") {
+                    return Err(ModuleError::Host(format!(
+                        "the boot entries {} need the arguments but grubby is not installed",
+                        stale.join(", ")
+                    )));
+                } else {
+                    // grub2-mkconfig --update-bls-cmdline (RHEL 9.3+) rewrites them below.
+                    plan.change(
+                        Change::new(format!(
+                            "kernel arguments in the boot entries ({})",
+                            stale.join(", ")
+                        )),
+                        [],
+                    );
+                }
+            }
+        }
+
         if plan.changed() && r.regenerate {
             let t = observed.fact::<GrubTools>(&())?;
             let Some(cmd) = regenerate_command(&t) else {
@@ -629,13 +757,6 @@ impl Module for GrubCmdline {
                         .into(),
                 ));
             };
-            // Debian patches grub-mkconfig to source the drop-ins; elsewhere a loop at the end of
-            // /etc/default/grub may do it.
-            let sourced_by_default = files[0]
-                .0
-                .lines
-                .iter()
-                .any(|l| !l.trim_start().starts_with('#') && l.contains("default/grub.d"));
             if wrote_dropin && !t.reads_dropins && !sourced_by_default {
                 return Err(ModuleError::Host(format!(
                     "{} on this host does not read /etc/default/grub.d: set dropin: \"\" to edit {} \
@@ -645,6 +766,9 @@ impl Module for GrubCmdline {
                 )));
             }
             plan.change(Change::new("regenerate grub.cfg"), [Action::run(cmd)]);
+            if let Some(cmd) = bls_update {
+                plan.actions.push(Action::run(cmd));
+            }
         }
 
         // The running kernel.
@@ -1201,6 +1325,135 @@ GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
             s.args,
             vec!["intel_iommu=on", "vfio-pci.ids=10de:1b80,10de:10f0"]
         );
+    }
+
+    /// Fedora 39 / RHEL 9 layout (written after those hosts' files: the lab has none):
+    /// GRUB_ENABLE_BLSCFG=true, two Boot Loader Specification entries, grubby installed.
+    const FEDORA_GRUB: &str =
+        "GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"$(sed 's, release .*$,,g' /etc/system-release)\"\n\
+GRUB_DEFAULT=saved\nGRUB_DISABLE_SUBMENU=true\nGRUB_TERMINAL_OUTPUT=\"console\"\n\
+GRUB_CMDLINE_LINUX=\"rhgb quiet\"\nGRUB_DISABLE_RECOVERY=\"true\"\nGRUB_ENABLE_BLSCFG=true\n";
+
+    fn fedora(grub: &str, tools: &str) -> Observed {
+        host(
+            FileState::file(grub),
+            FileState::absent(),
+            "BOOT_IMAGE=(hd0,gpt2)/vmlinuz-6.5.6-300.fc39.x86_64 root=UUID=7a9f ro rootflags=subvol=root rhgb quiet",
+            tools,
+        )
+        .with_file("/etc/default/grub.d/96-kvmforge-hugepages.cfg", FileState::absent())
+    }
+
+    #[test]
+    fn bls_entries_get_the_arguments_with_grubby() {
+        let tools = fixture("grub_tools/fedora39-bls.txt");
+        let a = args(json!({"args": ["intel_iommu=on", "iommu=pt"], "dropin": ""}));
+        let obs = fedora(FEDORA_GRUB, &tools);
+        let p = plan(&a, &obs);
+        assert_eq!(
+            written(&p, DEFAULT).unwrap(),
+            FEDORA_GRUB.replace("\"rhgb quiet\"", "\"rhgb quiet intel_iommu=on iommu=pt\"")
+        );
+        let cmds: Vec<&Action> = p.actions.iter().skip(1).collect();
+        assert_eq!(cmds.len(), 2, "{cmds:?}");
+        assert!(
+            matches!(cmds[0], Action::Run { cmd, .. } if cmd.contains("grub2-mkconfig -o /boot/grub2/grub.cfg"))
+        );
+        assert_eq!(
+            *cmds[1],
+            Action::run("grubby --update-kernel=ALL --args='intel_iommu=on iommu=pt'")
+        );
+        assert!(p
+            .changes
+            .iter()
+            .any(|c| c.summary.contains("-6.5.6-300.fc39.x86_64.conf")));
+        // Files and entries right: nothing to do.
+        let done = tools.replace(" rhgb quiet", " rhgb quiet intel_iommu=on iommu=pt");
+        let obs = fedora(&written(&p, DEFAULT).unwrap(), &done);
+        assert!(!plan(&a, &obs).changed());
+        // The file right but an entry not (a kernel installed from an older configuration,
+        // an entry edited by hand): only the entries are fixed.
+        let one_stale = tools.replacen(" rhgb quiet", " rhgb quiet intel_iommu=on iommu=pt", 1);
+        let obs = fedora(&written(&p, DEFAULT).unwrap(), &one_stale);
+        let p = plan(&a, &obs);
+        assert_eq!(written(&p, DEFAULT), None);
+        assert_eq!(
+            p.actions.last(),
+            Some(&Action::run(
+                "grubby --update-kernel=ALL --args='intel_iommu=on iommu=pt'"
+            ))
+        );
+        // A replaced value is removed from the entries too.
+        let a = args(json!({"args": ["quiet", "rhgb=0"], "dropin": "", "state": "present"}));
+        let p = plan(&a, &fedora(FEDORA_GRUB, &tools));
+        assert_eq!(
+            p.actions.last(),
+            Some(&Action::run(
+                "grubby --update-kernel=ALL --remove-args=rhgb --args=rhgb=0"
+            ))
+        );
+    }
+
+    #[test]
+    fn other_modules_dropins_fall_back_to_the_default_file_on_rhel() {
+        let tools = fixture("grub_tools/fedora39-bls.txt");
+        let hp = "/etc/default/grub.d/96-kvmforge-hugepages.cfg";
+        let r = Request::present(vec!["hugepagesz=1G".into(), "hugepages=4".into()], hp).unwrap();
+        let p = GrubCmdline.plan(&r, &fedora(FEDORA_GRUB, &tools)).unwrap();
+        assert_eq!(written(&p, hp), None);
+        assert!(written(&p, DEFAULT)
+            .unwrap()
+            .contains("GRUB_CMDLINE_LINUX=\"rhgb quiet hugepagesz=1G hugepages=4\""));
+        assert_eq!(
+            p.actions.last(),
+            Some(&Action::run(
+                "grubby --update-kernel=ALL --args='hugepagesz=1G hugepages=4'"
+            ))
+        );
+        assert!(p.reboot_required);
+        // On Debian the drop-in is used.
+        let obs = host(
+            FileState::file(DEBIAN_GRUB),
+            FileState::absent(),
+            BOOT,
+            DEBIAN_TOOLS,
+        )
+        .with_file(hp, FileState::absent());
+        let p = GrubCmdline.plan(&r, &obs).unwrap();
+        assert!(written(&p, hp).is_some());
+        assert_eq!(written(&p, DEFAULT), None);
+    }
+
+    #[test]
+    fn a_later_dropin_overriding_the_variable_is_refused() {
+        let tools = |line: &str| format!("{DEBIAN_TOOLS}dropin=/etc/default/grub.d/{line}\n");
+        let obs = |t: &str| host(FileState::file(DEBIAN_GRUB), FileState::absent(), BOOT, t);
+        let e = GrubCmdline
+            .plan(
+                &iommu(),
+                &obs(&tools("99-local.cfg GRUB_CMDLINE_LINUX=\"console=tty0\"")),
+            )
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/etc/default/grub.d/99-local.cfg sets GRUB_CMDLINE_LINUX=\"console=tty0\" without \
+             \"$GRUB_CMDLINE_LINUX\", and it is read after /etc/default/grub.d/98-kvmforge.cfg, so \
+             the arguments in /etc/default/grub.d/98-kvmforge.cfg would be lost: name the drop-in \
+             so it sorts after /etc/default/grub.d/99-local.cfg (dropin: \
+             /etc/default/grub.d/99z-kvmforge.cfg), or make /etc/default/grub.d/99-local.cfg \
+             append to $GRUB_CMDLINE_LINUX"
+        );
+        // Appending, sorting before ours, or another variable (cloud images' 50-cloudimg-settings.cfg
+        // sets GRUB_CMDLINE_LINUX_DEFAULT) is fine.
+        for ok in [
+            "99-local.cfg GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX console=tty0\"",
+            "10-early.cfg GRUB_CMDLINE_LINUX=\"console=tty0\"",
+            "50-cloudimg-settings.cfg GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"",
+            "99-local.cfg GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"",
+        ] {
+            assert!(GrubCmdline.plan(&iommu(), &obs(&tools(ok))).is_ok(), "{ok}");
+        }
     }
 
     #[test]

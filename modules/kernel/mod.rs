@@ -1,7 +1,10 @@
-//! The kernel: sysctls (bridge netfilter among them), modules, the boot command line.
+//! The kernel: sysctls (bridge netfilter among them), modules, the boot command line, huge
+//! pages, and whether it can run KVM guests.
 
 pub mod grub_cmdline;
+pub mod hugepages;
 pub mod kernel_module;
+pub mod kvm_check;
 pub mod sysctl;
 pub mod sysctl_bridge;
 pub mod sysctl_keys;

@@ -355,6 +355,19 @@ pub struct Request {
     backup: bool,
 }
 
+impl Request {
+    /// `settings` for the file at `path` (absolute), for a module that keeps settings of its own
+    /// in a libvirt file (huge page mounts in qemu.conf) with [`LibvirtConfig`]'s `probes` and
+    /// `plan`, so the file is edited by the same rules as a `libvirt_config` task.
+    pub fn settings(path: &str, settings: Vec<(String, ConfValue)>) -> Request {
+        Request {
+            path: path.to_string(),
+            settings,
+            backup: false,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RawRequest {
     file: String,
