@@ -97,24 +97,6 @@ fn boot_ids_through_kvmforge(lab: &lab::Lab, hosts: &str) -> Vec<(String, String
     ids
 }
 
-/// PCI address of the guest's NVMe controller with this serial.
-fn nvme_by_serial(lab: &lab::Lab, host: &str, serial: &str) -> String {
-    let addr = ok(
-        lab,
-        host,
-        &format!(
-            "for c in /sys/class/nvme/nvme*; do \
-               [ \"$(cat $c/serial | tr -d ' ')\" = {serial} ] && basename \"$(readlink -f $c/device)\"; \
-             done; true"
-        ),
-    );
-    assert!(
-        addr.contains(':'),
-        "no NVMe controller with serial {serial}: {addr:?}"
-    );
-    addr
-}
-
 fn driver(lab: &lab::Lab, host: &str, addr: &str) -> String {
     ok(
         lab,
@@ -193,7 +175,7 @@ fn vm_and_container_in_one_lab() {
     assert_eq!(after[1].1, reported);
 
     // the spare NVMe drive to vfio-pci and back, live
-    let addr = nvme_by_serial(&lab, "q1", "kfspare0");
+    let addr = lab.nvme_by_serial("q1", "kfspare0");
     assert_eq!(driver(&lab, "q1", &addr), "nvme");
     let group = ok(
         &lab,
