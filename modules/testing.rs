@@ -59,6 +59,17 @@ pub fn runs(p: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// The commands a plan runs, among its other actions.
+pub fn commands(p: &Plan) -> Vec<String> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Run { cmd, .. } => Some(cmd.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn set_attrs(state: &mut FileState, attrs: &Attrs) {
     if let Some(m) = attrs.mode {
         state.mode = m;

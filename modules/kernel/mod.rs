@@ -5,6 +5,7 @@ pub mod kernel_module;
 pub mod sysctl;
 pub mod sysctl_bridge;
 pub mod sysctl_keys;
+pub mod vfio_bind;
 
 use crate::module::ArgError;
 
