@@ -11,16 +11,8 @@
 mod lab;
 
 use serde_json::Value;
-use std::process::{Command, Output};
-
-fn describe(o: &Output) -> String {
-    format!(
-        "status {}; stdout: {}; stderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout).trim(),
-        String::from_utf8_lossy(&o.stderr).trim()
-    )
-}
+use lab::describe;
+use std::process::Command;
 
 fn ok(lab: &lab::Lab, host: &str, cmd: &str) -> String {
     let out = lab.ssh(host, cmd);

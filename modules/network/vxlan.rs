@@ -1006,7 +1006,7 @@ mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
     use crate::modules::facts::fixture;
-    use crate::modules::testing::{arg_error, req, runs};
+    use crate::modules::testing::{arg_error, commands, req, runs};
     use serde_json::{json, Value};
 
     /// The unit and its link as a previous run left them.
@@ -1057,16 +1057,6 @@ mod tests {
             base[k] = v.clone();
         }
         base
-    }
-
-    fn commands(p: &Plan) -> Vec<String> {
-        p.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Run { cmd, .. } => Some(cmd.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     fn written(p: &Plan) -> String {

@@ -174,6 +174,16 @@ fn sanitize(name: &str) -> String {
     s
 }
 
+/// A command's exit status and output, for assertion messages.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "status {}; stdout: {}; stderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout).trim(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    )
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
