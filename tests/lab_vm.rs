@@ -10,8 +10,8 @@
 #[path = "support/lab.rs"]
 mod lab;
 
-use serde_json::Value;
 use lab::describe;
+use serde_json::Value;
 use std::process::Command;
 
 fn ok(lab: &lab::Lab, host: &str, cmd: &str) -> String {
