@@ -45,6 +45,7 @@ pub static ALL: &[&dyn DynModule] = &[
     &kernel::sysctl_bridge::SysctlBridge,
     &files::template::Template,
     &system::user::User,
+    &kernel::vfio_bind::VfioBind,
     &network::vxlan::Vxlan,
 ];
 

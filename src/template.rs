@@ -379,12 +379,21 @@ fn first_undefined(template: &str, vars: &Value) -> Option<String> {
         }
         let expr = expr.trim_start_matches(['#', '^']);
         let mut after_open = true; // the first word, and the first after `(`, name a helper
+                                   // The value `default` is given may be undefined: that is what it is for.
+        let mut may_be_undefined = false;
         for tok in tokens(expr) {
             match tok.as_str() {
                 "(" => after_open = true,
                 ")" => {}
                 t => {
                     let helper = std::mem::replace(&mut after_open, false);
+                    if helper {
+                        may_be_undefined = t == "default";
+                        continue;
+                    }
+                    if std::mem::replace(&mut may_be_undefined, false) {
+                        continue;
+                    }
                     let value = t.split_once('=').map_or(t, |(_, v)| v);
                     let literal = value.starts_with(['"', '\'', '@'])
                         || value.parse::<f64>().is_ok()
@@ -527,12 +536,25 @@ fn render_value_in(v: &Value, scope: &Scope) -> Result<Value, TemplateError> {
     })
 }
 
-/// If `s` is a single `{{ a.b.c }}` variable reference, the referenced value (any type).
+/// If `s` is a single `{{ a.b.c }}` variable reference, the referenced value (any type); also
+/// `{{default a.b.c ''}}` when the variable is defined and not empty, so an optional list stays
+/// a list.
 fn whole_expression(s: &str, vars: &Value) -> Result<Option<Value>, TemplateError> {
     let t = s.trim();
     let Some(inner) = t.strip_prefix("{{").and_then(|x| x.strip_suffix("}}")) else {
         return Ok(None);
     };
+    let words: Vec<&str> = inner.split_whitespace().collect();
+    if let ["default", path, _fallback] = words[..] {
+        let plain = path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+        return Ok(match lookup(vars, path) {
+            Some(Value::Array(a)) if plain && !a.is_empty() => Some(Value::Array(a.clone())),
+            Some(Value::Object(m)) if plain && !m.is_empty() => Some(Value::Object(m.clone())),
+            _ => None,
+        });
+    }
     let path = inner.trim();
     if path.is_empty()
         || inner.contains("{{")
@@ -598,6 +620,27 @@ mod tests {
         let e = render("x={{ nope.deep }}", &json!({})).unwrap_err();
         assert_eq!(e, TemplateError::Undefined("nope.deep".into()));
         assert_eq!(e.undefined_root(), Some("nope"));
+    }
+
+    #[test]
+    fn default_keeps_a_defined_list_and_skips_its_value_when_naming_the_undefined() {
+        let vars = json!({"pools": [{"name": "a"}], "empty": []});
+        assert_eq!(
+            render_value(&json!("{{default pools ''}}"), &vars).unwrap(),
+            json!([{"name": "a"}])
+        );
+        assert_eq!(
+            render_value(&json!("{{default nope ''}}"), &vars).unwrap(),
+            json!("")
+        );
+        assert_eq!(
+            render_value(&json!("{{default empty ''}}"), &vars).unwrap(),
+            json!("")
+        );
+        assert_eq!(
+            first_undefined("{{and (default iommu true) facts.grub}}", &json!({})).as_deref(),
+            Some("facts.grub")
+        );
     }
 
     #[test]

@@ -79,7 +79,11 @@ fn kvm_host_then_passthrough_on_a_vm() {
     let lan1 = on(&lab, "ip -4 -o addr show lan1 | awk '{ print $4 }'");
     assert!(lan1.contains('/'), "lan1 has no address: {lan1:?}");
     let flag = on(&lab, "grep -o -m1 -w -e vmx -e svm /proc/cpuinfo || true");
-    let iommu_arg = if flag == "vmx" { "intel_iommu=on" } else { "amd_iommu=on" };
+    let iommu_arg = if flag == "vmx" {
+        "intel_iommu=on"
+    } else {
+        "amd_iommu=on"
+    };
     let boot0 = on(&lab, "cat /proc/sys/kernel/random/boot_id");
 
     // kvm-host: the packages the lab image has (it cannot download), everything else as a user
@@ -123,10 +127,16 @@ fn kvm_host_then_passthrough_on_a_vm() {
     assert!(on(&lab, "cat /proc/cmdline").contains(iommu_arg));
     assert_eq!(on(&lab, "systemctl is-active libvirtd"), "active");
     let groups = on(&lab, "id -nG kf");
-    assert!(groups.contains("libvirt") && groups.contains("kvm"), "{groups}");
+    assert!(
+        groups.contains("libvirt") && groups.contains("kvm"),
+        "{groups}"
+    );
     assert!(on(&lab, "cat /etc/environment").contains("http_proxy=http://192.0.2.1:3128"));
     assert_eq!(
-        on(&lab, "cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
+        on(
+            &lab,
+            "cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+        ),
         "64",
         "the 2M pages are back after the reboot"
     );
@@ -139,7 +149,10 @@ fn kvm_host_then_passthrough_on_a_vm() {
         "vfio-pci"
     );
     let pools = on(&lab, "virsh -q -c qemu:///system pool-list");
-    assert!(pools.contains("images") && pools.contains("disks"), "{pools}");
+    assert!(
+        pools.contains("images") && pools.contains("disks"),
+        "{pools}"
+    );
     let nets = on(&lab, "virsh -q -c qemu:///system net-list");
     assert!(nets.contains("default"), "{nets}");
     assert_eq!(

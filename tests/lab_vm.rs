@@ -10,17 +10,9 @@
 #[path = "support/lab.rs"]
 mod lab;
 
+use lab::describe;
 use serde_json::Value;
-use std::process::{Command, Output};
-
-fn describe(o: &Output) -> String {
-    format!(
-        "status {}; stdout: {}; stderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout).trim(),
-        String::from_utf8_lossy(&o.stderr).trim()
-    )
-}
+use std::process::Command;
 
 fn ok(lab: &lab::Lab, host: &str, cmd: &str) -> String {
     let out = lab.ssh(host, cmd);
@@ -95,24 +87,6 @@ fn boot_ids_through_kvmforge(lab: &lab::Lab, hosts: &str) -> Vec<(String, String
     }
     ids.sort();
     ids
-}
-
-/// PCI address of the guest's NVMe controller with this serial.
-fn nvme_by_serial(lab: &lab::Lab, host: &str, serial: &str) -> String {
-    let addr = ok(
-        lab,
-        host,
-        &format!(
-            "for c in /sys/class/nvme/nvme*; do \
-               [ \"$(cat $c/serial | tr -d ' ')\" = {serial} ] && basename \"$(readlink -f $c/device)\"; \
-             done; true"
-        ),
-    );
-    assert!(
-        addr.contains(':'),
-        "no NVMe controller with serial {serial}: {addr:?}"
-    );
-    addr
 }
 
 fn driver(lab: &lab::Lab, host: &str, addr: &str) -> String {
@@ -193,7 +167,7 @@ fn vm_and_container_in_one_lab() {
     assert_eq!(after[1].1, reported);
 
     // the spare NVMe drive to vfio-pci and back, live
-    let addr = nvme_by_serial(&lab, "q1", "kfspare0");
+    let addr = lab.nvme_by_serial("q1", "kfspare0");
     assert_eq!(driver(&lab, "q1", &addr), "nvme");
     let group = ok(
         &lab,

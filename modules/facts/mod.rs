@@ -11,12 +11,15 @@ pub mod ip;
 pub mod kmod;
 pub mod libvirt;
 pub mod libvirt_volume;
+pub mod netdev;
 pub mod netplan;
 pub mod networkmanager;
 pub mod packages;
 pub mod pci;
 pub mod ssh;
+pub mod storage;
 pub mod systemd;
+pub mod vfio;
 pub mod virt;
 
 /// What a command probe prints when run on this machine (tests that check a probe against a

@@ -8,6 +8,7 @@ pub mod kvm_check;
 pub mod sysctl;
 pub mod sysctl_bridge;
 pub mod sysctl_keys;
+pub mod vfio_bind;
 
 use crate::module::ArgError;
 

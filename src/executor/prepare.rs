@@ -86,7 +86,9 @@ pub(super) fn render(
         None => vec![None],
         Some(l) => match template::render_value(l, &base) {
             Ok(Value::Array(a)) => a.into_iter().map(Some).collect(),
+            // `loop: "{{default pools ''}}"`: nothing to loop over.
             Ok(Value::Null) => Vec::new(),
+            Ok(Value::String(s)) if s.is_empty() => Vec::new(),
             Ok(other) => {
                 return failed(format!(
                     "loop must be a list, got {}",

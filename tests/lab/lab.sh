@@ -73,7 +73,8 @@ usage: lab.sh image
        lab.sh reboot NAME VMHOST
 SPEC (one VM q1, q2, ... per --vm): comma-separated key=value, all optional:
   mem=MiB (1024) cpus=N (2) nvme=N spare NVMe drives (0)
-  bridged=N NVMe drives behind one pci-bridge (0) e1000=N (0) root=virtio|nvme
+  bridged=N NVMe drives behind one pci-bridge (0) e1000=N (0)
+  bridged_e1000=N e1000 NICs behind that pci-bridge (0) root=virtio|nvme
 EOF
   exit 2
 }

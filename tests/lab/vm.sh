@@ -311,9 +311,9 @@ vm_spec_check() {  # SPEC: dies if malformed
     case $k in
       mem) [[ $v =~ ^[0-9]+$ ]] && [ "$v" -ge 256 ] || die "--vm mem= is MiB, at least 256" ;;
       cpus) [[ $v =~ ^[1-8]$ ]] || die "--vm cpus= must be 1..8" ;;
-      nvme|bridged|e1000) [[ $v =~ ^[0-8]$ ]] || die "--vm $k= must be 0..8" ;;
+      nvme|bridged|e1000|bridged_e1000) [[ $v =~ ^[0-8]$ ]] || die "--vm $k= must be 0..8" ;;
       root) [[ $v == virtio || $v == nvme ]] || die "--vm root= must be virtio or nvme" ;;
-      *) die "--vm: unknown option '$k' (mem cpus nvme bridged e1000 root)" ;;
+      *) die "--vm: unknown option '$k' (mem cpus nvme bridged e1000 bridged_e1000 root)" ;;
     esac
   done
 }
@@ -394,10 +394,11 @@ vm_spawn() {  # NAME HOST
   run=$(run_dir "$name")
   spec="$run/hosts/$host.vm"
   idx=$(cat "$run/index"); n=${host#q}
-  local mem cpus nvme bridged e1000 root
+  local mem cpus nvme bridged e1000 bridged_e1000 root
   mem=$(vm_opt "$spec" mem 1024); cpus=$(vm_opt "$spec" cpus 2)
   nvme=$(vm_opt "$spec" nvme 0); bridged=$(vm_opt "$spec" bridged 0)
   e1000=$(vm_opt "$spec" e1000 0); root=$(vm_opt "$spec" root virtio)
+  bridged_e1000=$(vm_opt "$spec" bridged_e1000 0)
   devs+=(-drive "if=none,id=root,file=$hd/root.qcow2,format=qcow2,cache=unsafe,discard=unmap")
   if [ "$root" = nvme ]; then
     devs+=(-device "nvme,drive=root,serial=kfroot,bootindex=0")
@@ -416,12 +417,16 @@ vm_spawn() {  # NAME HOST
     devs+=(-drive "if=none,id=spare$k,file=$hd/spare$k.qcow2,format=qcow2,cache=unsafe"
            -device "nvme,drive=spare$k,serial=kfspare$k")
   done
-  if [ "$bridged" -gt 0 ]; then
+  if [ "$bridged" -gt 0 ] || [ "$bridged_e1000" -gt 0 ]; then
     # a conventional PCI bridge: everything behind it is one IOMMU group
     devs+=(-device "pci-bridge,id=kfbridge,chassis_nr=1")
     for ((k = nvme; k < nvme + bridged; k++)); do
       devs+=(-drive "if=none,id=spare$k,file=$hd/spare$k.qcow2,format=qcow2,cache=unsafe"
              -device "nvme,drive=spare$k,serial=kfspare$k,bus=kfbridge,addr=$(( k - nvme + 1 ))")
+    done
+    # e1000 NICs behind the same bridge, after the drives: in their group
+    for ((k = 0; k < bridged_e1000; k++)); do
+      devs+=(-device "e1000,mac=$(vm_mac "$idx" "$n" $((32 + k))),bus=kfbridge,addr=$(( bridged + k + 1 ))")
     done
   fi
   for ((k = 0; k < e1000; k++)); do

@@ -54,6 +54,9 @@ pub struct Vm {
     pub bridged_nvme: u32,
     /// Emulated e1000 NICs, connected to nothing.
     pub e1000: u32,
+    /// Emulated e1000 NICs behind the same `pci-bridge` as the `bridged_nvme` drives: in their
+    /// IOMMU group.
+    pub bridged_e1000: u32,
     /// Boot from an NVMe drive instead of virtio-blk (to test refusing the boot disk).
     pub root_on_nvme: bool,
 }
@@ -66,6 +69,7 @@ impl Default for Vm {
             nvme: 0,
             bridged_nvme: 0,
             e1000: 0,
+            bridged_e1000: 0,
             root_on_nvme: false,
         }
     }
@@ -75,12 +79,13 @@ impl Vm {
     /// The `--vm` argument of lab.sh.
     pub fn spec(&self) -> String {
         format!(
-            "mem={},cpus={},nvme={},bridged={},e1000={},root={}",
+            "mem={},cpus={},nvme={},bridged={},e1000={},bridged_e1000={},root={}",
             self.mem_mb,
             self.cpus,
             self.nvme,
             self.bridged_nvme,
             self.e1000,
+            self.bridged_e1000,
             if self.root_on_nvme { "nvme" } else { "virtio" }
         )
     }
@@ -169,11 +174,40 @@ fn sanitize(name: &str) -> String {
     s
 }
 
+/// A command's exit status and output, for assertion messages.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "status {}; stdout: {}; stderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout).trim(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    )
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 impl Lab {
+    /// PCI address of a VM's NVMe controller with this serial (`kfroot`, `kfspare0`, ...).
+    pub fn nvme_by_serial(&self, host: &str, serial: &str) -> String {
+        let out = self.ssh(
+            host,
+            &format!(
+                "for c in /sys/class/nvme/nvme*; do \
+                   [ \"$(cat $c/serial | tr -d ' ')\" = {serial} ] && basename \"$(readlink -f $c/device)\"; \
+                 done; true"
+            ),
+        );
+        let addr = text(&out.stdout).trim().to_string();
+        assert!(
+            addr.contains(':'),
+            "{host}: no NVMe controller with serial {serial}: {addr:?} {}",
+            text(&out.stderr)
+        );
+        addr
+    }
+
     /// Path of lab.sh.
     pub fn script() -> PathBuf {
         if let Some(p) = std::env::var_os("KVMFORGE_LAB_SH") {

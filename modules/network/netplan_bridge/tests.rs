@@ -2,7 +2,7 @@ use super::*;
 use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
 use crate::modules::facts::fixture;
 use crate::modules::facts::netplan::MARK;
-use crate::modules::testing::{arg_error, req};
+use crate::modules::testing::{arg_error, commands as runs_of, req};
 use serde_json::json;
 
 const UDEV: &str = "netplan=/usr/sbin/netplan\nnetworkctl=/usr/bin/networkctl\nudev=yes\n";
@@ -85,16 +85,6 @@ fn after(netplan: &str, plan: &Plan) -> String {
         .map(|(p, t)| (p.as_str(), t.as_str()))
         .collect();
     listing(&refs)
-}
-
-fn runs_of(p: &Plan) -> Vec<String> {
-    p.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Run { cmd, .. } => Some(cmd.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn writes_of(p: &Plan) -> Vec<(String, bool)> {

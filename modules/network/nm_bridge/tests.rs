@@ -1,7 +1,7 @@
 use super::*;
 use crate::module::{CommandOutput, Observation};
 use crate::modules::facts::fixture;
-use crate::modules::testing::req;
+use crate::modules::testing::{commands as runs_of, req};
 use serde_json::{json, Value};
 
 const BR: &str = "/etc/NetworkManager/system-connections/br0.nmconnection";
@@ -38,16 +38,6 @@ fn observed(nm: &str, ip: &str) -> Observed {
 
 fn plan(args: Value, nm: &str, ip: &str) -> Result<Plan, ModuleError> {
     NmBridge.plan(&req(&NmBridge, args), &observed(nm, ip))
-}
-
-fn runs_of(p: &Plan) -> Vec<String> {
-    p.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Run { cmd, .. } => Some(cmd.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn written(p: &Plan, path: &str) -> Settings {
