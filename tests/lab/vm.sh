@@ -22,7 +22,9 @@ LAB_VM_ROOT_UUID=6b1f3c2e-9d7a-4c55-8f0e-6b766d6c6162
 LAB_VM_MAX=4            # VMs per lab: q1..q4 at .251-.254 of the lab networks
 # mitigations=off: under TCG every page-table-isolation TLB flush is costly,
 # and the guests run nothing untrusted; it roughly halves boot time.
-LAB_VM_GRUB_CMDLINE="console=ttyS0,115200n8 intel_iommu=on iommu=pt mitigations=off"
+# no_timer_check: under emulation on a loaded machine the kernel's IO-APIC timer check can
+# time out and panic the boot ("timer doesn't work through Interrupt-remapped IO-APIC").
+LAB_VM_GRUB_CMDLINE="console=ttyS0,115200n8 intel_iommu=on iommu=pt mitigations=off no_timer_check"
 
 vm_pkg_list() {
   # shellcheck disable=SC2086
