@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// Seconds one remote invocation may take (default: no limit).
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Seconds to wait for another kvmforge run on the same host to finish its changes before
+    /// failing that host (each host's changes are made under a lock, /run/kvmforge.lock).
+    #[arg(long, default_value_t = 300)]
+    pub lock_timeout: u64,
     /// SSH host key policy: accept-new records unknown keys and refuses changed ones; strict
     /// refuses unknown keys; off disables checking (unsafe).
     #[arg(long, default_value = "accept-new", value_parser = ["accept-new", "strict", "off"])]
@@ -229,6 +233,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
             connect_timeout: args.connect_timeout,
             command_timeout: args.timeout,
             host_key_checking: args.host_key_checking.clone(),
+            lock: Some(crate::remote::HostLock::for_this_run(args.lock_timeout)),
         },
     };
     // Everything is validated before the first host is contacted.
