@@ -89,7 +89,7 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub skip_tags: Vec<String>,
     /// Hosts worked on at the same time.
-    #[arg(short, long, default_value_t = 50)]
+    #[arg(short, long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub forks: usize,
     /// Output format; `json` prints one JSON object per line.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
@@ -416,7 +416,18 @@ pub fn module_doc(name: &str) -> Result<String, Error> {
 
 /// Run the command line; returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // A usage error exits 1 like any invalid input (clap's own code, 2, means a failed task).
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::OK
+            };
+        }
+    };
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Validate(a) => validate(a),

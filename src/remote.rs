@@ -339,7 +339,9 @@ fn parse_file_batch(
             content: None,
         };
         if mark == '1' && kind == FileKind::File {
-            let end = offset + size as usize;
+            // A size no stream can hold (a garbled reply) must not overflow: it makes the
+            // contents inconsistent below.
+            let end = offset.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
             if size <= MAX_CONTENT {
                 st.content = data.get(offset..end).map(<[u8]>::to_vec);
             }
