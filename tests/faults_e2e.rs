@@ -518,3 +518,78 @@ fn secrets_stay_out_of_every_output() {
     );
     check("the target's journal", &journal);
 }
+
+/// On a VM (its own kernel and disk): the host powered off in the middle of a play ends the run
+/// at the per-invocation timeout, with the host unreachable and the reason; and the power lost
+/// the moment a run that wrote 50 files ends (QEMU killed, booted again) leaves every file with
+/// its new content, none empty or truncated.
+#[test]
+fn vm_power_off_mid_play_and_power_loss_after_a_run() {
+    // A kill is a power cut: no orderly shutdown first.
+    std::env::set_var("KVMFORGE_LAB_KILL_GRACE", "0");
+    let Some(lab) = lab::Lab::up_with("e2e-fault-vm", 1, None, &[lab::Vm::default()]) else {
+        return;
+    };
+    let run = Run::new(&lab, &["h1", "q1"], "root");
+
+    let play = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: slow
+      command: sleep 8
+    - name: after
+      copy: { dest: /etc/kf-after, content: "x\n" }
+"#;
+    let started = Instant::now();
+    let child = run.spawn(play, &["--output", "json", "--timeout", "20"]);
+    wait_for(&lab, "q1", "pgrep -x sleep", Duration::from_secs(120));
+    lab.kill("q1");
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(took < Duration::from_secs(90), "took {took:?}");
+    let r = result_of(&out, "q1", "slow");
+    assert_eq!(r["status"], "unreachable", "{r}");
+    assert!(
+        r["msg"].as_str().unwrap().contains("timed out after 20 s"),
+        "{r}"
+    );
+    assert_eq!(result_of(&out, "h1", "after")["status"], "changed");
+    lab.start("q1");
+
+    // Fifty files, half of them replacing older ones; the power goes the moment the run ends.
+    let items: Vec<String> = (1..=50).map(|i| format!("f{i:02}")).collect();
+    lab.ssh(
+        "q1",
+        "mkdir -p /etc/kf-power && for i in $(seq -w 1 25); do echo old > /etc/kf-power/f$i; done && sync",
+    );
+    let play = format!(
+        "- hosts: q1\n  gather_facts: false\n  tasks:\n    - name: many files\n      copy:\n        dest: \"/etc/kf-power/{{{{ item }}}}\"\n        content: \"{{{{ item }}}} {}\\n\"\n      loop: [{}]\n",
+        "new content ".repeat(80),
+        items.join(", ")
+    );
+    let out = run.kvmforge(&play, &["--output", "json"]);
+    lab.kill("q1");
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    lab.start("q1");
+    let got = String::from_utf8_lossy(
+        &lab.ssh(
+            "q1",
+            "cd /etc/kf-power && for f in f*; do printf '%s:' $f; cat $f; done",
+        )
+        .stdout,
+    )
+    .into_owned();
+    for i in &items {
+        let want = format!("{i}:{i} {}\n", "new content ".repeat(80));
+        assert!(got.contains(&want), "{i} lost its new content:\n{got}");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(
+            &lab.ssh("q1", "find /etc/kf-power -name '.kvmforge.*'")
+                .stdout
+        ),
+        ""
+    );
+}
