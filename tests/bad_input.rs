@@ -218,3 +218,52 @@ fn bad_command_line_values_exit_1() {
         .unwrap();
     assert_eq!(help.status.code(), Some(0));
 }
+
+/// A `src: ../..` reaching outside the playbook's folder still works, and `-v` says which
+/// controller file was read.
+#[test]
+fn src_outside_the_playbook_folder_works_and_shows_with_v() {
+    let dir = tempfile::tempdir().unwrap();
+    let play_dir = dir.path().join("play");
+    std::fs::create_dir_all(play_dir.join("templates")).unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "from outside\n").unwrap();
+    std::fs::write(dir.path().join("outside.tpl"), "{{ x }}\n").unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::write(
+        play_dir.join("site.yaml"),
+        format!(
+            "- hosts: localhost\n  gather_facts: false\n  vars: {{ x: templated }}\n  tasks:\n    - name: copy\n      copy: {{ src: ../outside.txt, dest: {0}/a }}\n    - name: template\n      template: {{ src: ../outside.tpl, dest: {0}/b }}\n",
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kvmforge"))
+            .arg("run")
+            .arg(play_dir.join("site.yaml"))
+            .args(["--lock-timeout", "60"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("a")).unwrap(),
+        "from outside\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("b")).unwrap(),
+        "templated\n"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("outside the playbook"));
+    let out = run(&["-v"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for f in ["outside.txt", "outside.tpl"] {
+        assert!(
+            stdout.contains(&format!("src ../{f} is "))
+                && stdout.contains("outside the playbook's folder"),
+            "{stdout}"
+        );
+    }
+}
