@@ -1185,6 +1185,62 @@ mod tests {
         );
     }
 
+    /// Where there is no flock: a directory made with mkdir, removed at the end, taken over
+    /// when the process that made it is gone.
+    #[test]
+    fn without_flock_the_lock_is_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = |wait, who: &str| HostLock {
+            path: dir.path().join("kf.lock").to_str().unwrap().into(),
+            wait,
+            holder: who.into(),
+        };
+        let lockdir = dir.path().join("kf.lock.d");
+        let script = |cmd: &str| Script {
+            actions: vec![Action::run(cmd)],
+            ..Default::default()
+        };
+        let no_flock = |s: &Script, l: &HostLock| {
+            s.render_with(Some(l))
+                .replace("command -v flock", "command -v kf-no-flock")
+        };
+        let spawn = |text: String| {
+            let mut c = Command::new("sh")
+                .arg("-s")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            c
+        };
+        let slow = script("sleep 2");
+        let holder = spawn(no_flock(&slow, &lock(5, "pid 1 on ctl")));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(lockdir.is_dir());
+        let quick = script("true");
+        let out = spawn(no_flock(&quick, &lock(0, "pid 2"))).wait_with_output();
+        let r = parse(&quick, &out.unwrap().stdout).unwrap();
+        assert_eq!(r.lock_busy.as_deref(), Some("pid 1 on ctl"));
+        let out = spawn(no_flock(&quick, &lock(10, "pid 2"))).wait_with_output();
+        let stdout = out.unwrap().stdout;
+        assert!(String::from_utf8_lossy(&stdout).contains("KF wait ="));
+        assert_eq!(
+            parse(&quick, &stdout).unwrap().actions[0],
+            ActionOutcome::Ran(CommandOutput::ok(""))
+        );
+        assert!(holder.wait_with_output().unwrap().status.success());
+        assert!(!lockdir.exists(), "removed when the script ends");
+        // Left behind by a process that is gone: taken over at once.
+        std::fs::create_dir(&lockdir).unwrap();
+        std::fs::write(lockdir.join("owner"), "999999999 pid 9 on gone").unwrap();
+        let out = spawn(no_flock(&quick, &lock(0, "pid 3"))).wait_with_output();
+        let r = parse(&quick, &out.unwrap().stdout).unwrap();
+        assert!(r.lock_busy.is_none());
+        assert_eq!(r.actions[0], ActionOutcome::Ran(CommandOutput::ok("")));
+        assert!(!lockdir.exists());
+    }
+
     #[test]
     fn utc_times() {
         assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
