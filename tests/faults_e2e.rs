@@ -564,7 +564,11 @@ fn vm_power_off_mid_play_and_power_loss_after_a_run() {
         r["msg"].as_str().unwrap().contains("timed out after 40 s"),
         "{r}"
     );
-    assert_eq!(result_of(&out, "h1", "after")["status"], "changed");
+    let after = result_of(&out, "h1", "after");
+    assert!(
+        ["ok", "changed"].contains(&after["status"].as_str().unwrap()),
+        "{after}"
+    );
     lab.start("q1");
 
     // Fifty files, half of them replacing older ones; the power goes the moment the run ends.
