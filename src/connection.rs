@@ -312,12 +312,6 @@ impl LocalConnection {
             lock: None,
         }
     }
-
-    /// Take `lock` around every script that changes something.
-    pub fn with_lock(mut self, lock: remote::HostLock) -> Self {
-        self.lock = Some(lock);
-        self
-    }
 }
 
 impl Connection for LocalConnection {
