@@ -89,7 +89,7 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     pub skip_tags: Vec<String>,
     /// Hosts worked on at the same time.
-    #[arg(short, long, default_value_t = 50)]
+    #[arg(short, long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub forks: usize,
     /// Output format; `json` prints one JSON object per line.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// Seconds one remote invocation may take (default: no limit).
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Seconds to wait for another kvmforge run on the same host to finish its changes before
+    /// failing that host (each host's changes are made under a lock, /run/kvmforge.lock).
+    #[arg(long, default_value_t = 300)]
+    pub lock_timeout: u64,
     /// SSH host key policy: accept-new records unknown keys and refuses changed ones; strict
     /// refuses unknown keys; off disables checking (unsafe).
     #[arg(long, default_value = "accept-new", value_parser = ["accept-new", "strict", "off"])]
@@ -229,6 +233,7 @@ fn run(args: RunArgs) -> Result<i32, Error> {
             connect_timeout: args.connect_timeout,
             command_timeout: args.timeout,
             host_key_checking: args.host_key_checking.clone(),
+            lock: Some(crate::remote::HostLock::for_this_run(args.lock_timeout)),
         },
     };
     // Everything is validated before the first host is contacted.
@@ -411,7 +416,18 @@ pub fn module_doc(name: &str) -> Result<String, Error> {
 
 /// Run the command line; returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // A usage error exits 1 like any invalid input (clap's own code, 2, means a failed task).
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::OK
+            };
+        }
+    };
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Validate(a) => validate(a),

@@ -67,9 +67,15 @@ pub trait Connection: Send {
     /// recap, so round trips can be checked).
     fn invocations(&self) -> u32;
 
+    /// The lock a changing script takes on the host (see [`remote::HostLock`]); none by default.
+    fn host_lock(&self) -> Option<&remote::HostLock> {
+        None
+    }
+
     /// Run a [`Script`] and parse its report.
     fn execute(&mut self, script: &Script) -> Result<remote::Report, ConnectionError> {
-        let out = match self.run_script(&script.render(), script.become_) {
+        let text = script.render_with(self.host_lock());
+        let out = match self.run_script(&text, script.become_) {
             Err(
                 e @ (ConnectionError::Unreachable(_)
                 | ConnectionError::Timeout(_)
@@ -80,6 +86,13 @@ pub trait Connection: Send {
             r => r?,
         };
         let report = remote::parse(script, &out.stdout)?;
+        if let Some(holder) = &report.lock_busy {
+            let wait = self.host_lock().map_or(0, |l| l.wait);
+            return Err(ConnectionError::Io(format!(
+                "another kvmforge run holds the host lock ({holder}): gave up waiting after \
+                 {wait} s (--lock-timeout); nothing was changed"
+            )));
+        }
         if !report.complete
             && report.actions.iter().all(|a| *a == ActionOutcome::NotRun)
             && !script.actions.is_empty()
@@ -185,6 +198,23 @@ impl Become {
     }
 }
 
+/// Show the `KF wait` records of a script's output as they arrive: another run holds the host
+/// lock and this one waits for it. `seen` is how much of `out` was scanned already.
+pub fn announce_waits(host: &str, out: &[u8], seen: &mut usize) {
+    while let Some(nl) = out[*seen..].iter().position(|b| *b == b'\n') {
+        let line = &out[*seen..*seen + nl];
+        *seen += nl + 1;
+        if let Some(holder) = line.strip_prefix(b"KF wait =") {
+            use base64::Engine as _;
+            let holder = base64::engine::general_purpose::STANDARD
+                .decode(holder)
+                .map(|h| String::from_utf8_lossy(&h).into_owned())
+                .unwrap_or_default();
+            eprintln!("waiting for another kvmforge run on {host} ({holder})");
+        }
+    }
+}
+
 /// Interpret sudo's complaints, which arrive on stderr of the wrapped command.
 pub fn become_failure(stderr: &[u8]) -> Option<String> {
     let s = String::from_utf8_lossy(stderr);
@@ -219,6 +249,8 @@ pub struct ConnectOptions {
     pub command_timeout: Option<u64>,
     /// `accept-new` (default), `strict` or `off`; a host's `host_key_checking` variable wins.
     pub host_key_checking: String,
+    /// The lock a changing script takes on its host; `None` takes none.
+    pub lock: Option<remote::HostLock>,
 }
 
 impl Default for ConnectOptions {
@@ -227,6 +259,7 @@ impl Default for ConnectOptions {
             connect_timeout: 10,
             command_timeout: None,
             host_key_checking: "accept-new".into(),
+            lock: None,
         }
     }
 }
@@ -250,7 +283,12 @@ pub fn connect(
         None => become_,
     };
     match spec.kind {
-        ConnectionKind::Local => Ok(Box::new(LocalConnection::new(become_.clone()))),
+        ConnectionKind::Local => {
+            let mut c = LocalConnection::new(become_.clone());
+            c.name = name.to_string();
+            c.lock = opts.lock.clone();
+            Ok(Box::new(c))
+        }
         ConnectionKind::Ssh => Ok(Box::new(crate::ssh::SshConnection::connect(
             name, spec, become_, opts,
         )?)),
@@ -261,6 +299,8 @@ pub fn connect(
 pub struct LocalConnection {
     become_: Become,
     invocations: u32,
+    name: String,
+    lock: Option<remote::HostLock>,
 }
 
 impl LocalConnection {
@@ -268,6 +308,8 @@ impl LocalConnection {
         LocalConnection {
             become_,
             invocations: 0,
+            name: "localhost".into(),
+            lock: None,
         }
     }
 }
@@ -290,9 +332,33 @@ impl Connection for LocalConnection {
         let mut stdin = child.stdin.take().expect("piped");
         let input = [preamble, script.as_bytes().to_vec()].concat();
         let writer = std::thread::spawn(move || stdin.write_all(&input));
-        let out = child
-            .wait_with_output()
+        let mut stderr = child.stderr.take().expect("piped");
+        let errors = std::thread::spawn(move || {
+            let mut e = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut e);
+            e
+        });
+        let mut stdout = child.stdout.take().expect("piped");
+        let (mut buf, mut seen, mut chunk) = (Vec::new(), 0, [0u8; 65536]);
+        loop {
+            match std::io::Read::read(&mut stdout, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    announce_waits(&self.name, &buf, &mut seen);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ConnectionError::Io(e.to_string())),
+            }
+        }
+        let status = child
+            .wait()
             .map_err(|e| ConnectionError::Io(e.to_string()))?;
+        let out = std::process::Output {
+            status,
+            stdout: buf,
+            stderr: errors.join().unwrap_or_default(),
+        };
         let _ = writer.join();
         if out.status.code() != Some(0) {
             if let Some(msg) = become_failure(&out.stderr) {
@@ -308,6 +374,10 @@ impl Connection for LocalConnection {
 
     fn invocations(&self) -> u32 {
         self.invocations
+    }
+
+    fn host_lock(&self) -> Option<&remote::HostLock> {
+        self.lock.as_ref()
     }
 }
 

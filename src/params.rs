@@ -321,6 +321,42 @@ pub fn parse_bool(v: &Value) -> Option<bool> {
     }
 }
 
+/// The words [`parse_bool`] takes, for did-you-mean hints.
+pub const BOOL_WORDS: [&str; 6] = ["yes", "no", "true", "false", "on", "off"];
+
+/// How a value that is not a boolean is described: the value, and the closest boolean word when
+/// it looks like a typo of one (`yse` → `yes`).
+pub fn not_a_bool(v: &Value) -> String {
+    let shown = match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    };
+    // Short words with swapped letters (`yse`) are too short for the similarity measure.
+    let anagram = |a: &str, b: &str| {
+        let mut a: Vec<char> = a.chars().collect();
+        let mut b: Vec<char> = b.chars().collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        a == b
+    };
+    let hint = match v {
+        Value::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            BOOL_WORDS
+                .iter()
+                .find(|w| anagram(w, &s))
+                .map(|w| w.to_string())
+                .or_else(|| did_you_mean(&s, BOOL_WORDS))
+        }
+        _ => None,
+    };
+    format!(
+        "{shown} is not a boolean (yes/no, true/false){}",
+        hint.map(|h| format!(": did you mean `{h}`?"))
+            .unwrap_or_default()
+    )
+}
+
 fn scalar_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -339,7 +375,11 @@ fn normalise(spec: &ParamSpec, v: &Value) -> Result<Value, ParamError> {
     Ok(match spec.kind {
         ParamKind::Str => Value::String(scalar_string(v).ok_or_else(bad)?),
         ParamKind::Scalar => Value::String(scalar_string(v).ok_or_else(bad)?),
-        ParamKind::Bool => Value::Bool(parse_bool(v).ok_or_else(bad)?),
+        ParamKind::Bool => Value::Bool(parse_bool(v).ok_or_else(|| ParamError::Type {
+            name: spec.name.to_string(),
+            expected: "a boolean".into(),
+            got: not_a_bool(v),
+        })?),
         ParamKind::Int => match v {
             Value::Number(n) if n.is_i64() => v.clone(),
             Value::String(s) => Value::from(s.trim().parse::<i64>().map_err(|_| bad())?),
@@ -433,6 +473,23 @@ mod tests {
         assert_eq!(a.mode("mode"), Some(0o644));
         assert_eq!(a.str("state"), Some("present"));
         assert!(a.bool("backup"));
+    }
+
+    #[test]
+    fn odd_booleans_are_refused_with_a_hint() {
+        let e = Args::from_json(SPECS, json!({"path": "/x", "backup": "yse"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`backup`") && e.contains("did you mean `yes`?"),
+            "{e}"
+        );
+        assert_eq!(
+            not_a_bool(&json!("maybe")),
+            "\"maybe\" is not a boolean (yes/no, true/false)"
+        );
+        assert!(not_a_bool(&json!("flase")).contains("did you mean `false`?"));
+        assert!(not_a_bool(&json!(2)).starts_with("2 is not"));
     }
 
     #[test]

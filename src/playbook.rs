@@ -308,8 +308,13 @@ fn json<E: de::Error>(v: serde_yaml::Value) -> Result<Value, E> {
 }
 
 fn bool_value<E: de::Error>(key: &str, v: serde_yaml::Value) -> Result<bool, E> {
-    crate::params::parse_bool(&json(v)?)
-        .ok_or_else(|| E::custom(format!("`{key}` must be true or false")))
+    let v = json(v)?;
+    crate::params::parse_bool(&v).ok_or_else(|| {
+        E::custom(format!(
+            "`{key}` must be true or false: {}",
+            crate::params::not_a_bool(&v)
+        ))
+    })
 }
 
 /// A string or a list of strings.

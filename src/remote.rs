@@ -40,15 +40,22 @@ kf_file() {
 }
 kf_cmd() {
   kf_o=$(mktemp) && kf_e=$(mktemp) || { printf 'KF %s error =%s\n' "$1" "$(printf 'mktemp failed' | kf_b64)"; return; }
-  ( eval "$2" ) >"$kf_o" 2>"$kf_e" </dev/null
+  ( eval "$2" ) >"$kf_o" 2>"$kf_e" </dev/null 9>&-
   kf_rc=$?
   printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; kf_b64 < "$kf_o"; printf ' ='; kf_b64 < "$kf_e"; echo
   rm -f "$kf_o" "$kf_e"
 }
 kf_fail() { printf 'KF %s fail %s =%s\n' "$1" "$2" "$(printf %s "$3" | kf_b64)"; exit 0; }
 kf_try() { kf_i=$1; shift; kf_m=$("$@" 2>&1) || kf_fail "$kf_i" 1 "$kf_m"; }
-kf_tmp=
-trap '[ -n "$kf_tmp" ] && rm -f "$kf_tmp"' EXIT HUP INT TERM
+kf_stry() { [ -z "$kf_ei" ] || return 0; kf_i=$1; shift; kf_m=$("$@" 2>&1) || { kf_ei=$kf_i; kf_em=$kf_m; }; }
+kf_tmp=; kf_stg=; kf_lkd=; kf_ei=; kf_em=
+kf_clean() {
+  [ -n "$kf_tmp" ] && rm -f -- "$kf_tmp"
+  for kf_v in $kf_stg; do eval "[ -z \"\$$kf_v\" ] || rm -f -- \"\$$kf_v\""; done
+  [ -n "$kf_lkd" ] && rm -rf -- "$kf_lkd"
+}
+trap 'kf_clean' EXIT
+trap 'kf_clean; trap - EXIT; exit 1' HUP INT TERM PIPE
 "#;
 
 /// One invocation's work: actions first (in order, stopping at the first failure), then probes,
@@ -62,6 +69,100 @@ pub struct Script {
     pub become_: bool,
 }
 
+/// The host-wide lock a changing script holds, so that two runs against one host (a cron drift
+/// check and a person) never interleave their changes.
+///
+/// `flock` on `path` (under `/run`, so a reboot releases it) where flock exists; elsewhere a
+/// directory `PATH.d` made with `mkdir` and removed when the script ends, taken over when the
+/// process that made it is gone. Where `path`'s directory is not writable (a login without
+/// `become`) the lock is per user, in `$TMPDIR` or `/tmp`. A script that finds the lock taken
+/// prints `KF wait =HOLDER` at once (the transports show it while waiting), waits up to `wait`
+/// seconds, and then gives up with `KF lock =HOLDER` before changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLock {
+    pub path: String,
+    /// Seconds to wait for another run to finish.
+    pub wait: u64,
+    /// Who holds it, as shown to a run that waits: e.g. `pid 42 on ctl1, since ...`.
+    pub holder: String,
+}
+
+impl HostLock {
+    /// The default lock file.
+    pub const PATH: &'static str = "/run/kvmforge.lock";
+
+    /// The lock for this process, waiting up to `wait` seconds.
+    pub fn for_this_run(wait: u64) -> HostLock {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "?".into());
+        HostLock {
+            path: Self::PATH.into(),
+            wait,
+            holder: format!("pid {} on {host}, since {}", std::process::id(), utc_now()),
+        }
+    }
+}
+
+/// The current time as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_text(secs)
+}
+
+fn utc_text(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// `kf_lock PATH WAIT HOLDER`: see [`HostLock`]. Commands run by the script close fd 9, so a
+/// daemon one of them starts cannot keep the lock.
+const LOCK_FN: &str = r#"kf_lock() {
+  kf_lk=$1
+  [ -w "${kf_lk%/*}" ] || kf_lk="${TMPDIR:-/tmp}/kvmforge-$(id -u).lock"
+  if command -v flock >/dev/null 2>&1 && { exec 9>>"$kf_lk"; } 2>/dev/null; then
+    if ! flock -n 9; then
+      printf 'KF wait =%s
+' "$(kf_b64 < "$kf_lk")"
+      flock -w "$2" 9 || { printf 'KF lock =%s
+' "$(kf_b64 < "$kf_lk")"; exit 0; }
+    fi
+    { printf '%s' "$3" > "$kf_lk"; } 2>/dev/null
+    return 0
+  fi
+  kf_n=0
+  until mkdir -- "$kf_lk.d" 2>/dev/null; do
+    kf_o=$(cat -- "$kf_lk.d/owner" 2>/dev/null)
+    if [ -n "$kf_o" ] && ! kill -0 "${kf_o%% *}" 2>/dev/null; then rm -rf -- "$kf_lk.d"; continue; fi
+    [ $kf_n -eq 0 ] && printf 'KF wait =%s
+' "$(printf %s "${kf_o#* }" | kf_b64)"
+    [ $kf_n -ge "$2" ] && { printf 'KF lock =%s
+' "$(printf %s "${kf_o#* }" | kf_b64)"; exit 0; }
+    kf_n=$((kf_n + 1)); sleep 1
+  done
+  kf_lkd="$kf_lk.d"
+  printf '%s %s' $$ "$3" > "$kf_lkd/owner"
+}
+"#;
+
 impl Script {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty() && self.probes.is_empty() && !self.facts
@@ -69,11 +170,44 @@ impl Script {
 
     /// The shell text to send.
     pub fn render(&self) -> String {
+        self.render_with(None)
+    }
+
+    /// The shell text to send; a script that changes something first takes `lock` (see
+    /// [`HostLock`]). A script that only observes never waits for it.
+    pub fn render_with(&self, lock: Option<&HostLock>) -> String {
         let mut s = String::with_capacity(4096);
         s.push_str("{\n");
         s.push_str(&PRELUDE.replace("MAXCONTENT", &MAX_CONTENT.to_string()));
-        for (i, a) in self.actions.iter().enumerate() {
-            render_action(&mut s, &format!("a{i}"), a);
+        if let (Some(lock), false) = (lock, self.actions.is_empty()) {
+            s.push_str(LOCK_FN);
+            writeln!(
+                s,
+                "kf_lock {} {} {}",
+                shell_quote(&lock.path),
+                lock.wait,
+                shell_quote(&lock.holder)
+            )
+            .unwrap();
+        }
+        // Consecutive file writes are staged together, made durable with one `sync`, and only
+        // then renamed into place (see `render_writes`).
+        let mut i = 0;
+        while i < self.actions.len() {
+            let n = self.actions[i..]
+                .iter()
+                .take_while(|a| matches!(a, Action::WriteFile { .. }))
+                .count();
+            if n > 0 {
+                let ids: Vec<(String, &Action)> = (i..i + n)
+                    .map(|k| (format!("a{k}"), &self.actions[k]))
+                    .collect();
+                render_writes(&mut s, &ids);
+                i += n;
+            } else {
+                render_action(&mut s, &format!("a{i}"), &self.actions[i]);
+                i += 1;
+            }
         }
         render_file_batch(&mut s, &self.probes);
         for (i, p) in self.probes.iter().enumerate() {
@@ -205,7 +339,9 @@ fn parse_file_batch(
             content: None,
         };
         if mark == '1' && kind == FileKind::File {
-            let end = offset + size as usize;
+            // A size no stream can hold (a garbled reply) must not overflow: it makes the
+            // contents inconsistent below.
+            let end = offset.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
             if size <= MAX_CONTENT {
                 st.content = data.get(offset..end).map(<[u8]>::to_vec);
             }
@@ -232,23 +368,29 @@ fn parse_file_batch(
 }
 
 fn render_attrs(s: &mut String, id: &str, path_var: &str, attrs: &Attrs) {
+    render_attrs_with(s, "kf_try", id, path_var, attrs)
+}
+
+/// Set attributes with `try_fn`: `kf_try` fails the action at once, `kf_stry` records the
+/// failure of a staged write.
+fn render_attrs_with(s: &mut String, try_fn: &str, id: &str, path_var: &str, attrs: &Attrs) {
     if let Some(m) = attrs.mode {
-        writeln!(s, "kf_try {id} chmod {:04o} -- \"{path_var}\"", m).unwrap();
+        writeln!(s, "{try_fn} {id} chmod {:04o} -- \"{path_var}\"", m).unwrap();
     }
     match (&attrs.owner, &attrs.group) {
         (Some(o), Some(g)) => writeln!(
             s,
-            "kf_try {id} chown -h -- {} \"{path_var}\"",
+            "{try_fn} {id} chown -h -- {} \"{path_var}\"",
             shell_quote(&format!("{o}:{g}"))
         ),
         (Some(o), None) => writeln!(
             s,
-            "kf_try {id} chown -h -- {} \"{path_var}\"",
+            "{try_fn} {id} chown -h -- {} \"{path_var}\"",
             shell_quote(o)
         ),
         (None, Some(g)) => writeln!(
             s,
-            "kf_try {id} chgrp -h -- {} \"{path_var}\"",
+            "{try_fn} {id} chgrp -h -- {} \"{path_var}\"",
             shell_quote(g)
         ),
         (None, None) => Ok(()),
@@ -256,81 +398,164 @@ fn render_attrs(s: &mut String, id: &str, path_var: &str, attrs: &Attrs) {
     .unwrap();
 }
 
-fn render_action(s: &mut String, id: &str, action: &Action) {
-    match action {
-        Action::WriteFile {
+/// Consecutive file writes, made durable before they replace anything:
+///
+/// 1. stage: each new content goes to a fresh temporary file next to its target (mode, owner,
+///    backup and `validate` check done on it); the first failure is recorded and stages nothing
+///    more;
+/// 2. one `sync -- TEMPS` puts every staged content on disk (a plain `sync` where `sync` takes
+///    no files);
+/// 3. each staged file is renamed over its target, then one `sync` of their directories makes
+///    the renames durable;
+/// 4. a recorded failure is reported on its action: the writes before it are done, it and what
+///    follows are not.
+///
+/// A power cut at any point leaves every target with its old or its new content, never an
+/// empty or partial file; a script that dies leaves no temporary file (they are removed on
+/// exit and on HUP, INT, TERM and PIPE).
+fn render_writes(s: &mut String, writes: &[(String, &Action)]) {
+    s.push_str("kf_ei=; kf_em=; kf_dirs=\n");
+    for (id, action) in writes {
+        let Action::WriteFile {
             path,
             content,
             attrs,
             backup,
             validate,
-        } => {
-            // Every process started on the host costs: the common path (text content, no
-            // backup) starts only `mv`, plus `chmod`/`chown` where attributes are set or copied.
-            let p = shell_quote(path);
-            writeln!(s, "kf_p={p}; kf_d=${{kf_p%/*}}; [ -n \"$kf_d\" ] || kf_d=/").unwrap();
-            writeln!(s, "[ -d \"$kf_d\" ] || kf_try {id} mkdir -p -- \"$kf_d\"").unwrap();
-            // A fresh name next to the target; noclobber refuses to follow anything already there.
-            writeln!(s, "kf_tmp=\"$kf_d/.kvmforge.$$.{id}\"; set -C").unwrap();
-            match std::str::from_utf8(content) {
-                Ok(text) if !text.contains('\0') => {
-                    writeln!(
-                        s,
-                        "{{ printf '%s' {} > \"$kf_tmp\"; }} 2>/dev/null",
-                        shell_quote(text)
-                    )
-                    .unwrap();
-                }
-                _ => {
-                    s.push_str("base64 -d > \"$kf_tmp\" 2>/dev/null <<'KF_EOF_'\n");
-                    let encoded = B64.encode(content);
-                    for chunk in encoded.as_bytes().chunks(76) {
-                        s.push_str(std::str::from_utf8(chunk).unwrap());
-                        s.push('\n');
-                    }
-                    s.push_str("KF_EOF_\n");
-                }
+        } = action
+        else {
+            unreachable!("render_writes takes file writes only")
+        };
+        let p = shell_quote(path);
+        let var = format!("kf_t_{id}");
+        writeln!(s, "{var}=; kf_stg=\"$kf_stg {var}\"").unwrap();
+        writeln!(s, "if [ -z \"$kf_ei\" ]; then").unwrap();
+        writeln!(s, "kf_p={p}; kf_d=${{kf_p%/*}}; [ -n \"$kf_d\" ] || kf_d=/").unwrap();
+        writeln!(s, "[ -d \"$kf_d\" ] || kf_stry {id} mkdir -p -- \"$kf_d\"").unwrap();
+        writeln!(s, "fi").unwrap();
+        writeln!(s, "if [ -z \"$kf_ei\" ]; then").unwrap();
+        // A fresh name next to the target; noclobber refuses to follow anything already there.
+        writeln!(s, "kf_tmp=\"$kf_d/.kvmforge.$$.{id}\"; set -C").unwrap();
+        match std::str::from_utf8(content) {
+            Ok(text) if !text.contains('\0') => {
+                writeln!(
+                    s,
+                    "kf_m=$({{ printf '%s' {} > \"$kf_tmp\"; }} 2>&1)",
+                    shell_quote(text)
+                )
+                .unwrap();
             }
+            _ => {
+                s.push_str("kf_m=$(base64 -d 2>&1 > \"$kf_tmp\" <<'KF_EOF_'\n");
+                let encoded = B64.encode(content);
+                for chunk in encoded.as_bytes().chunks(76) {
+                    s.push_str(std::str::from_utf8(chunk).unwrap());
+                    s.push('\n');
+                }
+                s.push_str("KF_EOF_\n)\n");
+            }
+        }
+        // The shell's own words for a failed write are "I/O error": writing as many bytes with
+        // `cat` again tells why (no space left, quota, read-only file system).
+        writeln!(
+            s,
+            "kf_rc=$?; set +C\n\
+             if [ $kf_rc -ne 0 ]; then\n\
+             case $kf_m in *'cannot create'*|*xist*) ;; *) kf_w=$(head -c {} /dev/zero 2>/dev/null | {{ cat > \"$kf_tmp\"; }} 2>&1); [ -z \"$kf_w\" ] || kf_m=$kf_w; rm -f -- \"$kf_tmp\" ;; esac\n\
+             kf_tmp=; kf_ei={id}; kf_em=\"cannot write a temporary file in $kf_d: ${{kf_m##*: }}\"\n\
+             else {var}=$kf_tmp; kf_tmp=; fi",
+            content.len().max(1)
+        )
+        .unwrap();
+        writeln!(s, "fi").unwrap();
+        writeln!(s, "if [ -z \"$kf_ei\" ]; then").unwrap();
+        // An existing file keeps its mode and owner unless they are given; a new one is 0644
+        // (umask 022) and owned by whoever runs the script.
+        let keep_mode = attrs.mode.is_none();
+        let keep_owner = attrs.owner.is_none() || attrs.group.is_none();
+        if keep_mode || keep_owner {
+            writeln!(s, "if [ -e \"$kf_p\" ]; then").unwrap();
+            if keep_mode {
+                writeln!(s, "kf_stry {id} chmod --reference=\"$kf_p\" \"${var}\"").unwrap();
+            }
+            if keep_owner {
+                writeln!(s, "kf_stry {id} chown --reference=\"$kf_p\" \"${var}\"").unwrap();
+            }
+            writeln!(s, "fi").unwrap();
+        }
+        if *backup {
             writeln!(
                 s,
-                "kf_rc=$?; set +C; [ $kf_rc -eq 0 ] || {{ [ -e \"$kf_tmp\" ] || kf_tmp=; kf_fail {id} 1 \"cannot write a temporary file in $kf_d\"; }}"
+                "if [ -e \"$kf_p\" ]; then kf_stry {id} cp -p -- \"$kf_p\" \"$kf_p.$(date +%Y%m%dT%H%M%S)~\"; fi"
             )
             .unwrap();
-            // An existing file keeps its mode and owner unless they are given; a new one is 0644
-            // (umask 022) and owned by whoever runs the script.
-            let keep_mode = attrs.mode.is_none();
-            let keep_owner = attrs.owner.is_none() || attrs.group.is_none();
-            if keep_mode || keep_owner {
-                writeln!(s, "if [ -e \"$kf_p\" ]; then").unwrap();
-                if keep_mode {
-                    writeln!(s, "kf_try {id} chmod --reference=\"$kf_p\" \"$kf_tmp\"").unwrap();
-                }
-                if keep_owner {
-                    writeln!(s, "kf_try {id} chown --reference=\"$kf_p\" \"$kf_tmp\"").unwrap();
-                }
-                writeln!(s, "fi").unwrap();
-            }
-            if *backup {
-                writeln!(
-                    s,
-                    "if [ -e \"$kf_p\" ]; then kf_try {id} cp -p -- \"$kf_p\" \"$kf_p.$(date +%Y%m%dT%H%M%S)~\"; fi"
-                )
-                .unwrap();
-            }
-            render_attrs(s, id, "$kf_tmp", attrs);
-            if let Some(check) = validate {
-                // `%s` is the staged file; the check runs in its own shell with the path as $1.
-                let check = check.replace("%s", "\"$1\"");
-                writeln!(
-                    s,
-                    "kf_m=$(sh -c {} kf \"$kf_tmp\" 2>&1) || kf_fail {id} 1 \"the new content of $kf_p failed its check ($kf_p is unchanged): $kf_m\"",
-                    shell_quote(&check)
-                )
-                .unwrap();
-            }
-            writeln!(s, "kf_try {id} mv -f -- \"$kf_tmp\" \"$kf_p\"; kf_tmp=").unwrap();
-            writeln!(s, "printf 'KF {id} ok\\n'").unwrap();
         }
+        render_attrs_with(s, "kf_stry", id, &format!("${var}"), attrs);
+        if let Some(check) = validate {
+            // `%s` is the staged file; the check runs in its own shell with the path as $1.
+            let check = check.replace("%s", "\"$1\"");
+            writeln!(
+                s,
+                "[ -n \"$kf_ei\" ] || kf_m=$(sh -c {} kf \"${var}\" 2>&1 9>&-) || {{ kf_ei={id}; kf_em=\"the new content of $kf_p failed its check ($kf_p is unchanged): $kf_m\"; }}",
+                shell_quote(&check)
+            )
+            .unwrap();
+        }
+        // A failed stage is not renamed: its temporary file goes now.
+        writeln!(
+            s,
+            "if [ \"$kf_ei\" = {id} ]; then rm -f -- \"${var}\"; {var}=; else kf_dirs=\"$kf_dirs {id}\"; fi"
+        )
+        .unwrap();
+        writeln!(s, "fi").unwrap();
+    }
+    // Durable contents, then renames, then durable directories.
+    let vars: Vec<String> = writes
+        .iter()
+        .map(|(id, _)| format!("${{kf_t_{id}:+\"$kf_t_{id}\"}}"))
+        .collect();
+    writeln!(
+        s,
+        "if [ -n \"$kf_dirs\" ]; then\n\
+         kf_m=$(sync -- {} 2>&1) || case $kf_m in *operand*|*sage*) sync ;; *) kf_ei=${{kf_dirs# }}; kf_ei=${{kf_ei%% *}}; kf_em=\"cannot write to disk: $kf_m\"; kf_dirs= ;; esac\n\
+         fi",
+        vars.join(" ")
+    )
+    .unwrap();
+    let mut dirs = Vec::new();
+    for (id, action) in writes {
+        let Action::WriteFile { path, .. } = action else {
+            continue;
+        };
+        let var = format!("kf_t_{id}");
+        writeln!(
+            s,
+            "case \"$kf_dirs \" in *' {id} '*) kf_try {id} mv -f -- \"${var}\" {}; {var}=; printf 'KF {id} ok\\n' ;; esac",
+            shell_quote(path)
+        )
+        .unwrap();
+        let dir = match path.rsplit_once('/') {
+            Some(("", _)) => "/".to_string(),
+            Some((d, _)) => d.to_string(),
+            None => ".".to_string(),
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let dirs: Vec<String> = dirs.iter().map(|d| shell_quote(d)).collect();
+    writeln!(
+        s,
+        "[ -z \"$kf_dirs\" ] || sync -- {} 2>/dev/null\n\
+         [ -z \"$kf_ei\" ] || kf_fail \"$kf_ei\" 1 \"$kf_em\"",
+        dirs.join(" ")
+    )
+    .unwrap();
+}
+
+fn render_action(s: &mut String, id: &str, action: &Action) {
+    match action {
+        Action::WriteFile { .. } => render_writes(s, &[(id.to_string(), action)]),
         Action::SetAttrs { path, attrs } => {
             writeln!(s, "kf_p={}", shell_quote(path)).unwrap();
             render_attrs(s, id, "$kf_p", attrs);
@@ -399,6 +624,9 @@ pub struct Report {
     pub facts: Option<Facts>,
     /// The script ran to its end.
     pub complete: bool,
+    /// Another run held the host lock for longer than the script would wait: who held it.
+    /// Nothing was changed.
+    pub lock_busy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -477,6 +705,7 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
         observations: Vec::with_capacity(script.probes.len()),
         facts: None,
         complete: false,
+        lock_busy: None,
     };
     let mut observations: Vec<Option<Observation>> = vec![None; script.probes.len()];
     let mut fact_lines = Vec::new();
@@ -488,6 +717,13 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
         let id = f.next().unwrap_or_default();
         if id == "end" {
             report.complete = true;
+            continue;
+        }
+        if id == "wait" {
+            continue; // shown by the transport while the script waited
+        }
+        if id == "lock" {
+            report.lock_busy = Some(decode_str(f.next())?);
             continue;
         }
         if id == "facts" {
@@ -819,6 +1055,197 @@ mod tests {
             "{:?}",
             r.actions
         );
+    }
+
+    /// Writes staged together: a failure in the middle of a batch leaves the writes before it
+    /// done (and durable: synced before the rename), itself and the rest not, and no temporary
+    /// file behind.
+    #[test]
+    fn a_failed_write_in_a_batch_keeps_the_ones_before_it_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        std::fs::write(p("b"), "old b\n").unwrap();
+        std::fs::write(p("c"), "old c\n").unwrap();
+        let s = Script {
+            actions: vec![
+                Action::write(&p("a"), "new a\n", Attrs::default(), false),
+                Action::write(&p("b"), "new b\n", Attrs::default(), false)
+                    .validated("grep -q never %s"),
+                Action::write(&p("c"), "new c\n", Attrs::default(), false),
+            ],
+            ..Default::default()
+        };
+        let text = s.render();
+        assert_eq!(text.matches("sync -- ").count(), 2, "{text}");
+        let r = run(&s);
+        assert_eq!(r.actions[0], ActionOutcome::Done);
+        assert!(
+            matches!(&r.actions[1], ActionOutcome::Failed(m) if m.contains("failed its check")),
+            "{:?}",
+            r.actions
+        );
+        assert_eq!(r.actions[2], ActionOutcome::NotRun);
+        assert_eq!(std::fs::read_to_string(p("a")).unwrap(), "new a\n");
+        assert_eq!(std::fs::read_to_string(p("b")).unwrap(), "old b\n");
+        assert_eq!(std::fs::read_to_string(p("c")).unwrap(), "old c\n");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
+    /// A directory that refuses new files: the write fails with the system's reason, the old
+    /// file stays, nothing is left behind.
+    #[test]
+    fn a_write_into_an_unwritable_directory_fails_with_the_reason() {
+        if nix::unistd::geteuid().is_root() {
+            // root writes anywhere; the lab test mounts a read-only file system instead
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f").to_str().unwrap().to_string();
+        std::fs::write(&f, "old\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+        let r = run(&Script {
+            actions: vec![Action::write(&f, "new\n", Attrs::default(), false)],
+            ..Default::default()
+        });
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            matches!(&r.actions[0], ActionOutcome::Failed(m) if m.contains("Permission denied")),
+            "{:?}",
+            r.actions
+        );
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "old\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A second changing script waits for the first one's lock, saying who holds it, and gives
+    /// up after its wait without changing anything. Observing scripts take no lock.
+    #[test]
+    fn changing_scripts_take_the_host_lock_and_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = |wait, who: &str| HostLock {
+            path: dir.path().join("kf.lock").to_str().unwrap().into(),
+            wait,
+            holder: who.into(),
+        };
+        let target = dir.path().join("t").to_str().unwrap().to_string();
+        let first = Script {
+            actions: vec![Action::run("sleep 2")],
+            ..Default::default()
+        };
+        let second = Script {
+            actions: vec![Action::write(&target, "x\n", Attrs::default(), false)],
+            ..Default::default()
+        };
+        let observe = Script {
+            probes: vec![Probe::File(target.clone())],
+            ..Default::default()
+        };
+        assert!(!observe.render_with(Some(&lock(1, "a"))).contains("kf_lock"));
+        let spawn = |text: String| {
+            let mut c = Command::new("sh")
+                .arg("-s")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            c
+        };
+        let holder = spawn(first.render_with(Some(&lock(5, "pid 1 on ctl, since then"))));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // Gives up after one second.
+        let started = std::time::Instant::now();
+        let out = spawn(second.render_with(Some(&lock(1, "pid 2")))).wait_with_output();
+        let r = parse(&second, &out.unwrap().stdout).unwrap();
+        assert_eq!(r.lock_busy.as_deref(), Some("pid 1 on ctl, since then"));
+        assert_eq!(r.actions[0], ActionOutcome::NotRun);
+        assert!(!std::path::Path::new(&target).exists());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Waits long enough: runs after the first one.
+        let out = spawn(second.render_with(Some(&lock(10, "pid 2")))).wait_with_output();
+        let stdout = out.unwrap().stdout;
+        assert!(String::from_utf8_lossy(&stdout).contains("KF wait ="));
+        let r = parse(&second, &stdout).unwrap();
+        assert_eq!(r.actions[0], ActionOutcome::Done);
+        assert!(r.lock_busy.is_none());
+        assert!(holder.wait_with_output().unwrap().status.success());
+        // Free again: no waiting.
+        let out = spawn(second.render_with(Some(&lock(0, "pid 3")))).wait_with_output();
+        let stdout = out.unwrap().stdout;
+        assert!(!String::from_utf8_lossy(&stdout).contains("KF wait"));
+        assert_eq!(
+            parse(&second, &stdout).unwrap().actions[0],
+            ActionOutcome::Done
+        );
+    }
+
+    /// Where there is no flock: a directory made with mkdir, removed at the end, taken over
+    /// when the process that made it is gone.
+    #[test]
+    fn without_flock_the_lock_is_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = |wait, who: &str| HostLock {
+            path: dir.path().join("kf.lock").to_str().unwrap().into(),
+            wait,
+            holder: who.into(),
+        };
+        let lockdir = dir.path().join("kf.lock.d");
+        let script = |cmd: &str| Script {
+            actions: vec![Action::run(cmd)],
+            ..Default::default()
+        };
+        let no_flock = |s: &Script, l: &HostLock| {
+            s.render_with(Some(l))
+                .replace("command -v flock", "command -v kf-no-flock")
+        };
+        let spawn = |text: String| {
+            let mut c = Command::new("sh")
+                .arg("-s")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            c
+        };
+        let slow = script("sleep 2");
+        let holder = spawn(no_flock(&slow, &lock(5, "pid 1 on ctl")));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(lockdir.is_dir());
+        let quick = script("true");
+        let out = spawn(no_flock(&quick, &lock(0, "pid 2"))).wait_with_output();
+        let r = parse(&quick, &out.unwrap().stdout).unwrap();
+        assert_eq!(r.lock_busy.as_deref(), Some("pid 1 on ctl"));
+        let out = spawn(no_flock(&quick, &lock(10, "pid 2"))).wait_with_output();
+        let stdout = out.unwrap().stdout;
+        assert!(String::from_utf8_lossy(&stdout).contains("KF wait ="));
+        assert_eq!(
+            parse(&quick, &stdout).unwrap().actions[0],
+            ActionOutcome::Ran(CommandOutput::ok(""))
+        );
+        assert!(holder.wait_with_output().unwrap().status.success());
+        assert!(!lockdir.exists(), "removed when the script ends");
+        // Left behind by a process that is gone: taken over at once.
+        std::fs::create_dir(&lockdir).unwrap();
+        std::fs::write(lockdir.join("owner"), "999999999 pid 9 on gone").unwrap();
+        let out = spawn(no_flock(&quick, &lock(0, "pid 3"))).wait_with_output();
+        let r = parse(&quick, &out.unwrap().stdout).unwrap();
+        assert!(r.lock_busy.is_none());
+        assert_eq!(r.actions[0], ActionOutcome::Ran(CommandOutput::ok("")));
+        assert!(!lockdir.exists());
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(951_782_400 + 3661), "2000-02-29 01:01:01 UTC");
+        assert_eq!(utc_text(1_798_761_599), "2026-12-31 23:59:59 UTC");
     }
 
     #[test]

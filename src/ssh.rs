@@ -6,14 +6,15 @@
 //! channel's stdin; nothing is copied with scp/sftp.
 
 use crate::connection::{
-    become_failure, Become, ConnectOptions, Connection, ConnectionError, ScriptOutput,
+    announce_waits, become_failure, Become, ConnectOptions, Connection, ConnectionError,
+    ScriptOutput,
 };
 use crate::inventory::ConnectionSpec;
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One runtime drives every connection's I/O; worker threads call into it with `block_on`.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -35,6 +36,7 @@ pub struct SshConnection {
     root: bool,
     timeout: Option<Duration>,
     invocations: u32,
+    lock: Option<crate::remote::HostLock>,
 }
 
 /// Why a connection failed, in words a sysadmin can act on.
@@ -152,6 +154,7 @@ impl SshConnection {
             root,
             timeout: opts.command_timeout.map(Duration::from_secs),
             invocations: 0,
+            lock: opts.lock.clone(),
         })
     }
 }
@@ -264,15 +267,39 @@ impl Connection for SshConnection {
                     .stderr(Stdio::piped());
                 let mut child = cmd.spawn().await?;
                 let mut stdin = child.stdin().take().expect("piped stdin");
+                let mut stdout = child.stdout().take().expect("piped stdout");
+                let mut stderr = child.stderr().take().expect("piped stderr");
                 let writer = async move {
                     let r = stdin.write_all(&input).await;
                     drop(stdin);
                     r
                 };
-                let (w, out) = tokio::join!(writer, child.wait_with_output());
-                let out = out?;
+                // stdout is read as it comes, to show at once that the script waits for
+                // another run's lock.
+                let reader = async {
+                    let (mut buf, mut seen, mut chunk) = (Vec::new(), 0, vec![0u8; 65536]);
+                    loop {
+                        let n = stdout.read(&mut chunk).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        announce_waits(&name, &buf, &mut seen);
+                    }
+                    Ok::<_, std::io::Error>(buf)
+                };
+                let errors = async {
+                    let mut e = Vec::new();
+                    stderr.read_to_end(&mut e).await.map(|_| e)
+                };
+                let (w, out, err) = tokio::join!(writer, reader, errors);
                 let _ = w;
-                Ok::<_, openssh::Error>(out)
+                let status = child.wait().await?;
+                Ok::<_, openssh::Error>(std::process::Output {
+                    status,
+                    stdout: out.map_err(openssh::Error::ChildIo)?,
+                    stderr: err.map_err(openssh::Error::ChildIo)?,
+                })
             };
             match timeout {
                 Some(t) => tokio::time::timeout(t, work).await.map_err(|_| ()),
@@ -312,6 +339,10 @@ impl Connection for SshConnection {
 
     fn invocations(&self) -> u32 {
         self.invocations
+    }
+
+    fn host_lock(&self) -> Option<&crate::remote::HostLock> {
+        self.lock.as_ref()
     }
 }
 

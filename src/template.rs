@@ -616,6 +616,26 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn no_helper_reads_controller_files() {
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "controller-secret\n").unwrap();
+        let p = secret.path().display().to_string();
+        let vars = json!({"p": p});
+        for t in [
+            format!("{{{{> {p}}}}}"),
+            format!("{{{{> \"{p}\"}}}}"),
+            "{{> (lookup this \"p\")}}".to_string(),
+            format!("{{{{#> {p}}}}}x{{{{/{p}}}}}"),
+            "{{log p}}".to_string(),
+            format!("{{{{lookup \"{p}\" 0}}}}"),
+        ] {
+            if let Ok(out) = render(&t, &vars) {
+                assert!(!out.contains("controller-secret"), "{t}: {out}");
+            }
+        }
+    }
+
+    #[test]
     fn strict_mode_names_missing_variable() {
         let e = render("x={{ nope.deep }}", &json!({})).unwrap_err();
         assert_eq!(e, TemplateError::Undefined("nope.deep".into()));

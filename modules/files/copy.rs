@@ -72,6 +72,23 @@ pub fn find_src(playbook_dir: &Path, src: &str, subdir: &str) -> Option<PathBuf>
         .find(|p| p.is_file())
 }
 
+/// A note for `-v` when a relative `src` reaches outside the playbook's folder (`../../x`): it
+/// works, but whoever reads the run should see which controller file it read.
+pub fn outside_playbook(ctx: &PlanContext, src: &str, path: &Path) -> Option<String> {
+    if Path::new(src).is_absolute() {
+        return None;
+    }
+    let dir = ctx.playbook_dir.canonicalize().ok()?;
+    let file = path.canonicalize().ok()?;
+    (!file.starts_with(&dir)).then(|| {
+        format!(
+            "src {src} is {}, outside the playbook's folder {}",
+            file.display(),
+            dir.display()
+        )
+    })
+}
+
 /// Resolve a controller-side source path (see [`find_src`]); an error on `src` when there is
 /// no such file.
 pub fn resolve_src(ctx: &PlanContext, src: &str, subdir: &str) -> Result<PathBuf, ArgError> {
@@ -115,6 +132,8 @@ pub struct Request {
     backup: bool,
     force: bool,
     validate: Option<String>,
+    /// Shown with `-v`: `src` was read from outside the playbook's folder.
+    note: Option<String>,
 }
 
 impl Module for Copy {
@@ -126,6 +145,7 @@ impl Module for Copy {
 
     fn request(&self, args: Args, ctx: &PlanContext) -> Result<Request, ModuleError> {
         let p: Params = args.parse()?;
+        let mut note = None;
         let (content, src_name) = match (p.content, p.src) {
             (Some(_), Some(_)) => {
                 return Err(ArgError::conflict(
@@ -146,6 +166,7 @@ impl Module for Copy {
             (Some(c), None) => (c.into_bytes(), None),
             (None, Some(src)) => {
                 let path = resolve_src(ctx, &src, "files")?;
+                note = outside_playbook(ctx, &src, &path);
                 let bytes = std::fs::read(&path).map_err(|e| {
                     ArgError::invalid("src", format!("cannot read {}: {e}", path.display()))
                 })?;
@@ -181,6 +202,7 @@ impl Module for Copy {
             backup: p.backup,
             validate: edit::validate_command(p.validate)?,
             force: p.force,
+            note,
         })
     }
 
@@ -205,6 +227,9 @@ impl Module for Copy {
         } else {
             edit::ensure_content(&mut plan, dest, state, &r.content, &r.attrs, r.backup)?;
             edit::validate_writes(&mut plan, r.validate.as_deref());
+        }
+        if plan.msg.is_none() {
+            plan.msg = r.note.clone();
         }
         Ok(plan.with_data("dest", dest))
     }

@@ -1,6 +1,6 @@
 //! `template`: a file rendered on the controller from a Handlebars template.
 
-use super::copy::{find_src, resolve_src};
+use super::copy::{find_src, outside_playbook, resolve_src};
 use super::edit;
 use crate::module::{
     ArgError, Attrs, Module, ModuleError, ModuleSpec, Observed, Plan, PlanContext, Probe,
@@ -72,6 +72,8 @@ pub struct Request {
     attrs: Attrs,
     backup: bool,
     validate: Option<String>,
+    /// Shown with `-v`: the template was read from outside the playbook's folder.
+    note: Option<String>,
 }
 
 /// The rendered template, or the variable it waits for (see [`Module::waits_for`]).
@@ -107,6 +109,8 @@ impl Module for Template {
 
     fn request(&self, args: Args, ctx: &PlanContext) -> Result<Request, ModuleError> {
         let p: Params = args.parse()?;
+        let note = find_src(&ctx.playbook_dir, &p.src, "templates")
+            .and_then(|path| outside_playbook(ctx, &p.src, &path));
         let content = match render(&p.src, ctx) {
             Ok(bytes) => Content::Rendered(bytes),
             Err(ModuleError::Template { error, .. })
@@ -128,6 +132,7 @@ impl Module for Template {
             },
             backup: p.backup,
             validate: edit::validate_command(p.validate)?,
+            note,
         })
     }
 
@@ -154,6 +159,9 @@ impl Module for Template {
         let mut plan = Plan::ok();
         edit::ensure_content(&mut plan, dest, state, content, &r.attrs, r.backup)?;
         edit::validate_writes(&mut plan, r.validate.as_deref());
+        if plan.msg.is_none() {
+            plan.msg = r.note.clone();
+        }
         Ok(plan.with_data("dest", dest))
     }
 

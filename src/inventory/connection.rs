@@ -127,9 +127,7 @@ impl Vars<'_> {
             None => Ok(None),
             Some((name, s)) => crate::params::parse_bool(&Value::String(s.clone()))
                 .map(Some)
-                .ok_or_else(|| {
-                    self.err(name, format!("`{s}` is not a boolean (yes/no, true/false)"))
-                }),
+                .ok_or_else(|| self.err(name, crate::params::not_a_bool(&Value::String(s)))),
         }
     }
 }
@@ -149,7 +147,13 @@ impl Host {
             Some((name, other)) => {
                 return Err(v.err(
                     name,
-                    format!("connection `{other}` is not supported: kvmforge connects with `ssh` (OpenSSH) or `local`"),
+                    format!(
+                        "connection `{other}` is not supported: kvmforge connects with `ssh` (OpenSSH) or `local`{}",
+                        crate::params::did_you_mean_suffix(&crate::params::did_you_mean(
+                            &other,
+                            ["ssh", "smart", "local"]
+                        ))
+                    ),
                 ))
             }
         };
@@ -188,7 +192,11 @@ impl Host {
                 return Err(v.err(
                     name,
                     format!(
-                        "become method `{m}` is not supported: kvmforge becomes root with sudo"
+                        "become method `{m}` is not supported: kvmforge becomes root with sudo{}",
+                        crate::params::did_you_mean_suffix(&crate::params::did_you_mean(
+                            &m,
+                            ["sudo"]
+                        ))
                     ),
                 ));
             }
@@ -211,7 +219,7 @@ impl Host {
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p > 0)
-                .ok_or_else(|| v.err(name, format!("`{p}` is not a port number")))
+                .ok_or_else(|| v.err(name, format!("`{p}` is not a port number (1-65535)")))
         };
         let port = match v.text(&["port", "ansible_port", "ansible_ssh_port"])? {
             None => None,
@@ -309,8 +317,10 @@ fn apply_option(spec: &mut ConnectionSpec, key: &str, value: &str) -> Result<(),
             if spec.port.is_none() {
                 spec.port = Some(
                     unquoted
-                        .parse()
-                        .map_err(|_| format!("Port `{value}` is not a port number"))?,
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| format!("Port `{value}` is not a port number (1-65535)"))?,
                 );
             }
         }
@@ -545,6 +555,25 @@ mod tests {
                 json!({"host_key_checking": "stirct"}),
                 "did you mean `strict`",
             ),
+            (json!({"connection": "sshh"}), "(did you mean `ssh`?)"),
+            (
+                json!({"ansible_connection": "lcoal"}),
+                "(did you mean `local`?)",
+            ),
+            (
+                json!({"ansible_become_method": "sduo"}),
+                "(did you mean `sudo`?)",
+            ),
+            (json!({"ansible_become": "yse"}), "did you mean `yes`?"),
+            (
+                json!({"ansible_host_key_checking": "Flase"}),
+                "did you mean `false`?",
+            ),
+            (
+                json!({"ansible_port": 70000}),
+                "`70000` is not a port number (1-65535)",
+            ),
+            (json!({"port": "0"}), "`0` is not a port number"),
         ] {
             let e = host(vars.clone()).connection().unwrap_err().to_string();
             assert!(e.contains("host `h`") && e.contains(want), "{vars}: {e}");
