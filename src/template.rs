@@ -49,6 +49,7 @@ fn registry() -> &'static Handlebars<'static> {
         h.register_helper("default", Box::new(default_helper));
         h.register_helper("join", Box::new(join_helper));
         h.register_helper("hostvars_of", Box::new(hostvars_of_helper));
+        h.register_helper("ipaddr", Box::new(ipaddr_helper));
         h.register_helper(
             "upper",
             Box::new(
@@ -227,6 +228,80 @@ fn hostvars_of_helper(
         });
     }
     out.write(&values.join(&sep))?;
+    Ok(())
+}
+
+/// `{{ipaddr "172.22.0.11/24" "address"}}` (172.22.0.11), `"prefix"` (24), `"network"`
+/// (172.22.0.0/24), `"netmask"` (255.255.255.0), or a number N: the Nth address of the network
+/// (`{{ipaddr "192.168.200.0/24" 1}}` is 192.168.200.1), like Ansible's `ipaddr` and `nthhost`
+/// filters. An address without a prefix is a single host (/32, /128).
+fn ipaddr_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    defined(h, 0)?;
+    let query = defined(h, 1)?.clone();
+    let text = param_str(h, 0);
+    let value = text.trim();
+    let err = |why: String| RenderErrorReason::Other(format!("ipaddr {value:?}: {why}"));
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| err("not an IP address".into()))?;
+    let width: u32 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u32 = match prefix {
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|p| *p <= width)
+            .ok_or_else(|| err(format!("prefix {p:?} is not 0 to {width}")))?,
+        None => width,
+    };
+    let bits: u128 = match addr {
+        std::net::IpAddr::V4(a) => u32::from(a).into(),
+        std::net::IpAddr::V6(a) => a.into(),
+    };
+    let host_mask: u128 = if prefix == width {
+        0
+    } else {
+        (1u128 << (width - prefix)) - 1
+    };
+    let net = bits & !host_mask;
+    let show = |b: u128| -> String {
+        if width == 32 {
+            std::net::Ipv4Addr::from(b as u32).to_string()
+        } else {
+            std::net::Ipv6Addr::from(b).to_string()
+        }
+    };
+    let nth = match &query {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    let result = match (nth, query.as_str()) {
+        (Some(n), _) => {
+            if u128::from(n) > host_mask {
+                return Err(err(format!("the network has no address number {n}")).into());
+            }
+            show(net + u128::from(n))
+        }
+        (None, Some("address")) => addr.to_string(),
+        (None, Some("prefix")) => prefix.to_string(),
+        (None, Some("network")) => format!("{}/{prefix}", show(net)),
+        (None, Some("netmask")) if width == 32 => show(u128::from(u32::MAX) & !host_mask),
+        _ => {
+            return Err(err(format!(
+                "unknown query {query}: address, prefix, network, netmask or a number"
+            ))
+            .into())
+        }
+    };
+    out.write(&result)?;
     Ok(())
 }
 
@@ -544,6 +619,40 @@ mod tests {
             .to_string();
         assert!(e.contains("no group `nope`"), "{e}");
         assert_eq!(render("{{hostvars.k2.ip}}", &vars).unwrap(), "10.0.0.2");
+    }
+
+    #[test]
+    fn ipaddr_splits_and_counts_addresses() {
+        let vars = json!({"a": "172.22.0.11/24", "net": "192.168.200.0/24", "v6": "fd00::5/64"});
+        let r = |t: &str| render(t, &vars);
+        assert_eq!(r("{{ipaddr a 'address'}}").unwrap(), "172.22.0.11");
+        assert_eq!(r("{{ipaddr a 'prefix'}}").unwrap(), "24");
+        assert_eq!(r("{{ipaddr a 'network'}}").unwrap(), "172.22.0.0/24");
+        assert_eq!(r("{{ipaddr a 'netmask'}}").unwrap(), "255.255.255.0");
+        assert_eq!(r("{{ipaddr net 1}}").unwrap(), "192.168.200.1");
+        assert_eq!(r("{{ipaddr net '254'}}").unwrap(), "192.168.200.254");
+        assert_eq!(r("{{ipaddr v6 1}}").unwrap(), "fd00::1");
+        assert_eq!(r("{{ipaddr '10.0.0.1' 'prefix'}}").unwrap(), "32");
+        assert!(r("{{ipaddr net 256}}")
+            .unwrap_err()
+            .to_string()
+            .contains("no address number 256"));
+        assert!(r("{{ipaddr 'nope/24' 1}}")
+            .unwrap_err()
+            .to_string()
+            .contains("not an IP address"));
+        assert!(r("{{ipaddr '10.0.0.0/33' 1}}")
+            .unwrap_err()
+            .to_string()
+            .contains("prefix"));
+        assert!(r("{{ipaddr a 'broadcast'}}")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown query"));
+        assert_eq!(
+            r("{{ipaddr nope 'address'}}").unwrap_err(),
+            TemplateError::Undefined("nope".into())
+        );
     }
 
     #[test]
