@@ -330,12 +330,24 @@ fn first_undefined(template: &str, vars: &Value) -> Option<String> {
         }
         let expr = expr.trim_start_matches(['#', '^']);
         let mut after_open = true; // the first word, and the first after `(`, name a helper
+                                   // `default`'s first argument may be undefined: that is what the helper is for.
+        let mut may_be_undefined = false;
         for tok in tokens(expr) {
             match tok.as_str() {
-                "(" => after_open = true,
+                "(" => {
+                    after_open = true;
+                    may_be_undefined = false;
+                }
                 ")" => {}
                 t => {
                     let helper = std::mem::replace(&mut after_open, false);
+                    if helper {
+                        may_be_undefined = t == "default";
+                        continue;
+                    }
+                    if std::mem::replace(&mut may_be_undefined, false) {
+                        continue;
+                    }
                     let value = t.split_once('=').map_or(t, |(_, v)| v);
                     let literal = value.starts_with(['"', '\'', '@'])
                         || value.parse::<f64>().is_ok()
@@ -619,6 +631,25 @@ mod tests {
             .to_string();
         assert!(e.contains("no group `nope`"), "{e}");
         assert_eq!(render("{{hostvars.k2.ip}}", &vars).unwrap(), "10.0.0.2");
+    }
+
+    #[test]
+    fn the_undefined_variable_named_is_not_the_one_default_guards() {
+        // A helper failing on an undefined variable is reported by name; `default`'s first
+        // argument is allowed to be undefined, also in a subexpression.
+        let vars = json!({"r": {}});
+        assert_eq!(
+            condition(
+                &json!("and (eq (default mode 'auto') 'auto') (eq r.status.x 'a')"),
+                &vars
+            )
+            .unwrap_err(),
+            TemplateError::Undefined("r.status.x".into())
+        );
+        assert_eq!(
+            first_undefined("{{eq (default mode other) 'a'}}", &vars),
+            Some("other".into())
+        );
     }
 
     #[test]
