@@ -51,7 +51,7 @@ fn registry() -> &'static Handlebars<'static> {
         h.register_helper("hostvars_of", Box::new(hostvars_of_helper));
         h.register_helper("get", Box::new(GetHelper));
         h.register_helper("index_of", Box::new(IndexOfHelper));
-        h.register_helper("ipaddr", Box::new(IpaddrHelper));
+        h.register_helper("ipaddr", Box::new(ipaddr_helper));
         h.register_helper(
             "upper",
             Box::new(
@@ -305,53 +305,78 @@ impl HelperDef for IndexOfHelper {
     }
 }
 
-/// `{{ipaddr "192.168.121.105/24" "address"}}` is `192.168.121.105`, `"prefix"` gives `24`:
-/// the parts of an address written in CIDR form (IPv4 or IPv6), as Ansible's `ipaddr` filter.
-struct IpaddrHelper;
-
-impl HelperDef for IpaddrHelper {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        defined(h, 0)?;
-        let text = param_str(h, 0);
-        let part = param_str(h, 1);
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text.as_str(), None),
-        };
-        let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| {
-            RenderErrorReason::Other(format!("ipaddr: `{text}` is not an IP address"))
-        })?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix: u32 = match prefix {
-            None => max,
-            Some(p) => match p.trim().parse() {
-                Ok(n) if n <= max => n,
-                _ => {
-                    return Err(RenderErrorReason::Other(format!(
-                        "ipaddr: `{text}` has no valid prefix length"
-                    ))
-                    .into())
-                }
-            },
-        };
-        let v = match part.as_str() {
-            "address" => Value::from(ip.to_string()),
-            "prefix" => Value::from(prefix),
-            other => {
-                return Err(RenderErrorReason::Other(format!(
-                    "ipaddr: unknown part `{other}` (address or prefix)"
-                ))
-                .into())
+/// `{{ipaddr "172.22.0.11/24" "address"}}` (172.22.0.11), `"prefix"` (24), `"network"`
+/// (172.22.0.0/24), `"netmask"` (255.255.255.0), or a number N: the Nth address of the network
+/// (`{{ipaddr "192.168.200.0/24" 1}}` is 192.168.200.1), like Ansible's `ipaddr` and `nthhost`
+/// filters. An address without a prefix is a single host (/32, /128).
+fn ipaddr_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    defined(h, 0)?;
+    let query = defined(h, 1)?.clone();
+    let text = param_str(h, 0);
+    let value = text.trim();
+    let err = |why: String| RenderErrorReason::Other(format!("ipaddr {value:?}: {why}"));
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| err("not an IP address".into()))?;
+    let width: u32 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u32 = match prefix {
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|p| *p <= width)
+            .ok_or_else(|| err(format!("prefix {p:?} is not 0 to {width}")))?,
+        None => width,
+    };
+    let bits: u128 = match addr {
+        std::net::IpAddr::V4(a) => u32::from(a).into(),
+        std::net::IpAddr::V6(a) => a.into(),
+    };
+    let host_mask: u128 = if prefix == width {
+        0
+    } else {
+        (1u128 << (width - prefix)) - 1
+    };
+    let net = bits & !host_mask;
+    let show = |b: u128| -> String {
+        if width == 32 {
+            std::net::Ipv4Addr::from(b as u32).to_string()
+        } else {
+            std::net::Ipv6Addr::from(b).to_string()
+        }
+    };
+    let nth = match &query {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    let result = match (nth, query.as_str()) {
+        (Some(n), _) => {
+            if u128::from(n) > host_mask {
+                return Err(err(format!("the network has no address number {n}")).into());
             }
-        };
-        Ok(ScopedJson::Derived(v))
-    }
+            show(net + u128::from(n))
+        }
+        (None, Some("address")) => addr.to_string(),
+        (None, Some("prefix")) => prefix.to_string(),
+        (None, Some("network")) => format!("{}/{prefix}", show(net)),
+        (None, Some("netmask")) if width == 32 => show(u128::from(u32::MAX) & !host_mask),
+        _ => {
+            return Err(err(format!(
+                "unknown query {query}: address, prefix, network, netmask or a number"
+            ))
+            .into())
+        }
+    };
+    out.write(&result)?;
+    Ok(())
 }
 
 fn convert(e: RenderError, template: &str, vars: &Value) -> TemplateError {
@@ -379,11 +404,14 @@ fn first_undefined(template: &str, vars: &Value) -> Option<String> {
         }
         let expr = expr.trim_start_matches(['#', '^']);
         let mut after_open = true; // the first word, and the first after `(`, name a helper
-                                   // The value `default` is given may be undefined: that is what it is for.
+                                   // `default`'s first argument may be undefined: that is what the helper is for.
         let mut may_be_undefined = false;
         for tok in tokens(expr) {
             match tok.as_str() {
-                "(" => after_open = true,
+                "(" => {
+                    after_open = true;
+                    may_be_undefined = false;
+                }
                 ")" => {}
                 t => {
                     let helper = std::mem::replace(&mut after_open, false);
@@ -767,19 +795,54 @@ mod tests {
     }
 
     #[test]
-    fn ipaddr_takes_an_address_apart() {
-        let vars = json!({"a": "192.168.121.105/24", "b": "fd00::5/64", "c": "10.0.0.1"});
+    fn the_undefined_variable_named_is_not_the_one_default_guards() {
+        // A helper failing on an undefined variable is reported by name; `default`'s first
+        // argument is allowed to be undefined, also in a subexpression.
+        let vars = json!({"r": {}});
         assert_eq!(
-            render("{{ipaddr a 'address'}}", &vars).unwrap(),
-            "192.168.121.105"
+            condition(
+                &json!("and (eq (default mode 'auto') 'auto') (eq r.status.x 'a')"),
+                &vars
+            )
+            .unwrap_err(),
+            TemplateError::Undefined("r.status.x".into())
         );
-        assert_eq!(render("{{ipaddr a 'prefix'}}", &vars).unwrap(), "24");
-        assert_eq!(render("{{ipaddr b 'address'}}", &vars).unwrap(), "fd00::5");
-        assert_eq!(render("{{ipaddr c 'prefix'}}", &vars).unwrap(), "32");
-        assert!(render("{{ipaddr 'x/24' 'address'}}", &vars).is_err());
-        assert!(render("{{ipaddr a 'mask'}}", &vars).is_err());
         assert_eq!(
-            render("{{ipaddr nope 'address'}}", &vars).unwrap_err(),
+            first_undefined("{{eq (default mode other) 'a'}}", &vars),
+            Some("other".into())
+        );
+    }
+
+    #[test]
+    fn ipaddr_splits_and_counts_addresses() {
+        let vars = json!({"a": "172.22.0.11/24", "net": "192.168.200.0/24", "v6": "fd00::5/64"});
+        let r = |t: &str| render(t, &vars);
+        assert_eq!(r("{{ipaddr a 'address'}}").unwrap(), "172.22.0.11");
+        assert_eq!(r("{{ipaddr a 'prefix'}}").unwrap(), "24");
+        assert_eq!(r("{{ipaddr a 'network'}}").unwrap(), "172.22.0.0/24");
+        assert_eq!(r("{{ipaddr a 'netmask'}}").unwrap(), "255.255.255.0");
+        assert_eq!(r("{{ipaddr net 1}}").unwrap(), "192.168.200.1");
+        assert_eq!(r("{{ipaddr net '254'}}").unwrap(), "192.168.200.254");
+        assert_eq!(r("{{ipaddr v6 1}}").unwrap(), "fd00::1");
+        assert_eq!(r("{{ipaddr '10.0.0.1' 'prefix'}}").unwrap(), "32");
+        assert!(r("{{ipaddr net 256}}")
+            .unwrap_err()
+            .to_string()
+            .contains("no address number 256"));
+        assert!(r("{{ipaddr 'nope/24' 1}}")
+            .unwrap_err()
+            .to_string()
+            .contains("not an IP address"));
+        assert!(r("{{ipaddr '10.0.0.0/33' 1}}")
+            .unwrap_err()
+            .to_string()
+            .contains("prefix"));
+        assert!(r("{{ipaddr a 'broadcast'}}")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown query"));
+        assert_eq!(
+            r("{{ipaddr nope 'address'}}").unwrap_err(),
             TemplateError::Undefined("nope".into())
         );
     }

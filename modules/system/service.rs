@@ -39,7 +39,9 @@ stays idempotent; without it a stale unit is reported in the message. New unit f
 without a reload.\n\n\
 A unit that does not exist fails the task unless the requested state is compatible with its \
 absence (stopped, not enabled, masked or not masked). Results: `status` holds the observed \
-properties.",
+properties. With only `name`, nothing is changed and the unit is only observed, as with \
+Ansible's systemd module: `register` it to decide later tasks from `status.ActiveState` \
+(`active`, `inactive`, ...) or `status.LoadState` (`not-found` when there is no such unit).",
     params: &[
         ParamSpec::required("name", ParamKind::Str, "Unit name (`.service` is implied)")
             .aliases(&["service", "unit"]),
@@ -146,16 +148,6 @@ impl Module for Service {
                 )
                 .into());
             }
-        }
-        if req.state.is_none()
-            && req.enabled.is_none()
-            && req.masked.is_none()
-            && !req.daemon_reload
-        {
-            return Err(ArgError::nothing_to_do(
-                "nothing to do: give state, enabled, masked or daemon_reload",
-            )
-            .into());
         }
         Ok(req)
     }
@@ -388,6 +380,25 @@ mod tests {
         );
         assert_eq!(p.changes.len(), 2);
         assert_eq!(p.data["status"]["ActiveState"], json!("inactive"));
+    }
+
+    #[test]
+    fn name_only_observes_and_registers_the_status() {
+        let p = plan(
+            json!({"name": "NetworkManager"}),
+            &show("loaded", "active", "enabled"),
+        )
+        .unwrap();
+        assert!(!p.changed());
+        assert!(p.actions.is_empty());
+        assert_eq!(p.data["status"]["ActiveState"], json!("active"));
+        let p = plan(
+            json!({"name": "NetworkManager"}),
+            &show("not-found", "inactive", ""),
+        )
+        .unwrap();
+        assert!(!p.changed());
+        assert_eq!(p.data["status"]["LoadState"], json!("not-found"));
     }
 
     #[test]
@@ -625,7 +636,6 @@ mod tests {
                 conflict("enabled"),
                 "masked",
             ),
-            (json!({"name": "x"}), ArgErrorKind::NothingToDo, ""),
             (
                 json!({"name": "", "state": "started"}),
                 ArgErrorKind::Invalid,

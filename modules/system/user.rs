@@ -30,7 +30,8 @@ removes all), the user's primary group being ignored on both sides. A wanted gro
 exist fails the task, naming it: groups are never created implicitly (they usually come with the \
 package that needs them, so install it first). `state: absent` runs `userdel` when the user \
 exists; the home directory is kept unless `remove: true` (`userdel -r`). Results: `exists`, \
-`uid`, `home`, `shell`, `groups` (as observed).",
+`uid`, `home`, `shell`, `groups` (as observed; for a user the task creates, `uid` and `home` \
+are read back once it exists, so later tasks can use them; in check mode they are unset).",
     params: &[
         ParamSpec::required("name", ParamKind::Str, "Login name").aliases(&["user"]),
         ParamSpec::with_default(
@@ -252,6 +253,9 @@ impl Module for User {
             }
             cmd += &format!(" {q}");
             plan.change(Change::new(summary), [Action::run(cmd)]);
+            // What useradd chose, registered for later tasks (`{{ account.home }}/.profile`).
+            plan.data_from("uid", format!("id -u {q}"));
+            plan.data_from("home", format!("getent passwd {q} | cut -d: -f6"));
             return Ok(plan);
         };
 
@@ -369,18 +373,27 @@ mod tests {
             &out,
         )
         .unwrap();
-        assert_eq!(runs(&p), vec!["useradd -m -s /bin/bash -G libvirt,kvm ops"]);
+        assert_eq!(runs(&p)[0], "useradd -m -s /bin/bash -G libvirt,kvm ops");
         assert_eq!(
             p.changes[0].summary,
             "create user ops in groups libvirt, kvm"
         );
         assert_eq!(p.data["exists"], json!(false));
+        // The new account's uid and home are read back and registered once it exists.
+        assert_eq!(
+            runs(&p)[1..],
+            ["id -u ops", "getent passwd ops | cut -d: -f6"]
+        );
+        assert_eq!(
+            p.data_from_output,
+            vec![("uid".to_string(), 1), ("home".to_string(), 2)]
+        );
         let p = plan(
             json!({"name": "svc", "system": true, "create_home": false}),
             "",
         )
         .unwrap();
-        assert_eq!(runs(&p), vec!["useradd -M -r svc"]);
+        assert_eq!(runs(&p)[0], "useradd -M -r svc");
     }
 
     #[test]
@@ -482,7 +495,7 @@ mod tests {
     fn uid_lookalike_is_not_the_user() {
         let out = "passwd\troot:x:0:0:root:/root:/bin/bash\nprimary\troot\ngroups\troot\n";
         let p = plan(json!({"name": "0"}), out).unwrap();
-        assert_eq!(runs(&p), vec!["useradd -m 0"]);
+        assert_eq!(runs(&p)[0], "useradd -m 0");
     }
 
     #[test]
@@ -554,9 +567,9 @@ mod tests {
         );
         let out = fixture("user_account/missing-user.txt");
         let p = plan(json!({"name": "nosuchuser", "groups": ["sudo"]}), &out).unwrap();
-        assert_eq!(runs(&p), vec!["useradd -m -G sudo nosuchuser"]);
+        assert_eq!(runs(&p)[0], "useradd -m -G sudo nosuchuser");
         let out = fixture("user_account/uid-lookalike.txt");
         let p = plan(json!({"name": "0"}), &out).unwrap();
-        assert_eq!(runs(&p), vec!["useradd -m 0"]);
+        assert_eq!(runs(&p)[0], "useradd -m 0");
     }
 }
