@@ -131,7 +131,7 @@ fn kvm_host_then_passthrough_on_a_vm() {
         groups.contains("libvirt") && groups.contains("kvm"),
         "{groups}"
     );
-    assert!(on(&lab, "cat /etc/environment").contains("http_proxy=http://192.0.2.1:3128"));
+    assert!(on(&lab, "cat /etc/environment").contains("http_proxy=\"http://192.0.2.1:3128\""));
     assert_eq!(
         on(
             &lab,
@@ -172,7 +172,7 @@ fn kvm_host_then_passthrough_on_a_vm() {
     assert_eq!(code(&out), 8, "{}", text(&out));
     let out = run(&inventory, "kvm-host.yaml", &[]);
     assert_eq!(code(&out), 8, "{}", text(&out));
-    assert!(on(&lab, "cat /etc/environment").contains("http_proxy=http://192.0.2.1:3128"));
+    assert!(on(&lab, "cat /etc/environment").contains("http_proxy=\"http://192.0.2.1:3128\""));
     let out = run(&inventory, "kvm-host.yaml", &["--check"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 
