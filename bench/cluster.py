@@ -60,6 +60,24 @@ class ClusterLab:
     def down(self):
         subprocess.run(["bash", str(LAB), "down", self.name], capture_output=True, env=dict(os.environ, **LAB_ENV))
 
+    def cpu(self):
+        """CPU seconds used so far by every host of the lab (its cgroup), or None."""
+        for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+            try:
+                with open(f"{root}/kvmforge-lab/{self.name}/cpu.stat") as f:
+                    return int(next(l.split()[1] for l in f if l.startswith("usage_usec"))) / 1e6
+            except (OSError, StopIteration):
+                continue
+        return None
+
+    def measured(self, fn):
+        """fn()'s result with `remote_cpu`: CPU seconds the hosts spent meanwhile."""
+        before = self.cpu()
+        r = fn()
+        after = self.cpu()
+        r["remote_cpu"] = after - before if before is not None and after is not None else None
+        return r
+
     def common_vars(self):
         v = self.vnet
         return {
@@ -385,15 +403,15 @@ def bench_n(args, n, venv, kex, work, log=print):
             lab = ClusterLab(n, t.name)
             try:
                 t.setup(lab, work / f"c{n}")
-                first = t.run()
+                first = lab.measured(t.run)
                 if not first["changed"]:
                     raise RuntimeError(f"{t.name}: first run reported no change")
                 settle = verify(lab)
-                noop = t.run()
+                noop = lab.measured(t.run)
                 if noop["changed"]:
                     raise RuntimeError(f"{t.name}: no-op run reported changes:\n{noop['out'][-3000:]}")
                 lab.fanout({lab.kvm[0][0]: DRIFT})
-                drift = t.run()
+                drift = lab.measured(t.run)
                 if not drift["changed"]:
                     raise RuntimeError(f"{t.name}: drift run reported no change")
                 verify(lab)
@@ -408,10 +426,10 @@ def bench_n(args, n, venv, kex, work, log=print):
                         order = ("floor", t) if pair % 2 == 0 else (t, "floor")
                         for who in order:
                             if who == "floor":
-                                r = floor(lab, work / f"c{n}" / "floor", kex)
+                                r = lab.measured(lambda: floor(lab, work / f"c{n}" / "floor", kex))
                                 runs["floor"]["noop"].append(r)
                             else:
-                                r = t.run()
+                                r = lab.measured(t.run)
                                 if r["changed"]:
                                     raise RuntimeError("kvmforge: no-op run reported changes")
                                 runs[t.name]["noop"].append(r)
@@ -419,7 +437,7 @@ def bench_n(args, n, venv, kex, work, log=print):
                         log(f"   kvmforge  pair {pair + 1}: noop {runs[t.name]['noop'][-1]['wall']:.2f}s"
                             f"  floor {runs['floor']['noop'][-1]['wall']:.2f}s")
                 elif not runs["floor"]["noop"]:
-                    r = floor(lab, work / f"c{n}" / "floor", kex)
+                    r = lab.measured(lambda: floor(lab, work / f"c{n}" / "floor", kex))
                     r.pop("out", None)
                     runs["floor"]["noop"].append(r)
             finally:
@@ -506,6 +524,19 @@ def markdown(results):
                 cells.append(f"{med(f, 'cpu'):.2f} / {med(o, 'cpu'):.2f} s, "
                              f"{max(r['rss_mb'] for r in f + o):.0f} MB")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    rc = lambda rs: [r["remote_cpu"] for r in rs if r.get("remote_cpu") is not None]
+    if any(rc(runs.get(t, {}).get("noop", [])) for runs in results["runs"].values() for t in NAMES):
+        lines += ["", "CPU seconds used by the hosts themselves (all of them, from the lab's cgroup) "
+                  "during the run, first / no-op:", "",
+                  "| KVM hosts | kvmforge | pyinfra | Ansible | ssh floor |", "|---:|---:|---:|---:|---:|"]
+        for n, runs in results["runs"].items():
+            cells = []
+            for tool in ("kvmforge", "pyinfra", "ansible", "floor"):
+                f, o = rc(runs.get(tool, {}).get("first", [])), rc(runs.get(tool, {}).get("noop", []))
+                import statistics
+                cells.append(("—" if not o else (f"{statistics.median(f):.1f} / " if f else "") +
+                              f"{statistics.median(o):.2f} s"))
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     if results.get("load"):
         lines += ["", "Load average (1 min) when each size started / ended: " + "; ".join(
             f"{n}: {l['before'][0]:.1f} / {l['after'][0]:.1f}" for n, l in results["load"].items()) + "."]
