@@ -9,7 +9,11 @@ Every run is checked: the first must change and leave exactly the expected files
 must change nothing, the drift run must repair the file. Wall time is the median over the
 repetitions; controller CPU and peak memory come from wait4() on the tool's process tree.
 
-Writes bench/results/results.json, results.md and plot.png. Run it through bench/run.
+With --workload cluster the job is playbooks/jumphost-cluster.yaml instead, a jump host and N
+KVM hosts behind it (see cluster.py).
+
+Writes bench/results/WORKLOAD[-kex-default][-TAG]/{results.json,results.md,plot.png}. Run it
+through bench/run.
 """
 
 import argparse
