@@ -579,7 +579,11 @@ def plot(results, path):
         ax.set_ylabel("seconds (log)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
+    handles = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    axes[0].legend(handles.values(), handles.keys())
     fig.suptitle("jumphost-cluster workload")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
