@@ -42,7 +42,8 @@ kf_cmd() {
   [ -n "$kf_sd" ] || kf_sd=$(mktemp -d) || { kf_sd=; printf 'KF %s error =%s\n' "$1" "$(printf 'mktemp failed' | kf_b64)"; return; }
   ( eval "$2" ) >"$kf_sd/o" 2>"$kf_sd/e" </dev/null
   kf_rc=$?
-  printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; kf_b64 < "$kf_sd/o"; printf ' ='; kf_b64 < "$kf_sd/e"; echo
+  printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; [ ! -s "$kf_sd/o" ] || kf_b64 < "$kf_sd/o"
+  printf ' ='; [ ! -s "$kf_sd/e" ] || kf_b64 < "$kf_sd/e"; echo
 }
 kf_fail() { printf 'KF %s fail %s =%s\n' "$1" "$2" "$(printf %s "$3" | kf_b64)"; exit 0; }
 kf_try() { kf_i=$1; shift; kf_m=$("$@" 2>&1) || kf_fail "$kf_i" 1 "$kf_m"; }
@@ -627,7 +628,8 @@ mod tests {
 
     /// Command probes write their output into one scratch directory per script (not two temp
     /// files each: three processes less per probe); each probe sees only its own output, and
-    /// the directory is gone when the script ends.
+    /// the directory is gone when the script ends. Empty output is reported without running
+    /// base64 on it.
     #[test]
     fn command_probes_share_one_scratch_dir_removed_at_exit() {
         let dir = tempfile::tempdir().unwrap();
