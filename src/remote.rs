@@ -39,20 +39,21 @@ kf_file() {
   printf 'KF %s file %s %s %s %s %s =' "$1" "$kf_l" "$3" "$4" "$5" "$6"; kf_b64 < "$2"; echo
 }
 kf_cmd() {
-  kf_o=$(mktemp) && kf_e=$(mktemp) || { printf 'KF %s error =%s\n' "$1" "$(printf 'mktemp failed' | kf_b64)"; return; }
-  ( eval "$2" ) >"$kf_o" 2>"$kf_e" </dev/null 9>&-
+  [ -n "$kf_sd" ] || kf_sd=$(mktemp -d) || { kf_sd=; printf 'KF %s error =%s\n' "$1" "$(printf 'mktemp failed' | kf_b64)"; return; }
+  ( eval "$2" ) >"$kf_sd/o" 2>"$kf_sd/e" </dev/null 9>&-
   kf_rc=$?
-  printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; kf_b64 < "$kf_o"; printf ' ='; kf_b64 < "$kf_e"; echo
-  rm -f "$kf_o" "$kf_e"
+  printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; [ ! -s "$kf_sd/o" ] || kf_b64 < "$kf_sd/o"
+  printf ' ='; [ ! -s "$kf_sd/e" ] || kf_b64 < "$kf_sd/e"; echo
 }
 kf_fail() { printf 'KF %s fail %s =%s\n' "$1" "$2" "$(printf %s "$3" | kf_b64)"; exit 0; }
 kf_try() { kf_i=$1; shift; kf_m=$("$@" 2>&1) || kf_fail "$kf_i" 1 "$kf_m"; }
 kf_stry() { [ -z "$kf_ei" ] || return 0; kf_i=$1; shift; kf_m=$("$@" 2>&1) || { kf_ei=$kf_i; kf_em=$kf_m; }; }
-kf_tmp=; kf_stg=; kf_lkd=; kf_ei=; kf_em=
+kf_tmp=; kf_stg=; kf_lkd=; kf_ei=; kf_em=; kf_sd=
 kf_clean() {
   [ -n "$kf_tmp" ] && rm -f -- "$kf_tmp"
   for kf_v in $kf_stg; do eval "[ -z \"\$$kf_v\" ] || rm -f -- \"\$$kf_v\""; done
   [ -n "$kf_lkd" ] && rm -rf -- "$kf_lkd"
+  [ -n "$kf_sd" ] && rm -rf -- "$kf_sd"
 }
 trap 'kf_clean' EXIT
 trap 'kf_clean; trap - EXIT; exit 1' HUP INT TERM PIPE
@@ -859,6 +860,65 @@ mod tests {
             r.observations[5],
             Observation::Command(CommandOutput::ok(""))
         );
+    }
+
+    /// Command probes write their output into one scratch directory per script (not two temp
+    /// files each: three processes less per probe); each probe sees only its own output, and
+    /// the directory is gone when the script ends. Empty output is reported without running
+    /// base64 on it.
+    #[test]
+    fn command_probes_share_one_scratch_dir_removed_at_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dirs");
+        let l = log.to_str().unwrap();
+        let s = Script {
+            probes: vec![
+                // where the probe's stdout goes, as fd 3, is logged
+                Probe::Command(format!(
+                    "echo first; echo e1 >&2; readlink /proc/self/fd/3 3>&1 >> '{l}'"
+                )),
+                Probe::Command(format!(
+                    "echo second; readlink /proc/self/fd/3 3>&1 >> '{l}'"
+                )),
+                Probe::Command("exit 4".into()),
+            ],
+            ..Default::default()
+        };
+        let r = run(&s);
+        assert!(r.complete);
+        assert_eq!(
+            r.observations[0],
+            Observation::Command(CommandOutput {
+                rc: 0,
+                stdout: "first\n".into(),
+                stderr: "e1\n".into()
+            })
+        );
+        assert_eq!(
+            r.observations[1],
+            Observation::Command(CommandOutput {
+                rc: 0,
+                stdout: "second\n".into(),
+                stderr: "".into()
+            })
+        );
+        assert_eq!(
+            r.observations[2],
+            Observation::Command(CommandOutput {
+                rc: 4,
+                stdout: "".into(),
+                stderr: "".into()
+            })
+        );
+        let outs = std::fs::read_to_string(&log).unwrap();
+        let dirs: Vec<&std::path::Path> = outs
+            .lines()
+            .map(|l| std::path::Path::new(l).parent().unwrap())
+            .collect();
+        assert_eq!(dirs.len(), 2);
+        assert_eq!(dirs[0], dirs[1], "one scratch directory for the script");
+        assert!(dirs[0].is_absolute() && dirs[0] != std::path::Path::new("/"));
+        assert!(!dirs[0].exists(), "removed when the script ends");
     }
 
     #[test]
