@@ -89,10 +89,11 @@ fn kvm_host_then_passthrough_on_a_vm() {
     // kvm-host: the packages the lab image has (it cannot download), everything else as a user
     // would write it.
     let inventory = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &inventory,
-        format!(
-            "all:
+    let write_inventory = |lvm_dev: &str| {
+        std::fs::write(
+            &inventory,
+            format!(
+                "all:
   vars:
     ssh_config: {ssh_config}
     user: root
@@ -114,11 +115,13 @@ fn kvm_host_then_passthrough_on_a_vm() {
           bridge_address: {lan1}
           lvm_pool: {{name: guests, vg: vg_guests, devices: [{lvm_dev}]}}
 ",
-            ssh_config = lab.ssh_config.display(),
-            addr = lab.addr("q1"),
-        ),
-    )
-    .unwrap();
+                ssh_config = lab.ssh_config.display(),
+                addr = lab.addr("q1"),
+            ),
+        )
+        .unwrap();
+    };
+    write_inventory(&lvm_dev);
 
     let out = run(&inventory, "kvm-host.yaml", &[]);
     assert_eq!(code(&out), 8, "{}", text(&out));
@@ -175,7 +178,9 @@ fn kvm_host_then_passthrough_on_a_vm() {
     let out = run(&inventory, "kvm-host.yaml", &["--check"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
 
-    // passthrough: br0 over lan1 with its address, a bridged libvirt network, an LVM pool.
+    // passthrough: br0 over lan1 with its address, a bridged libvirt network, an LVM pool. The
+    // spare drive's name changed at the reboot (the other one left the nvme driver): look again.
+    write_inventory(&spare(&lab, "kfspare1").1);
     let out = run(&inventory, "passthrough.yaml", &[]);
     assert_eq!(code(&out), 8, "{}", text(&out));
     let br0 = on(&lab, "ip -4 -o addr show br0");
