@@ -10,17 +10,7 @@ mod lab;
 
 use std::process::{Command, Output};
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use lab::{exit_code as code, output_text as text};
 
 /// Run the binary with a playbook against hosts of the lab's own inventory.
 fn kvmforge(

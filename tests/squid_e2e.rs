@@ -12,17 +12,7 @@ mod lab;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use lab::{exit_code as code, output_text as text};
 
 /// `kvmforge run` of `playbook` on the hosts `limit` of the lab.
 fn run(

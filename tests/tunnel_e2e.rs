@@ -13,17 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use lab::{exit_code as code, output_text as text};
 
 fn kvmforge(lab: &lab::Lab, playbook: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kvmforge"))
