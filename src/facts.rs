@@ -4,28 +4,34 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Shell fragment printing `KF facts KEY =BASE64` lines. Reads only /proc, /sys, /etc/os-release
-/// and a few standard commands; every read tolerates absence.
-pub const SCRIPT: &str = r#"kf_fact() { printf 'KF facts %s =' "$1"; printf '%s' "$2" | kf_b64; echo; }
-kf_fact hostname "$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname 2>/dev/null)"
-kf_fact os_release "$(cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null)"
-kf_fact kernel "$(uname -r)"
-kf_fact arch "$(uname -m)"
-kf_fact cpu_flags "$(grep -m1 -E '^flags' /proc/cpuinfo 2>/dev/null)"
-kf_fact cpus "$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
-kf_fact meminfo "$(grep -E '^(MemTotal|HugePages_Total|Hugepagesize):' /proc/meminfo 2>/dev/null)"
-kf_fact links "$(ip -o link show 2>/dev/null)"
-kf_fact addrs "$(ip -o addr show 2>/dev/null)"
-kf_fact route "$(ip route show default 2>/dev/null)"
-kf_fact pci "$(for d in /sys/bus/pci/devices/*; do [ -e "$d/vendor" ] || continue; kf_dr=-; kf_g=-; [ -L "$d/driver" ] && kf_dr=$(basename "$(readlink "$d/driver")"); [ -L "$d/iommu_group" ] && kf_g=$(basename "$(readlink "$d/iommu_group")"); echo "${d##*/} $(cat "$d/vendor") $(cat "$d/device") $(cat "$d/class") $kf_dr $kf_g"; done 2>/dev/null)"
-kf_fact iommu_groups "$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
-kf_fact cmdline "$(cat /proc/cmdline 2>/dev/null)"
-kf_fact pkg_mgr "$(if command -v apt-get >/dev/null 2>&1; then echo apt; elif command -v dnf >/dev/null 2>&1; then echo dnf; elif command -v yum >/dev/null 2>&1; then echo yum; fi)"
-kf_fact init "$(if [ -d /run/systemd/system ]; then echo systemd; else cat /proc/1/comm 2>/dev/null; fi)"
-kf_fact virt "$(systemd-detect-virt 2>/dev/null)"
-kf_fact kvm "$([ -e /dev/kvm ] && echo yes)"
-kf_fact user "${SUDO_USER:-$(id -un 2>/dev/null)}"
-kf_fact grub "$(command -v update-grub >/dev/null 2>&1 || command -v grub2-mkconfig >/dev/null 2>&1 || command -v grub-mkconfig >/dev/null 2>&1 && echo yes)"
+/// Shell fragment printing one `KF facts =BASE64` record: a NUL-separated stream of keys, each
+/// followed by its value (`\0KEY\0VALUE...`), encoded by one `base64`. Reads only /proc, /sys,
+/// /etc/os-release and a few standard commands; every read tolerates absence. What the shell can
+/// read itself (sysfs attributes, symlink targets through `cd -P`, /proc/cmdline) is read with
+/// builtins: on a host with many PCI devices this is the difference between a handful of
+/// programs and five per device. It runs as a pipeline stage, so its `cd` and `set --` stay in
+/// that subshell.
+pub const SCRIPT: &str = r#"kf_k() { printf '\0%s\0' "$1"; }
+printf 'KF facts ='; {
+kf_k hostname; { [ -r /proc/sys/kernel/hostname ] && read -r kf_v </proc/sys/kernel/hostname && printf %s "$kf_v"; } 2>/dev/null || hostname 2>/dev/null
+kf_k os_release; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
+set -- $(uname -rm); kf_k kernel; printf %s "$1"; kf_k arch; printf %s "$2"
+kf_k cpu_flags; grep -m1 -E '^flags' /proc/cpuinfo 2>/dev/null
+kf_k cpus; nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo
+kf_k meminfo; grep -E '^(MemTotal|HugePages_Total|Hugepagesize):' /proc/meminfo 2>/dev/null
+kf_k links; ip -o link show 2>/dev/null
+kf_k addrs; ip -o addr show 2>/dev/null
+kf_k route; ip route show default 2>/dev/null
+kf_k pci; for d in /sys/bus/pci/devices/*; do [ -e "$d/vendor" ] || continue; kf_ve=; kf_de=; kf_cl=; kf_dr=-; kf_g=-; read -r kf_ve <"$d/vendor"; read -r kf_de <"$d/device"; read -r kf_cl <"$d/class"; [ -L "$d/driver" ] && cd -P "$d/driver" && kf_dr=${PWD##*/}; [ -L "$d/iommu_group" ] && cd -P "$d/iommu_group" && kf_g=${PWD##*/}; echo "${d##*/} $kf_ve $kf_de $kf_cl $kf_dr $kf_g"; done 2>/dev/null
+kf_k iommu_groups; set -- /sys/kernel/iommu_groups/*; if [ -e "$1" ]; then echo $#; else echo 0; fi
+kf_k cmdline; [ -r /proc/cmdline ] && read -r kf_v </proc/cmdline && printf %s "$kf_v"
+kf_k pkg_mgr; if command -v apt-get >/dev/null 2>&1; then echo apt; elif command -v dnf >/dev/null 2>&1; then echo dnf; elif command -v yum >/dev/null 2>&1; then echo yum; fi
+kf_k init; if [ -d /run/systemd/system ]; then echo systemd; elif [ -r /proc/1/comm ]; then read -r kf_v </proc/1/comm && printf %s "$kf_v"; fi
+kf_k virt; systemd-detect-virt 2>/dev/null
+kf_k kvm; [ -e /dev/kvm ] && echo yes
+kf_k user; printf %s "${SUDO_USER:-$(id -un 2>/dev/null)}"
+kf_k grub; { command -v update-grub || command -v grub2-mkconfig || command -v grub-mkconfig; } >/dev/null 2>&1 && echo yes
+kf_k end; } | kf_b64; echo
 "#;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -208,6 +214,19 @@ fn pci(text: &str) -> Vec<PciDevice> {
 }
 
 /// Build facts from the `(key, value)` pairs the script printed.
+/// The pairs of a `KF facts` stream (see [`SCRIPT`]).
+pub fn pairs(stream: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(stream);
+    let mut fields = text.split('\0').skip(1);
+    let mut out = Vec::new();
+    while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+        if k != "end" {
+            out.push((k.to_string(), v.to_string()));
+        }
+    }
+    out
+}
+
 pub fn parse(pairs: &[(String, String)]) -> Facts {
     let get = |k: &str| {
         pairs

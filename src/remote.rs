@@ -45,6 +45,11 @@ kf_cmd() {
   printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; [ ! -s "$kf_sd/o" ] || kf_b64 < "$kf_sd/o"
   printf ' ='; [ ! -s "$kf_sd/e" ] || kf_b64 < "$kf_sd/e"; echo
 }
+kf_probe() {
+  [ -n "$kf_sd" ] || kf_sd=$(mktemp -d) || { kf_sd=; printf 'KF %s error =%s\n' "$1" "$(printf 'mktemp failed' | kf_b64)"; return; }
+  ( eval "$2" ) >"$kf_sd/$1.o" 2>"$kf_sd/$1.e" </dev/null 9>&-
+  printf 'KF %s cmd %s @\n' "$1" "$?"
+}
 kf_fail() { printf 'KF %s fail %s =%s\n' "$1" "$2" "$(printf %s "$3" | kf_b64)"; exit 0; }
 kf_try() { kf_i=$1; shift; kf_m=$("$@" 2>&1) || kf_fail "$kf_i" 1 "$kf_m"; }
 kf_stry() { [ -z "$kf_ei" ] || return 0; kf_i=$1; shift; kf_m=$("$@" 2>&1) || { kf_ei=$kf_i; kf_em=$kf_m; }; }
@@ -217,15 +222,40 @@ impl Script {
                     writeln!(s, "kf_file p{i} {}", shell_quote(path)).unwrap()
                 }
                 Probe::File(_) => {}
-                Probe::Command(cmd) => writeln!(s, "kf_cmd p{i} {} cmd", shell_quote(cmd)).unwrap(),
+                Probe::Command(cmd) => {
+                    writeln!(s, "kf_probe p{i} {}", shell_quote(cmd)).unwrap()
+                }
             }
         }
+        render_command_outputs(&mut s, &self.probes);
         if self.facts {
             s.push_str(facts::SCRIPT);
         }
         s.push_str("echo 'KF end'\n} </dev/null\n");
         s
     }
+}
+
+/// The outputs of every command probe in one record, `KF out =STREAM`, with one `find` (their
+/// sizes), one `cat` and one `base64`, instead of a `base64` per output (see
+/// [`parse_command_outputs`]).
+fn render_command_outputs(s: &mut String, probes: &[Probe]) {
+    let files: Vec<String> = probes
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p, Probe::Command(_)))
+        .flat_map(|(i, _)| [format!("\"$kf_sd/p{i}.o\""), format!("\"$kf_sd/p{i}.e\"")])
+        .collect();
+    if files.is_empty() {
+        return;
+    }
+    let files = files.join(" ");
+    writeln!(
+        s,
+        "if [ -n \"$kf_sd\" ]; then printf 'KF out ='; {{ find {files} -maxdepth 0 -printf '%f\\0%s\\0' 2>/dev/null; \
+         printf 'KF-DATA\\0\\0'; cat -- {files} 2>/dev/null; }} | kf_b64; echo; fi"
+    )
+    .unwrap();
 }
 
 /// Absolute paths are observed together (see [`render_file_batch`]); others one by one.
@@ -698,6 +728,62 @@ fn parse_command(mut f: std::str::SplitWhitespace) -> Result<CommandOutput, Prot
     })
 }
 
+/// Fill in the command probes that reported only their exit code (`KF pI cmd RC @`) from the
+/// `KF out` stream: `NAME\0SIZE\0` records (`pI.o`, `pI.e`) up to a `KF-DATA\0\0` sentinel,
+/// then the files' contents in the records' order.
+fn parse_command_outputs(
+    stream: &[u8],
+    pending: &mut Vec<(usize, i32)>,
+    out: &mut [Option<Observation>],
+) -> Result<(), ProtocolError> {
+    let bad = |m: &str| ProtocolError::Malformed(format!("command outputs: {m}"));
+    let mut sizes: Vec<(&[u8], usize)> = Vec::new();
+    let mut pos = 0;
+    let data = loop {
+        let mut field = || -> Result<&[u8], ProtocolError> {
+            let end = stream[pos..]
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| bad("truncated"))?;
+            let f = &stream[pos..pos + end];
+            pos += end + 1;
+            Ok(f)
+        };
+        let (name, size) = (field()?, field()?);
+        if name == b"KF-DATA" {
+            break &stream[pos..];
+        }
+        let size = std::str::from_utf8(size)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("size"))?;
+        sizes.push((name, size));
+    };
+    let mut contents = std::collections::HashMap::new();
+    let mut offset = 0usize;
+    for (name, size) in sizes {
+        let end = offset.saturating_add(size);
+        let bytes = data.get(offset..end).ok_or_else(|| bad("short stream"))?;
+        contents.insert(name, String::from_utf8_lossy(bytes).into_owned());
+        offset = end;
+    }
+    if offset != data.len() {
+        return Err(bad("stream longer than its records"));
+    }
+    for (i, rc) in pending.drain(..) {
+        let mut take = |ext: &str| {
+            contents
+                .remove(format!("p{i}.{ext}").as_bytes())
+                .ok_or_else(|| bad(&format!("nothing for p{i}.{ext}")))
+        };
+        let (stdout, stderr) = (take("o")?, take("e")?);
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(Observation::Command(CommandOutput { rc, stdout, stderr }));
+        }
+    }
+    Ok(())
+}
+
 /// Parse what a [`Script`] printed.
 pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
     let text = String::from_utf8_lossy(stdout);
@@ -710,6 +796,7 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
     };
     let mut observations: Vec<Option<Observation>> = vec![None; script.probes.len()];
     let mut fact_lines = Vec::new();
+    let mut pending: Vec<(usize, i32)> = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("KF ") else {
             continue;
@@ -728,8 +815,11 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
             continue;
         }
         if id == "facts" {
-            let key = f.next().unwrap_or_default().to_string();
-            fact_lines.push((key, decode_str(f.next())?));
+            fact_lines = facts::pairs(&decode(f.next())?);
+            continue;
+        }
+        if id == "out" {
+            parse_command_outputs(&decode(f.next())?, &mut pending, &mut observations)?;
             continue;
         }
         if id == "fs" {
@@ -766,6 +856,13 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
         } else {
             let i = index('p')?;
             let obs = match kind {
+                // Its output follows in the `KF out` record.
+                "cmd" if rest.ends_with(" @") => {
+                    let rc = f.next().and_then(|r| r.parse().ok());
+                    let rc = rc.ok_or_else(|| ProtocolError::Malformed("bad exit code".into()))?;
+                    pending.push((i, rc));
+                    continue;
+                }
                 "cmd" => Observation::Command(parse_command(f)?),
                 "error" => Observation::Error(decode_str(f.next())?),
                 k => parse_file(k, f)?,
@@ -919,6 +1016,92 @@ mod tests {
         assert_eq!(dirs[0], dirs[1], "one scratch directory for the script");
         assert!(dirs[0].is_absolute() && dirs[0] != std::path::Path::new("/"));
         assert!(!dirs[0].exists(), "removed when the script ends");
+    }
+
+    /// All command probes' outputs come back in one stream split by their sizes: outputs that
+    /// are empty, without a final newline, with NULs, or large stay each with its probe; a probe
+    /// whose output is missing from the stream is an error, never an empty output.
+    #[test]
+    fn command_outputs_come_back_in_one_stream() {
+        let s = Script {
+            probes: vec![
+                Probe::Command("printf 'no newline'".into()),
+                Probe::Command("true".into()),
+                Probe::Command("printf 'a\\000b'; printf 'E' >&2; exit 2".into()),
+                Probe::Command("seq 1 20000".into()),
+                Probe::File("/nonexistent/kf".into()),
+                Probe::Command("echo last".into()),
+            ],
+            ..Default::default()
+        };
+        let r = run(&s);
+        assert!(r.complete);
+        let out = |i: usize| match &r.observations[i] {
+            Observation::Command(c) => c.clone(),
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(out(0).stdout, "no newline");
+        assert_eq!(out(1), CommandOutput::ok(""));
+        assert_eq!((out(2).rc, out(2).stdout.as_str(), out(2).stderr.as_str()), (2, "a\0b", "E"));
+        let seq: String = (1..=20000).map(|n| format!("{n}\n")).collect();
+        assert_eq!(out(3).stdout, seq);
+        assert_eq!(out(5).stdout, "last\n");
+        // The stream without one of the records.
+        let reply = "KF p0 cmd 0 @\nKF out =".to_string()
+            + &B64.encode(b"p0.o\x005\0KF-DATA\0\0hello")
+            + "\nKF end\n";
+        let one = Script {
+            probes: vec![Probe::Command("x".into())],
+            ..Default::default()
+        };
+        assert!(parse(&one, reply.as_bytes()).is_err());
+        // No `KF out` at all (the script was cut short): no answer, not an empty one.
+        assert!(parse(&one, b"KF p0 cmd 0 @\n").unwrap().observations.is_empty());
+    }
+
+    /// The facts fragment, run by this machine's shell, says what the machine says.
+    #[test]
+    fn facts_are_gathered_with_builtins_and_agree_with_the_machine() {
+        let r = run(&Script {
+            facts: true,
+            ..Default::default()
+        });
+        let f = r.facts.expect("facts");
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+        let sh = |c: &str| {
+            let o = Command::new("sh").arg("-c").arg(c).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        assert_eq!(f.hostname, read("/proc/sys/kernel/hostname"));
+        assert_eq!(f.kernel, sh("uname -r"));
+        assert_eq!(f.arch, sh("uname -m"));
+        assert_eq!(f.cpus.to_string(), sh("nproc"));
+        assert_eq!(f.cmdline, read("/proc/cmdline"));
+        assert!(!f.os_family.is_empty() && f.memory_mb > 0);
+        let devices: Vec<String> = std::fs::read_dir("/sys/bus/pci/devices")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("vendor").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(f.pci_devices.len(), devices.len());
+        for d in &f.pci_devices {
+            let base = format!("/sys/bus/pci/devices/{}", d.address);
+            let link = |n: &str| {
+                std::fs::read_link(format!("{base}/{n}"))
+                    .ok()
+                    .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+                    .unwrap_or_default()
+            };
+            assert_eq!(d.driver, link("driver"), "{}", d.address);
+            assert_eq!(d.iommu_group, link("iommu_group"), "{}", d.address);
+            assert_eq!(format!("0x{}", d.vendor), read(&format!("{base}/vendor")));
+        }
+        let groups = std::fs::read_dir("/sys/kernel/iommu_groups").map_or(0, |d| d.count());
+        assert_eq!(f.iommu_enabled, groups > 0);
+        assert!(f.interfaces.contains_key("lo"));
     }
 
     #[test]
