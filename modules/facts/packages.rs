@@ -12,6 +12,9 @@ pub struct PackageQuery {
     pub names: Vec<String>,
     /// Also report the upgrades the host's current package lists offer.
     pub latest: bool,
+    /// Also report the apt lists' age (the host's clock and the lists' newest mtime): only
+    /// `update_cache` needs it, and it costs two programs on every run.
+    pub cache_age: bool,
 }
 
 /// The package manager the probe found.
@@ -119,7 +122,7 @@ impl Packages {
 /// The probe: which manager, the installed state of each package, apt list age and, for
 /// `latest`, the upgrade candidates. Sections are introduced by `[name]` lines; every tool's
 /// "not found" exit is tolerated so a rc other than 0 means the probe itself broke.
-fn probe_cmd(names: &[String], latest: bool) -> String {
+fn probe_cmd(names: &[String], latest: bool, cache_age: bool) -> String {
     let n = names
         .iter()
         .map(|s| shell_quote(s))
@@ -127,8 +130,10 @@ fn probe_cmd(names: &[String], latest: bool) -> String {
         .join(" ");
     let mut s = String::from("LC_ALL=C; export LC_ALL; ");
     s += "if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then ";
-    s += "echo mgr=apt; echo now=$(date +%s); ";
-    s += "echo cache_mtime=$(stat -c %Y /var/lib/apt/lists /var/lib/apt/periodic/update-success-stamp 2>/dev/null | sort -n | tail -n 1); ";
+    s += "echo mgr=apt; ";
+    if cache_age {
+        s += "echo now=$(date +%s); stat -c cache_mtime=%Y /var/lib/apt/lists /var/lib/apt/periodic/update-success-stamp 2>/dev/null; ";
+    }
     s += "for f in /var/lib/apt/lists/*_Packages*; do [ -e \"$f\" ] && echo lists=present; break; done; ";
     s += "echo '[installed]'; ";
     s += &format!(
@@ -155,7 +160,7 @@ impl Fact for Packages {
     type Key = PackageQuery;
 
     fn probe(query: &PackageQuery) -> Probe {
-        Probe::Command(probe_cmd(&query.names, query.latest))
+        Probe::Command(probe_cmd(&query.names, query.latest, query.cache_age))
     }
 
     fn parse(_query: &PackageQuery, seen: &Observation) -> Result<Self, String> {
@@ -193,7 +198,11 @@ impl Fact for Packages {
                 "" => match line.split_once('=') {
                     Some(("mgr", v)) => mgr = v.trim(),
                     Some(("now", v)) => r.now = v.trim().parse().ok(),
-                    Some(("cache_mtime", v)) => r.cache_mtime = v.trim().parse().ok(),
+                    Some(("cache_mtime", v)) => {
+                        // the newest of the paths that exist
+                        let t: Option<i64> = v.trim().parse().ok();
+                        r.cache_mtime = r.cache_mtime.max(t);
+                    }
                     Some(("lists", "present")) => r.lists = true,
                     _ => {}
                 },
@@ -258,6 +267,7 @@ mod tests {
         PackageQuery {
             names: names.iter().map(|n| n.to_string()).collect(),
             latest,
+            cache_age: true,
         }
     }
 

@@ -108,6 +108,7 @@ impl Request {
         PackageQuery {
             names: self.name.clone(),
             latest: self.state == State::Latest,
+            cache_age: self.update_cache,
         }
     }
 }
@@ -371,6 +372,7 @@ mod tests {
         let query = |names: &[&str], latest| PackageQuery {
             names: names.iter().map(|n| n.to_string()).collect(),
             latest,
+            cache_age: false,
         };
         let r = req(&Package, json!({"name": ["qemu-system-x86", "libc6:i386"]}));
         assert_eq!(
@@ -385,6 +387,27 @@ mod tests {
             Package.probes(&r),
             vec![Packages::probe(&query(&["x"], true))]
         );
+        // The lists' age is read only for update_cache.
+        let text = |r| match &Package.probes(&r)[0] {
+            Probe::Command(c) => c.clone(),
+            p => panic!("{p:?}"),
+        };
+        assert!(!text(req(&Package, json!({"name": "x"}))).contains("date"));
+        let with_age = text(req(&Package, json!({"name": "x", "update_cache": true})));
+        assert!(with_age.contains("date +%s") && with_age.contains("cache_mtime=%Y"));
+    }
+
+    /// `stat` prints one line per path that exists: the newest counts.
+    #[test]
+    fn lists_age_is_the_newest_path() {
+        let out = format!(
+            "mgr=apt\nnow={NOW}\ncache_mtime={}\ncache_mtime={}\nlists=present\n[installed]\n",
+            NOW - 5000,
+            NOW - 50
+        );
+        let p = plan(json!({"name": "ovmf", "update_cache": true, "cache_valid_time": 100}), &out)
+            .unwrap();
+        assert_eq!(runs(&p), vec![format!("{INSTALL} ovmf")]);
     }
 
     #[test]

@@ -193,6 +193,7 @@ fn packages(backend: Backend) -> PackageQuery {
     PackageQuery {
         names: vec![backend.package().to_string()],
         latest: false,
+        cache_age: false,
     }
 }
 
