@@ -45,6 +45,12 @@ kf_cmd() {
   printf 'KF %s %s %s =' "$1" "$3" "$kf_rc"; [ ! -s "$kf_sd/o" ] || kf_b64 < "$kf_sd/o"
   printf ' ='; [ ! -s "$kf_sd/e" ] || kf_b64 < "$kf_sd/e"; echo
 }
+kf_rd() {
+  kf_c=; kf_l=
+  while IFS= read -r kf_l; do kf_c="$kf_c$kf_l
+"; kf_l=; done < "$1"
+  kf_c="$kf_c$kf_l"; printf '%s\0%s' "${#kf_c}" "$kf_c"
+}
 kf_probe() {
   [ -n "$kf_sd" ] || kf_sd=$(mktemp -d) || { kf_sd=; printf 'KF %s error =%s\n' "$1" "$(printf 'mktemp failed' | kf_b64)"; return; }
   ( eval "$2" ) >"$kf_sd/$1.o" 2>"$kf_sd/$1.e" </dev/null 9>&-
@@ -265,10 +271,11 @@ fn batched(path: &str) -> bool {
 
 /// Observe many files with a handful of processes instead of two per file: shell builtins sort
 /// the paths, one `find` prints the metadata of all of them, one `cat` streams the contents of
-/// the non-empty readable regular files (split on the controller by their sizes). Symlinks and
-/// empty-looking files (`/proc/sys/...` report size 0) are read one by one with `kf_file`.
-/// Prints `KF fs MARKS =STREAM`, one mark per batched path: `1` in the stream, `0` metadata
-/// only, `s` observed alone.
+/// the non-empty readable regular files (split on the controller by their sizes). Readable
+/// regular files that report size 0 (`/proc/sys/...`, or really empty) are read by the shell's
+/// own `read` after that, each as `LENGTH\0CONTENT` (no process; their text has no NUL).
+/// Symlinks are observed one by one with `kf_file`. Prints `KF fs MARKS =STREAM`, one mark per
+/// batched path: `1` in the stream, `r` read by the shell, `0` metadata only, `s` observed alone.
 fn render_file_batch(s: &mut String, probes: &[Probe]) {
     let paths: Vec<(usize, &String)> = probes
         .iter()
@@ -286,19 +293,24 @@ fn render_file_batch(s: &mut String, probes: &[Probe]) {
         let q = shell_quote(path);
         writeln!(
             s,
-            "if [ -L {q} ]; then kf_file p{i} {q}; kf_x=${{kf_x}}s; \
+            "kf_r{i}=; if [ -L {q} ]; then kf_file p{i} {q}; kf_x=${{kf_x}}s; \
              elif [ -f {q} ] && [ -r {q} ] && [ -s {q} ]; then set -- \"$@\" {q}; kf_x=${{kf_x}}1; \
+             elif [ -f {q} ] && [ -r {q} ]; then kf_r{i}=1; kf_x=${{kf_x}}r; \
              elif [ -f {q} ]; then kf_file p{i} {q}; kf_x=${{kf_x}}s; else kf_x=${{kf_x}}0; fi"
         )
         .unwrap();
     }
     let all: Vec<String> = paths.iter().map(|(_, p)| shell_quote(p)).collect();
+    let read: String = paths
+        .iter()
+        .map(|(i, p)| format!(" [ -z \"$kf_r{i}\" ] || kf_rd {};", shell_quote(p)))
+        .collect();
     // Metadata records, a sentinel record (its "path" is not absolute, so no real record can
     // look like it), then the contents: one stream, one base64 process.
     writeln!(
         s,
         "printf 'KF fs %s =' \"$kf_x\"; {{ find {} -maxdepth 0 -printf '%p\\0%y\\0%m\\0%u\\0%g\\0%s\\0' 2>/dev/null; \
-         printf 'KF-DATA\\0\\0\\0\\0\\0\\0'; if [ $# -gt 0 ]; then cat -- \"$@\" 2>/dev/null; fi; }} | kf_b64; echo",
+         printf 'KF-DATA\\0\\0\\0\\0\\0\\0'; if [ $# -gt 0 ]; then cat -- \"$@\" 2>/dev/null; fi;{read} }} | kf_b64; echo",
         all.join(" ")
     )
     .unwrap();
@@ -344,6 +356,7 @@ fn parse_file_batch(
     }
     let mut offset = 0usize;
     let mut streamed: Vec<(usize, FileState)> = Vec::new();
+    let mut read_by_shell: Vec<(usize, FileState)> = Vec::new();
     for ((i, path), mark) in batched.into_iter().zip(marks.chars()) {
         if mark == 's' {
             continue; // observed alone: its own record
@@ -369,7 +382,9 @@ fn parse_file_batch(
             link_target: None,
             content: None,
         };
-        if mark == '1' && kind == FileKind::File {
+        if mark == 'r' && kind == FileKind::File {
+            read_by_shell.push((i, st));
+        } else if mark == '1' && kind == FileKind::File {
             // A size no stream can hold (a garbled reply) must not overflow: it makes the
             // contents inconsistent below.
             let end = offset.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
@@ -382,9 +397,28 @@ fn parse_file_batch(
             out[i] = Some(Observation::File(st));
         }
     }
+    // Then the files the shell read: `LENGTH\0CONTENT` each.
+    let mut tail = data.get(offset..).unwrap_or_default();
+    let mut all_read = true;
+    for (_, st) in read_by_shell.iter_mut() {
+        let nul = tail.iter().position(|b| *b == 0);
+        let len = nul.and_then(|n| std::str::from_utf8(&tail[..n]).ok()?.parse::<usize>().ok());
+        let (Some(nul), Some(len)) = (nul, len) else {
+            all_read = false;
+            break;
+        };
+        let Some(content) = tail.get(nul + 1..nul + 1 + len) else {
+            all_read = false;
+            break;
+        };
+        st.size = len as u64;
+        st.content = Some(content.to_vec());
+        tail = &tail[nul + 1 + len..];
+    }
+    streamed.extend(read_by_shell);
     // A file that changed size between `find` and `cat` shifts every later one: then none of
     // the streamed contents can be trusted.
-    let consistent = offset == data.len()
+    let consistent = all_read && tail.is_empty()
         && streamed
             .iter()
             .all(|(_, st)| st.content.is_some() || st.size > MAX_CONTENT);
@@ -1219,12 +1253,15 @@ mod tests {
                 Probe::File("/proc/sys/kernel/ostype".into()),
                 Probe::Command("echo between".into()),
                 Probe::File("relative/path".into()),
+                Probe::File("/proc/sys/kernel/hostname".into()),
+                Probe::File("/proc/self/mountinfo".into()),
             ])
             .collect();
-        let r = run(&Script {
+        let s = Script {
             probes,
             ..Default::default()
-        });
+        };
+        let r = run(&s);
         let text = |i: usize| match &r.observations[i] {
             Observation::File(st) => st
                 .content
@@ -1240,13 +1277,40 @@ mod tests {
         assert_eq!(
             text(5).as_deref(),
             Some("Linux\n"),
-            "size-0 /proc files are read alone"
+            "size-0 /proc files are read by the shell"
         );
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(text(8).as_deref(), Some(hostname.as_str()));
+        // A long many-line one, of the script's own shell.
+        let mounts = text(9).unwrap();
+        assert!(mounts.lines().count() > 3 && mounts.ends_with('\n'), "{mounts}");
+        assert!(s.render().contains("kf_rd /proc/sys/kernel/ostype"));
         assert_eq!(
             r.observations[6],
             Observation::Command(CommandOutput::ok("between\n"))
         );
         assert_eq!(r.observations[7], Observation::File(FileState::absent()));
+    }
+
+    /// A stream whose shell-read part does not add up (a file that changed while it was read)
+    /// makes the files errors, not a malformed reply and not wrong contents.
+    #[test]
+    fn a_garbled_shell_read_part_is_an_error_per_file() {
+        let probes = vec![Probe::File("/a".into()), Probe::File("/proc/x".into())];
+        let rec = |p: &str, s: &str| format!("{p}\0f\0644\0root\0root\0{s}\0");
+        for tail in ["7\0Linux\n", "x\0", "", "6\0Linux\nmore"] {
+            let stream = rec("/a", "3") + &rec("/proc/x", "0") + "KF-DATA\0\0\0\0\0\0" + "abc" + tail;
+            let mut out = vec![None, None];
+            parse_file_batch(&probes, "m1r", stream.as_bytes(), &mut out).unwrap();
+            assert!(
+                out.iter().all(|o| matches!(o, Some(Observation::Error(_)))),
+                "{tail:?}: {out:?}"
+            );
+        }
+        let good = rec("/a", "3") + &rec("/proc/x", "0") + "KF-DATA\0\0\0\0\0\0abc6\0Linux\n";
+        let mut out = vec![None, None];
+        parse_file_batch(&probes, "m1r", good.as_bytes(), &mut out).unwrap();
+        assert!(matches!(&out[1], Some(Observation::File(st)) if st.content.as_deref() == Some(&b"Linux\n"[..])));
     }
 
     #[test]
