@@ -44,9 +44,14 @@ pub fn run_here(probe: &crate::module::Probe) -> crate::module::Observation {
 
 /// A fixture from `tests/facts/` (tests).
 #[cfg(test)]
-pub fn fixture(path: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+pub fn fixture_path(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/facts")
-        .join(path);
+        .join(path)
+}
+
+#[cfg(test)]
+pub fn fixture(path: &str) -> String {
+    let p = fixture_path(path);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

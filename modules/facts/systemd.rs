@@ -5,7 +5,7 @@ use crate::module::{shell_quote, Observation, Probe};
 use std::collections::BTreeMap;
 
 /// The properties the probe asks for.
-const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload";
+const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,TriggeredBy";
 
 /// ActiveStates in which a unit counts as running (systemd ≥ 254 adds `refreshing`).
 const RUNNING: &[&str] = &["active", "activating", "reloading", "refreshing"];
@@ -29,6 +29,10 @@ pub struct UnitState {
     pub need_daemon_reload: bool,
     /// Every property as printed, for `register`.
     pub properties: BTreeMap<String, String>,
+    /// For an inactive unit, the sockets that start it on demand and are listening (e.g.
+    /// `libvirtd.socket`: Debian's libvirtd exits after two idle minutes and comes back on the
+    /// next connection). Empty otherwise.
+    pub listening_triggers: Vec<String>,
 }
 
 impl UnitState {
@@ -37,6 +41,10 @@ impl UnitState {
     }
     pub fn running(&self) -> bool {
         RUNNING.contains(&self.active_state.as_str())
+    }
+    /// Not running now, but a listening socket starts it on the next connection.
+    pub fn on_demand(&self) -> bool {
+        self.active_state == "inactive" && !self.listening_triggers.is_empty()
     }
     /// Masked, persistently or at runtime.
     pub fn masked(&self) -> bool {
@@ -48,9 +56,14 @@ impl Fact for UnitState {
     const NAME: &'static str = "systemd unit";
     type Key = str;
 
+    /// `systemctl show` of the unit; only when it is inactive and socket-activated, a second
+    /// `show` of its sockets, after a blank line.
     fn probe(unit: &str) -> Probe {
         Probe::Command(format!(
-            "systemctl show -p {PROPERTIES} -- {}",
+            "kf_u=$(systemctl show -p {PROPERTIES} -- {}) || exit; printf '%s\\n' \"$kf_u\"; \
+             case $kf_u in *ActiveState=inactive*) ;; *) exit 0 ;; esac; \
+             kf_t=$(printf '%s\\n' \"$kf_u\" | sed -n 's/^TriggeredBy=//p'); \
+             [ -z \"$kf_t\" ] || {{ echo; systemctl show -p Id,ActiveState -- $kf_t; }}",
             shell_quote(unit)
         ))
     }
@@ -67,8 +80,10 @@ impl Fact for UnitState {
                 ))
             }
         }
-        let properties: BTreeMap<String, String> = out
-            .stdout
+        let mut blocks = out.stdout.split("\n\n");
+        let properties: BTreeMap<String, String> = blocks
+            .next()
+            .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -81,6 +96,15 @@ impl Fact for UnitState {
                 out.stdout.trim()
             ));
         }
+        let listening_triggers = if active_state == "inactive" {
+            blocks
+                .filter(|b| b.lines().any(|l| l.trim() == "ActiveState=active"))
+                .filter_map(|b| b.lines().find_map(|l| l.trim().strip_prefix("Id=")))
+                .map(String::from)
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(UnitState {
             id: match prop("Id") {
                 id if id.is_empty() => unit.to_string(),
@@ -91,6 +115,7 @@ impl Fact for UnitState {
             sub_state: prop("SubState"),
             unit_file_state: prop("UnitFileState"),
             need_daemon_reload: prop("NeedDaemonReload") == "yes",
+            listening_triggers,
             properties,
         })
     }
@@ -107,16 +132,65 @@ mod tests {
         UnitState::parse(unit, &Observation::Command(out)).unwrap()
     }
 
+    /// The probe with a stand-in `systemctl` that answers as a Debian host whose libvirtd
+    /// exited after its idle timeout (its sockets listening), or as one where it runs.
+    fn probe_with(unit_state: &str, unit: &str) -> (UnitState, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let fake = dir.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\ncase \"$*\" in\n\
+                 *TriggeredBy*) cat '{}' ;;\n\
+                 *) cat '{}' ;;\nesac\n",
+                log.display(),
+                crate::modules::facts::fixture_path(&format!("systemd_unit/{unit_state}")).display(),
+                crate::modules::facts::fixture_path("systemd_unit/libvirtd-sockets.txt").display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let Probe::Command(cmd) = UnitState::probe(unit) else { panic!() };
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        let seen = Observation::Command(CommandOutput {
+            rc: out.status.code().unwrap(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+        (UnitState::parse(unit, &seen).unwrap(), std::fs::read_to_string(&log).unwrap())
+    }
+
     #[test]
-    fn probe_is_one_quoted_show() {
-        assert_eq!(
-            UnitState::probe("getty@tty1"),
-            Probe::Command(
-                "systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload -- getty@tty1"
-                    .into()
-            )
-        );
-        assert!(matches!(UnitState::probe("a b"), Probe::Command(c) if c.ends_with("-- 'a b'")));
+    fn probe_is_one_quoted_show_and_asks_for_sockets_only_when_idle() {
+        let Probe::Command(c) = UnitState::probe("getty@tty1") else { panic!() };
+        assert!(c.starts_with(
+            "kf_u=$(systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,TriggeredBy -- getty@tty1)"
+        ));
+        assert!(matches!(UnitState::probe("a b"), Probe::Command(c) if c.contains("-- 'a b')")));
+        // Idle libvirtd: its three sockets are asked about, one listens.
+        let (u, calls) = probe_with("libvirtd-idle.txt", "libvirtd");
+        assert_eq!(calls.lines().count(), 2, "{calls}");
+        assert!(calls.ends_with(
+            "show -p Id,ActiveState -- libvirtd-ro.socket libvirtd.socket libvirtd-admin.socket\n"
+        ));
+        assert_eq!(u.active_state, "inactive");
+        assert_eq!(u.listening_triggers, ["libvirtd.socket"]);
+        assert!(u.on_demand() && !u.running());
+        assert_eq!(u.properties["Id"], "libvirtd.service", "the unit's block only");
+        // Running: one call, no sockets.
+        let (u, calls) = probe_with("ssh-running-enabled.txt", "ssh");
+        assert_eq!(calls.lines().count(), 1);
+        assert!(u.listening_triggers.is_empty() && !u.on_demand());
+        // Inactive without sockets: nothing more to ask.
+        let (u, calls) = probe_with("ssh-stopped-disabled.txt", "ssh");
+        assert_eq!(calls.lines().count(), 1);
+        assert!(!u.on_demand());
     }
 
     #[test]

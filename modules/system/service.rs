@@ -21,11 +21,14 @@ static SPEC: ModuleSpec = ModuleSpec {
     name: "service",
     summary: "Manage a systemd unit: started/stopped, enabled, masked",
     description: "Observes the unit with `systemctl show` (LoadState, ActiveState, SubState, \
-UnitFileState, NeedDaemonReload). `name` is passed to systemctl as given; systemctl appends \
+UnitFileState, NeedDaemonReload, TriggeredBy; for an inactive unit with trigger sockets, their \
+ActiveState). `name` is passed to systemctl as given; systemctl appends \
 `.service` when it has no unit suffix, so `libvirtd` and `libvirtd.service` are the same unit, \
 and an alias name reports the state of the unit it points to.\n\n\
 `state: started` starts the unit unless ActiveState is active, activating, reloading or \
-refreshing; `stopped` stops it when it is running or deactivating. `restarted` and `reloaded` \
+refreshing, or it is inactive and a socket that starts it on demand is listening (Debian's \
+libvirtd exits after two idle minutes and its sockets bring it back: a drift check from cron \
+would otherwise start it on every run; the result's `msg` says so); `stopped` stops it when it is running or deactivating. `restarted` and `reloaded` \
 always restart/reload (a unit that is not running is started instead), so they always report a \
 change: use them in handlers. Starts wait for the unit, so a failing start fails the task.\n\n\
 `enabled` compares UnitFileState: only `enabled` counts as enabled (an `enabled-runtime` unit is \
@@ -256,6 +259,16 @@ impl Module for Service {
 
         let running = status.running();
         let run_verb = match state {
+            // Idle and listening: it starts on the next connection, by its own design
+            // (Debian's libvirtd exits after two idle minutes); starting it would only be
+            // undone by the next idle spell, and a drift check would never be clean.
+            Some(RunState::Started) if status.on_demand() => {
+                notes.push(format!(
+                    "{unit} is idle and starts on demand ({} listening)",
+                    status.listening_triggers.join(", ")
+                ));
+                None
+            }
             Some(RunState::Started) if !running => Some("start"),
             Some(RunState::Stopped) if running || active == "deactivating" => Some("stop"),
             Some(RunState::Restarted | RunState::Reloaded) if !running => Some("start"),
@@ -321,6 +334,31 @@ mod tests {
         let obs = Observed::new()
             .with_fact::<UnitState>(&r.name, Observation::Command(CommandOutput::ok(stdout)));
         Service.plan(&r, &obs)
+    }
+
+    /// Debian's libvirtd exits after two idle minutes and its sockets start it again: a
+    /// drift check from cron finds it idle, not stopped. A failed or stopped one without a
+    /// listening socket is still started; `restarted` still restarts.
+    #[test]
+    fn an_idle_socket_activated_daemon_counts_as_started() {
+        let idle = fixture("systemd_unit/libvirtd-idle.txt")
+            + "\n"
+            + &fixture("systemd_unit/libvirtd-sockets.txt");
+        let p = plan(json!({"name": "libvirtd", "state": "started", "enabled": true}), &idle).unwrap();
+        assert!(!p.changed(), "{p:?}");
+        assert_eq!(
+            p.msg.as_deref(),
+            Some("libvirtd.service is idle and starts on demand (libvirtd.socket listening)")
+        );
+        let p = plan(json!({"name": "libvirtd", "state": "restarted"}), &idle).unwrap();
+        assert_eq!(runs(&p), ["systemctl start -- libvirtd.service"]);
+        // No socket listening: started.
+        let p = plan(
+            json!({"name": "libvirtd", "state": "started"}),
+            &fixture("systemd_unit/libvirtd-idle.txt"),
+        )
+        .unwrap();
+        assert_eq!(runs(&p), ["systemctl start -- libvirtd.service"]);
     }
 
     #[test]
