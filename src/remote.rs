@@ -177,7 +177,7 @@ const LOCK_FN: &str = r#"kf_lock() {
 /// change never started), or after SECONDS at the latest. With a `mkdir` lock it also waits for
 /// the holder itself, and removes the lock directory when it lets go.
 const KEEP_FN: &str = r#"kf_keep() {
-  mkdir -p -- "$1" 2>/dev/null
+  ( umask 077; mkdir -p -- "$1" ) 2>/dev/null
   kf_now=$(date +%s)
   setsid sh -c 'd=$1; u=$(($3 + $2)); g=$(($3 + $4)); h=$5; l=$6
     while { [ -n "$h" ] && kill -0 "$h" 2>/dev/null; } || { [ -d "$d" ] && [ ! -e "$d/rolled-back" ] && kf_t=$(date +%s) && [ "$kf_t" -lt "$u" ] && { [ -e "$d/armed" ] || [ "$kf_t" -lt "$g" ]; }; }; do sleep 1; done
