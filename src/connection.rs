@@ -168,7 +168,9 @@ pub trait Connection: Send {
         _become_: bool,
         _allowance: std::time::Duration,
     ) -> Result<Box<dyn Channel>, ConnectionError> {
-        Err(ConnectionError::Io("this connection opens no channels".into()))
+        Err(ConnectionError::Io(
+            "this connection opens no channels".into(),
+        ))
     }
 
     /// This run holds the host lock for scripts with `become_`: they take none of their own.
@@ -187,9 +189,7 @@ pub trait Connection: Send {
     /// lock to take, just runs the script.
     fn hold_lock(&mut self, script: &Script) -> Result<remote::Report, ConnectionError> {
         let lock = match self.host_lock() {
-            Some(l) if self.held_locks().is_some() && !self.holds_lock(script.become_) => {
-                l.clone()
-            }
+            Some(l) if self.held_locks().is_some() && !self.holds_lock(script.become_) => l.clone(),
             _ => return self.execute(script),
         };
         let root = self.as_root(script.become_);
@@ -694,7 +694,8 @@ mod tests {
         let e = b.write_file(&target, b"b\n", Attrs::default()).unwrap_err();
         assert!(
             e.to_string().contains("holds the host lock (pid 1)")
-                && e.to_string().contains("gave up waiting after 1 s (--lock-timeout 1;"),
+                && e.to_string()
+                    .contains("gave up waiting after 1 s (--lock-timeout 1;"),
             "{e}"
         );
         let e = b.hold_lock(&observe).unwrap_err();
@@ -723,7 +724,9 @@ mod tests {
         };
         let t = e.to_string();
         assert!(
-            t.contains("within 360 s") && t.contains("--timeout 60") && t.contains("--lock-timeout 300"),
+            t.contains("within 360 s")
+                && t.contains("--timeout 60")
+                && t.contains("--lock-timeout 300"),
             "{t}"
         );
     }

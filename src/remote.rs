@@ -236,7 +236,10 @@ impl RunLock {
 
     /// The command a holder runs to start a keeper for the guard directory `dir`.
     pub fn keep_command(dir: &str, seconds: u64, grace: u64) -> String {
-        format!("{{ kf_keep {} {seconds} {grace}; }} </dev/null\n", shell_quote(dir))
+        format!(
+            "{{ kf_keep {} {seconds} {grace}; }} </dev/null\n",
+            shell_quote(dir)
+        )
     }
 }
 
@@ -1465,7 +1468,11 @@ mod tests {
             Some("pid 1 on ctl")
         );
         // The same run (its holder text) does not wait for itself.
-        let r = parse(&write, &sh(write.render_with(Some(&lock(1, "pid 1 on ctl"))))).unwrap();
+        let r = parse(
+            &write,
+            &sh(write.render_with(Some(&lock(1, "pid 1 on ctl")))),
+        )
+        .unwrap();
         assert_eq!(r.actions[0], ActionOutcome::Done);
         // The input closes (the run ended, or the controller died): the lock is free.
         drop(stdin);
@@ -1504,8 +1511,9 @@ mod tests {
                 parse(&write, &out).unwrap().lock_busy
             };
             let guard = dir.path().join("guard").to_str().unwrap().to_string();
-            let (mut child, mut stdin, _) =
-                holder(render(Script::default().render_holder(&lock(5, "pid 1 on ctl"))));
+            let (mut child, mut stdin, _) = holder(render(
+                Script::default().render_holder(&lock(5, "pid 1 on ctl")),
+            ));
             stdin
                 .write_all(RunLock::keep_command(&guard, 600, 600).as_bytes())
                 .unwrap();
@@ -1521,7 +1529,11 @@ mod tests {
             child.wait().unwrap();
             std::fs::write(format!("{guard}/armed"), "sleeper").unwrap();
             std::thread::sleep(std::time::Duration::from_millis(1500));
-            assert_eq!(busy().as_deref(), Some("pid 1 on ctl"), "no_flock={no_flock}");
+            assert_eq!(
+                busy().as_deref(),
+                Some("pid 1 on ctl"),
+                "no_flock={no_flock}"
+            );
             // Disarmed: free within a second or two.
             std::fs::remove_dir_all(&guard).unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -1546,7 +1558,12 @@ mod tests {
             parse(&write, &out).unwrap().lock_busy
         };
         for (grace, rolled_back) in [(1, false), (600, true)] {
-            let guard = dir.path().join(format!("g{grace}")).to_str().unwrap().to_string();
+            let guard = dir
+                .path()
+                .join(format!("g{grace}"))
+                .to_str()
+                .unwrap()
+                .to_string();
             let (mut child, mut stdin, _) =
                 holder(Script::default().render_holder(&lock(5, "pid 1 on ctl")));
             stdin

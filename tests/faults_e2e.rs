@@ -280,7 +280,10 @@ fn two_runs_at_once_take_turns() {
         text(&second)
     );
     let shared = result_of(&second, "h1", "shared");
-    assert_eq!(shared["status"], "ok", "observed again under the lock: {shared}");
+    assert_eq!(
+        shared["status"], "ok",
+        "observed again under the lock: {shared}"
+    );
     assert_eq!(code(&first.wait_with_output().unwrap()), 0);
     assert_eq!(on(&lab, "h1", "cat /tmp/kf-order"), "A-start\nA-end\n");
     assert_eq!(on(&lab, "h1", "cat /tmp/kf-shared"), "same\n");
@@ -388,7 +391,10 @@ fn network_cut_during_observation() {
     let r = result_of(&out, "h1", "observe");
     assert_eq!(r["status"], "unreachable", "{r}");
     assert!(
-        r["msg"].as_str().unwrap().contains("timed out after 6 s"),
+        r["msg"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 6 s (--timeout 6); raise the limit with --timeout SECONDS"),
         "{r}"
     );
     assert_eq!(result_of(&out, "h2", "observe")["status"], "changed");
@@ -624,7 +630,9 @@ fn vm_power_off_mid_play_and_power_loss_after_a_run() {
     let r = result_of(&out, "q1", "slow");
     assert_eq!(r["status"], "unreachable", "{r}");
     assert!(
-        r["msg"].as_str().unwrap().contains("timed out after 40 s"),
+        r["msg"].as_str().unwrap().contains(
+            "timed out after 40 s (--timeout 40); raise the limit with --timeout SECONDS"
+        ),
         "{r}"
     );
     let after = result_of(&out, "h1", "after");

@@ -296,9 +296,9 @@ pub fn apply(
     // The run lock stays held until the change is settled, whatever happens to this
     // connection (see `remote::RunLock`).
     let grace = session_limit.as_secs() + 30;
-    let kept = state.connection(opts).and_then(|c| {
-        c.keep_lock(&dir, remote::RunLock::keep_for(timeout), grace)
-    });
+    let kept = state
+        .connection(opts)
+        .and_then(|c| c.keep_lock(&dir, remote::RunLock::keep_for(timeout), grace));
     let conn = match kept {
         Ok(()) => state.conn.take().expect("connected"),
         Err(e) => {
