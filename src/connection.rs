@@ -32,8 +32,16 @@ pub enum ConnectionError {
     Io(String),
     #[error(transparent)]
     Protocol(#[from] remote::ProtocolError),
-    #[error("timed out after {0} s")]
-    Timeout(u64),
+    /// One invocation took longer than `--timeout` (plus, for a run lock's holder, the
+    /// `--lock-timeout` it may wait for another run).
+    #[error("{}", timeout_text(host, *secs, *lock_wait))]
+    Timeout {
+        host: String,
+        /// The `--timeout` that fired.
+        secs: u64,
+        /// The `--lock-timeout` allowed on top, when the invocation waited for the host lock.
+        lock_wait: Option<u64>,
+    },
     /// The connection failed (unreachable, timed out, I/O) while running a script that changes
     /// the host: its changes may be partly made, and the host may have become unreachable
     /// *because* of them (a network change). Told apart from a host that was never reached so
@@ -46,7 +54,7 @@ impl ConnectionError {
     /// The host is to be reported unreachable (not merely failed).
     pub fn is_unreachable(&self) -> bool {
         match self {
-            ConnectionError::Unreachable(_) | ConnectionError::Timeout(_) => true,
+            ConnectionError::Unreachable(_) | ConnectionError::Timeout { .. } => true,
             ConnectionError::LostDuringChange(e) => e.is_unreachable(),
             _ => false,
         }
@@ -54,6 +62,73 @@ impl ConnectionError {
     /// The connection was lost while changes were being made.
     pub fn lost_during_change(&self) -> bool {
         matches!(self, ConnectionError::LostDuringChange(_))
+    }
+}
+
+/// What a timed-out invocation says: which limit fired and how to raise it.
+fn timeout_text(host: &str, secs: u64, lock_wait: Option<u64>) -> String {
+    match lock_wait {
+        None => format!(
+            "no answer from {host} within {secs} s: timed out after {secs} s (--timeout {secs}); \
+             raise the limit with --timeout SECONDS"
+        ),
+        Some(w) => format!(
+            "no answer from {host} within {} s: timed out after {secs} s (--timeout {secs}) \
+             plus {w} s of waiting for the host lock (--lock-timeout {w}); raise the limits with \
+             --timeout SECONDS or --lock-timeout SECONDS",
+            secs + w
+        ),
+    }
+}
+
+/// What a run says when another run held the host lock for longer than `--lock-timeout`.
+pub fn lock_busy_text(holder: &str, wait: u64) -> String {
+    format!(
+        "another kvmforge run holds the host lock ({holder}): gave up waiting after {wait} s \
+         (--lock-timeout {wait}; raise it with --lock-timeout SECONDS); nothing was changed"
+    )
+}
+
+/// A shell on a channel of its own that stays open as long as this value lives: a run lock's
+/// holder (see [`remote::RunLock`]). Dropping it closes the shell's standard input, which ends
+/// it and frees the lock.
+pub trait Channel: Send {
+    /// Send more shell text.
+    fn send(&mut self, text: &[u8]) -> Result<(), ConnectionError>;
+    /// What the shell prints up to and including the first line starting with `marker`
+    /// (`KF wait` lines are shown as they arrive), and whether that line came before the output
+    /// ended.
+    fn read_until(&mut self, marker: &[u8]) -> Result<(Vec<u8>, bool), ConnectionError>;
+    /// What the shell printed on stderr, once its output has ended.
+    fn errors(&mut self) -> String;
+}
+
+/// Take complete lines out of `pending` into `out` until one starts with `marker`, showing the
+/// `KF wait` records among them. Returns whether the marker line was found.
+pub fn take_lines(host: &str, pending: &mut Vec<u8>, out: &mut Vec<u8>, marker: &[u8]) -> bool {
+    while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=nl).collect();
+        let mut seen = 0;
+        announce_waits(host, &line, &mut seen);
+        let found = line.starts_with(marker);
+        out.extend_from_slice(&line);
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
+/// The run locks a connection holds, one per privilege: root and the login user lock
+/// different files (see [`remote::HostLock`]).
+#[derive(Default)]
+pub struct HeldLocks {
+    held: Vec<(bool, Box<dyn Channel>)>,
+}
+
+impl HeldLocks {
+    pub fn holds(&self, root: bool) -> bool {
+        self.held.iter().any(|(r, _)| *r == root)
     }
 }
 
@@ -72,13 +147,104 @@ pub trait Connection: Send {
         None
     }
 
+    /// Whether a script with `become_` runs as root.
+    fn as_root(&self, become_: bool) -> bool {
+        become_
+    }
+
+    /// The run locks this connection holds; `None` when it cannot hold any.
+    fn held_locks(&self) -> Option<&HeldLocks> {
+        None
+    }
+
+    fn held_locks_mut(&mut self) -> Option<&mut HeldLocks> {
+        None
+    }
+
+    /// Start a shell (as root with `become_`) on a channel of its own, which may take up to
+    /// `allowance` longer than one invocation may (see [`Channel`]).
+    fn open_channel(
+        &mut self,
+        _become_: bool,
+        _allowance: std::time::Duration,
+    ) -> Result<Box<dyn Channel>, ConnectionError> {
+        Err(ConnectionError::Io(
+            "this connection opens no channels".into(),
+        ))
+    }
+
+    /// This run holds the host lock for scripts with `become_`: they take none of their own.
+    fn holds_lock(&self, become_: bool) -> bool {
+        let root = self.as_root(become_);
+        self.held_locks().is_some_and(|h| h.holds(root))
+    }
+
+    /// A change with `become_` needs the run lock taken first (see [`remote::RunLock`]).
+    fn needs_run_lock(&self, become_: bool) -> bool {
+        self.host_lock().is_some() && self.held_locks().is_some() && !self.holds_lock(become_)
+    }
+
+    /// Take the run lock for `script.become_` and run `script` (observations) under it,
+    /// keeping the lock until this connection is dropped (see [`remote::RunLock`]). Without a
+    /// lock to take, just runs the script.
+    fn hold_lock(&mut self, script: &Script) -> Result<remote::Report, ConnectionError> {
+        let lock = match self.host_lock() {
+            Some(l) if self.held_locks().is_some() && !self.holds_lock(script.become_) => l.clone(),
+            _ => return self.execute(script),
+        };
+        let root = self.as_root(script.become_);
+        let mut ch =
+            self.open_channel(script.become_, std::time::Duration::from_secs(lock.wait))?;
+        ch.send(script.render_holder(&lock).as_bytes())?;
+        let (out, done) = ch.read_until(b"KF end")?;
+        let report = remote::parse(script, &out)?;
+        if let Some(holder) = &report.lock_busy {
+            return Err(ConnectionError::Io(lock_busy_text(holder, lock.wait)));
+        }
+        if !done || !report.complete {
+            return Err(ConnectionError::Io(format!(
+                "the shell taking the host lock stopped early: {}",
+                ch.errors().trim()
+            )));
+        }
+        if let Some(h) = self.held_locks_mut() {
+            h.held.push((root, ch));
+        }
+        Ok(report)
+    }
+
+    /// Keep the root run lock held until the guarded network change saved in `dir` is
+    /// settled, even if this connection drops meanwhile (see [`remote::RunLock`]). Nothing to
+    /// do when this run holds no root lock.
+    fn keep_lock(&mut self, dir: &str, seconds: u64, grace: u64) -> Result<(), ConnectionError> {
+        let Some(h) = self.held_locks_mut() else {
+            return Ok(());
+        };
+        let Some((_, ch)) = h.held.iter_mut().find(|(root, _)| *root) else {
+            return Ok(());
+        };
+        ch.send(remote::RunLock::keep_command(dir, seconds, grace).as_bytes())?;
+        match ch.read_until(b"KF kept")? {
+            (_, true) => Ok(()),
+            (_, false) => Err(ConnectionError::Io(format!(
+                "the shell holding the host lock ended: {}",
+                ch.errors().trim()
+            ))),
+        }
+    }
+
     /// Run a [`Script`] and parse its report.
     fn execute(&mut self, script: &Script) -> Result<remote::Report, ConnectionError> {
-        let text = script.render_with(self.host_lock());
+        let lock = if self.holds_lock(script.become_) {
+            None
+        } else {
+            self.host_lock()
+        };
+        let text = script.render_with(lock);
         let out = match self.run_script(&text, script.become_) {
             Err(
                 e @ (ConnectionError::Unreachable(_)
-                | ConnectionError::Timeout(_)
+                | ConnectionError::Timeout { .. }
                 | ConnectionError::Io(_)),
             ) if !script.actions.is_empty() => {
                 return Err(ConnectionError::LostDuringChange(Box::new(e)))
@@ -88,10 +254,7 @@ pub trait Connection: Send {
         let report = remote::parse(script, &out.stdout)?;
         if let Some(holder) = &report.lock_busy {
             let wait = self.host_lock().map_or(0, |l| l.wait);
-            return Err(ConnectionError::Io(format!(
-                "another kvmforge run holds the host lock ({holder}): gave up waiting after \
-                 {wait} s (--lock-timeout); nothing was changed"
-            )));
+            return Err(ConnectionError::Io(lock_busy_text(holder, wait)));
         }
         if !report.complete
             && report.actions.iter().all(|a| *a == ActionOutcome::NotRun)
@@ -301,6 +464,7 @@ pub struct LocalConnection {
     invocations: u32,
     name: String,
     lock: Option<remote::HostLock>,
+    locks: HeldLocks,
 }
 
 impl LocalConnection {
@@ -310,7 +474,71 @@ impl LocalConnection {
             invocations: 0,
             name: "localhost".into(),
             lock: None,
+            locks: HeldLocks::default(),
         }
+    }
+
+    /// Run with this host lock (see [`remote::HostLock`]).
+    pub fn with_lock(mut self, lock: remote::HostLock) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+}
+
+/// A local shell that stays open (see [`Channel`]).
+struct LocalChannel {
+    host: String,
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::process::ChildStdout,
+    pending: Vec<u8>,
+}
+
+impl Channel for LocalChannel {
+    fn send(&mut self, text: &[u8]) -> Result<(), ConnectionError> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| ConnectionError::Io("the shell's input is closed".into()))?;
+        stdin
+            .write_all(text)
+            .and_then(|()| stdin.flush())
+            .map_err(|e| ConnectionError::Io(format!("cannot write to the local shell: {e}")))
+    }
+
+    fn read_until(&mut self, marker: &[u8]) -> Result<(Vec<u8>, bool), ConnectionError> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            if take_lines(&self.host, &mut self.pending, &mut out, marker) {
+                return Ok((out, true));
+            }
+            match std::io::Read::read(&mut self.stdout, &mut chunk) {
+                Ok(0) => {
+                    out.append(&mut self.pending);
+                    return Ok((out, false));
+                }
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ConnectionError::Io(e.to_string())),
+            }
+        }
+    }
+
+    fn errors(&mut self) -> String {
+        let mut e = Vec::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_end(&mut err, &mut e);
+        }
+        String::from_utf8_lossy(&e).into_owned()
+    }
+}
+
+impl Drop for LocalChannel {
+    fn drop(&mut self) {
+        // End of input: the shell exits and the lock is free.
+        self.stdin = None;
+        let _ = self.child.wait();
     }
 }
 
@@ -379,6 +607,49 @@ impl Connection for LocalConnection {
     fn host_lock(&self) -> Option<&remote::HostLock> {
         self.lock.as_ref()
     }
+
+    fn as_root(&self, become_: bool) -> bool {
+        become_ || nix::unistd::geteuid().is_root()
+    }
+
+    fn held_locks(&self) -> Option<&HeldLocks> {
+        Some(&self.locks)
+    }
+
+    fn held_locks_mut(&mut self) -> Option<&mut HeldLocks> {
+        Some(&mut self.locks)
+    }
+
+    fn open_channel(
+        &mut self,
+        become_: bool,
+        _allowance: std::time::Duration,
+    ) -> Result<Box<dyn Channel>, ConnectionError> {
+        self.invocations += 1;
+        let root = nix::unistd::geteuid().is_root();
+        let (argv, preamble) = self.become_.wrap(become_, root);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ConnectionError::Io(format!("cannot start {}: {e}", argv[0])))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stdin = child.stdin.take().expect("piped");
+        let mut ch = LocalChannel {
+            host: self.name.clone(),
+            child,
+            stdin: Some(stdin),
+            stdout,
+            pending: Vec::new(),
+        };
+        if !preamble.is_empty() {
+            ch.send(&preamble)?;
+        }
+        Ok(Box::new(ch))
+    }
 }
 
 #[cfg(test)]
@@ -394,6 +665,70 @@ mod tests {
         let st = c.read_file(&path).unwrap();
         assert_eq!(st.content.as_deref(), Some(&b"hello\n"[..]));
         assert_eq!(c.invocations(), 2);
+    }
+
+    /// A run that holds the run lock: its own changing scripts take no lock of their own and
+    /// never wait for it; another run's wait and give up naming `--lock-timeout`; dropping the
+    /// connection frees the lock.
+    #[test]
+    fn the_run_lock_is_held_until_the_connection_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = |wait, who: &str| remote::HostLock {
+            path: dir.path().join("kf.lock").to_str().unwrap().into(),
+            wait,
+            holder: who.into(),
+        };
+        let target = dir.path().join("f").to_str().unwrap().to_string();
+        let mut a = LocalConnection::new(Become::default()).with_lock(lock(5, "pid 1"));
+        assert!(a.needs_run_lock(false));
+        let observe = Script {
+            probes: vec![Probe::File(target.clone())],
+            ..Default::default()
+        };
+        let r = a.hold_lock(&observe).unwrap();
+        assert_eq!(r.observations.len(), 1);
+        assert!(a.holds_lock(false) && !a.needs_run_lock(false));
+        assert_eq!(a.invocations(), 1);
+        a.write_file(&target, b"a\n", Attrs::default()).unwrap();
+        let mut b = LocalConnection::new(Become::default()).with_lock(lock(1, "pid 2"));
+        let e = b.write_file(&target, b"b\n", Attrs::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("holds the host lock (pid 1)")
+                && e.to_string()
+                    .contains("gave up waiting after 1 s (--lock-timeout 1;"),
+            "{e}"
+        );
+        let e = b.hold_lock(&observe).unwrap_err();
+        assert!(e.to_string().contains("--lock-timeout 1"), "{e}");
+        drop(a);
+        b.write_file(&target, b"b\n", Attrs::default()).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "b\n");
+    }
+
+    #[test]
+    fn a_timeout_names_the_limit_and_how_to_raise_it() {
+        let e = ConnectionError::Timeout {
+            host: "h1".into(),
+            secs: 60,
+            lock_wait: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "no answer from h1 within 60 s: timed out after 60 s (--timeout 60); raise the limit with --timeout SECONDS"
+        );
+        assert!(e.is_unreachable());
+        let e = ConnectionError::Timeout {
+            host: "h1".into(),
+            secs: 60,
+            lock_wait: Some(300),
+        };
+        let t = e.to_string();
+        assert!(
+            t.contains("within 360 s")
+                && t.contains("--timeout 60")
+                && t.contains("--lock-timeout 300"),
+            "{t}"
+        );
     }
 
     /// A transport that fails every script the way a dropped SSH session does.

@@ -146,12 +146,16 @@ fn utc_text(secs: u64) -> String {
 }
 
 /// `kf_lock PATH WAIT HOLDER`: see [`HostLock`]. Commands run by the script close fd 9, so a
-/// daemon one of them starts cannot keep the lock.
+/// daemon one of them starts cannot keep the lock. A lock held by this same run (its HOLDER
+/// text, which names the controller's process and start time) is not waited for: two inventory
+/// names for one machine must not wait for each other until `--lock-timeout`.
 const LOCK_FN: &str = r#"kf_lock() {
   kf_lk=$1
   [ -w "${kf_lk%/*}" ] || kf_lk="${TMPDIR:-/tmp}/kvmforge-$(id -u).lock"
   if command -v flock >/dev/null 2>&1 && { exec 9>>"$kf_lk"; } 2>/dev/null; then
     if ! flock -n 9; then
+      # Held by this very run (two inventory names for one machine): no waiting for itself.
+      [ "$(cat -- "$kf_lk" 2>/dev/null)" = "$3" ] && { exec 9>&-; return 0; }
       printf 'KF wait =%s
 ' "$(kf_b64 < "$kf_lk")"
       flock -w "$2" 9 || { printf 'KF lock =%s
@@ -164,6 +168,7 @@ const LOCK_FN: &str = r#"kf_lock() {
   until mkdir -- "$kf_lk.d" 2>/dev/null; do
     kf_o=$(cat -- "$kf_lk.d/owner" 2>/dev/null)
     if [ -n "$kf_o" ] && ! kill -0 "${kf_o%% *}" 2>/dev/null; then rm -rf -- "$kf_lk.d"; continue; fi
+    [ "${kf_o#* }" = "$3" ] && return 0
     [ $kf_n -eq 0 ] && printf 'KF wait =%s
 ' "$(printf %s "${kf_o#* }" | kf_b64)"
     [ $kf_n -ge "$2" ] && { printf 'KF lock =%s
@@ -174,6 +179,80 @@ const LOCK_FN: &str = r#"kf_lock() {
   printf '%s %s' $$ "$3" > "$kf_lkd/owner"
 }
 "#;
+
+/// `kf_keep DIR SECONDS GRACE`, in a run lock's holder: keep the lock held by a process detached
+/// from the session while the guarded network change saved in DIR is unsettled, so that a
+/// change that cuts the session does not release the lock before it is confirmed or rolled
+/// back (see [`RunLock`]). The keeper lets go when DIR is removed (the change was confirmed and
+/// disarmed), when DIR holds `rolled-back`, when DIR was never armed within GRACE seconds (the
+/// change never started), or after SECONDS at the latest. With a `mkdir` lock it also waits for
+/// the holder itself, and removes the lock directory when it lets go.
+const KEEP_FN: &str = r#"kf_keep() {
+  ( umask 077; mkdir -p -- "$1" ) 2>/dev/null
+  kf_now=$(date +%s)
+  setsid sh -c 'd=$1; u=$(($3 + $2)); g=$(($3 + $4)); h=$5; l=$6
+    while { [ -n "$h" ] && kill -0 "$h" 2>/dev/null; } || { [ -d "$d" ] && [ ! -e "$d/rolled-back" ] && kf_t=$(date +%s) && [ "$kf_t" -lt "$u" ] && { [ -e "$d/armed" ] || [ "$kf_t" -lt "$g" ]; }; }; do sleep 1; done
+    [ -z "$l" ] || rm -rf -- "$l"' kvmforge-lock-keeper "$1" "$2" "$kf_now" "$3" "${kf_lkd:+$$}" "$kf_lkd" </dev/null >/dev/null 2>&1 &
+  if [ -n "$kf_lkd" ]; then
+    kf_o=$(cat -- "$kf_lkd/owner" 2>/dev/null)
+    printf '%s %s' $! "${kf_o#* }" > "$kf_lkd/owner"
+    kf_lkd=
+  fi
+  printf 'KF kept\n'
+}
+"#;
+
+impl HostLock {
+    /// Append the call that takes this lock (after [`LOCK_FN`]).
+    fn render_take(&self, s: &mut String) {
+        writeln!(
+            s,
+            "kf_lock {} {} {}",
+            shell_quote(&self.path),
+            self.wait,
+            shell_quote(&self.holder)
+        )
+        .unwrap();
+    }
+}
+
+/// The lock one run holds on a host from its first change to its end.
+///
+/// Observing takes no lock, so a run with nothing to change stays one invocation per host. When
+/// a host's plan first has something to change (never in check mode), the executor starts a
+/// *holder*: a shell on a channel of its own over the host's connection that takes the
+/// [`HostLock`] (`flock -w WAIT` on fd 9; a `mkdir` lock where there is no flock), waiting and
+/// giving up exactly as a changing script does, then observes again under the lock (the
+/// executor plans again from that observation, never from the one made before the lock) and
+/// keeps reading its standard input. The run's own scripts then take no lock of their own. When
+/// the run ends, or the controller dies, or the connection drops, the channel closes, the shell
+/// exits and the lock is free. A reboot empties `/run` anyway; the new connection takes the lock
+/// again at its next change.
+///
+/// A guarded network change may cut the very connection the holder lives on, and is confirmed
+/// over a new one. So before it is applied the holder starts a *keeper* (`kf_keep`): a process
+/// detached from the session that inherits the lock and holds it until the change is settled,
+/// that is confirmed and disarmed (its guard directory removed) or rolled back (`rolled-back`
+/// written), with a bound of twice the rollback timeout and a minute. The lock is therefore
+/// never free while a change is unconfirmed, even if the controller dies; after a confirmation
+/// over a new connection the run takes the lock again, with a fresh observation, at its next
+/// change.
+pub struct RunLock;
+
+impl RunLock {
+    /// Seconds a keeper holds the lock at most for a guarded change with rollback `timeout`.
+    pub fn keep_for(timeout: u64) -> u64 {
+        timeout.saturating_mul(2).saturating_add(60)
+    }
+
+    /// The command a holder runs to start a keeper for the guard directory `dir`.
+    pub fn keep_command(dir: &str, seconds: u64, grace: u64) -> String {
+        format!(
+            "{{ kf_keep {} {seconds} {grace}; }} </dev/null\n",
+            shell_quote(dir)
+        )
+    }
+}
 
 impl Script {
     pub fn is_empty(&self) -> bool {
@@ -193,15 +272,31 @@ impl Script {
         s.push_str(&PRELUDE.replace("MAXCONTENT", &MAX_CONTENT.to_string()));
         if let (Some(lock), false) = (lock, self.actions.is_empty()) {
             s.push_str(LOCK_FN);
-            writeln!(
-                s,
-                "kf_lock {} {} {}",
-                shell_quote(&lock.path),
-                lock.wait,
-                shell_quote(&lock.holder)
-            )
-            .unwrap();
+            lock.render_take(&mut s);
         }
+        self.render_body(&mut s);
+        s.push_str("echo 'KF end'\n} </dev/null\n");
+        s
+    }
+
+    /// The shell text of a run lock's holder (see [`RunLock`]): take `lock`, say `KF held`,
+    /// run this script under it (it should only observe), say `KF end`, and then keep the lock
+    /// for as long as the shell reads its standard input (more commands, such as `kf_keep`).
+    pub fn render_holder(&self, lock: &HostLock) -> String {
+        let mut s = String::with_capacity(4096);
+        s.push_str("{\n");
+        s.push_str(&PRELUDE.replace("MAXCONTENT", &MAX_CONTENT.to_string()));
+        s.push_str(LOCK_FN);
+        s.push_str(KEEP_FN);
+        lock.render_take(&mut s);
+        s.push_str("printf 'KF held\\n'\n");
+        self.render_body(&mut s);
+        s.push_str("echo 'KF end'\n} </dev/null\n");
+        s
+    }
+
+    /// Actions, probes and facts.
+    fn render_body(&self, s: &mut String) {
         // Consecutive file writes are staged together, made durable with one `sync`, and only
         // then renamed into place (see `render_writes`).
         let mut i = 0;
@@ -214,14 +309,14 @@ impl Script {
                 let ids: Vec<(String, &Action)> = (i..i + n)
                     .map(|k| (format!("a{k}"), &self.actions[k]))
                     .collect();
-                render_writes(&mut s, &ids);
+                render_writes(s, &ids);
                 i += n;
             } else {
-                render_action(&mut s, &format!("a{i}"), &self.actions[i]);
+                render_action(s, &format!("a{i}"), &self.actions[i]);
                 i += 1;
             }
         }
-        render_file_batch(&mut s, &self.probes);
+        render_file_batch(s, &self.probes);
         for (i, p) in self.probes.iter().enumerate() {
             match p {
                 Probe::File(path) if !batched(path) => {
@@ -237,8 +332,6 @@ impl Script {
         if self.facts {
             s.push_str(facts::SCRIPT);
         }
-        s.push_str("echo 'KF end'\n} </dev/null\n");
-        s
     }
 }
 
@@ -841,8 +934,8 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
             report.complete = true;
             continue;
         }
-        if id == "wait" {
-            continue; // shown by the transport while the script waited
+        if id == "wait" || id == "held" || id == "kept" {
+            continue; // shown by the transport while the script waited; a run lock's holder
         }
         if id == "lock" {
             report.lock_busy = Some(decode_str(f.next())?);
@@ -1546,6 +1639,197 @@ mod tests {
         assert!(r.lock_busy.is_none());
         assert_eq!(r.actions[0], ActionOutcome::Ran(CommandOutput::ok("")));
         assert!(!lockdir.exists());
+    }
+
+    /// A shell that stays open: a run lock's holder as the transports start it.
+    fn holder(text: String) -> (std::process::Child, std::process::ChildStdin, Vec<u8>) {
+        let mut c = Command::new("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let mut out = Vec::new();
+        let mut stdout = c.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while !out.ends_with(b"KF end\n") {
+            if std::io::Read::read(&mut stdout, &mut byte).unwrap() == 0 {
+                break;
+            }
+            out.push(byte[0]);
+        }
+        // Keep reading in the background so the holder never blocks on its output.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        (c, stdin, out)
+    }
+
+    fn sh(text: String) -> Vec<u8> {
+        let mut c = Command::new("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        c.wait_with_output().unwrap().stdout
+    }
+
+    /// A run lock's holder takes the lock, observes under it, and keeps the lock for as long
+    /// as its input is open: changing scripts of other runs wait, and get it once it closes.
+    #[test]
+    fn a_holder_keeps_the_lock_until_its_input_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = |wait, who: &str| HostLock {
+            path: dir.path().join("kf.lock").to_str().unwrap().into(),
+            wait,
+            holder: who.into(),
+        };
+        let target = dir.path().join("t").to_str().unwrap().to_string();
+        std::fs::write(&target, "before\n").unwrap();
+        let observe = Script {
+            probes: vec![Probe::File(target.clone())],
+            ..Default::default()
+        };
+        let (mut child, stdin, out) = holder(observe.render_holder(&lock(5, "pid 1 on ctl")));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("KF held\n"), "{text}");
+        let r = parse(&observe, &out).unwrap();
+        assert!(r.complete && r.lock_busy.is_none());
+        assert!(
+            matches!(&r.observations[0], Observation::File(st) if st.content.as_deref() == Some(&b"before\n"[..]))
+        );
+        let write = Script {
+            actions: vec![Action::write(&target, "other\n", Attrs::default(), false)],
+            ..Default::default()
+        };
+        let r = parse(&write, &sh(write.render_with(Some(&lock(1, "pid 2"))))).unwrap();
+        assert_eq!(r.lock_busy.as_deref(), Some("pid 1 on ctl"));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "before\n");
+        // A second holder of another run waits and gives up the same way.
+        let (_, _, out) = holder(observe.render_holder(&lock(1, "pid 3")));
+        assert_eq!(
+            parse(&observe, &out).unwrap().lock_busy.as_deref(),
+            Some("pid 1 on ctl")
+        );
+        // The same run (its holder text) does not wait for itself.
+        let r = parse(
+            &write,
+            &sh(write.render_with(Some(&lock(1, "pid 1 on ctl")))),
+        )
+        .unwrap();
+        assert_eq!(r.actions[0], ActionOutcome::Done);
+        // The input closes (the run ended, or the controller died): the lock is free.
+        drop(stdin);
+        child.wait().unwrap();
+        let r = parse(&write, &sh(write.render_with(Some(&lock(0, "pid 2"))))).unwrap();
+        assert!(r.lock_busy.is_none());
+        assert_eq!(r.actions[0], ActionOutcome::Done);
+    }
+
+    /// Before a guarded network change the holder hands the lock to a keeper detached from it:
+    /// the lock stays taken after the holder's session is gone, until the change is disarmed
+    /// (its directory removed) or rolled back; and a change that never got armed lets go after
+    /// the grace.
+    #[test]
+    fn a_keeper_holds_the_lock_until_the_guarded_change_settles() {
+        for no_flock in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let lock = |wait, who: &str| HostLock {
+                path: dir.path().join("kf.lock").to_str().unwrap().into(),
+                wait,
+                holder: who.into(),
+            };
+            let render = |t: String| {
+                if no_flock {
+                    t.replace("command -v flock", "command -v kf-no-flock")
+                } else {
+                    t
+                }
+            };
+            let write = Script {
+                actions: vec![Action::run("true")],
+                ..Default::default()
+            };
+            let busy = || {
+                let out = sh(render(write.render_with(Some(&lock(0, "pid 2")))));
+                parse(&write, &out).unwrap().lock_busy
+            };
+            let guard = dir.path().join("guard").to_str().unwrap().to_string();
+            let (mut child, mut stdin, _) = holder(render(
+                Script::default().render_holder(&lock(5, "pid 1 on ctl")),
+            ));
+            stdin
+                .write_all(RunLock::keep_command(&guard, 600, 600).as_bytes())
+                .unwrap();
+            stdin.flush().unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !std::path::Path::new(&guard).is_dir() {
+                assert!(std::time::Instant::now() < deadline);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            // The session that held it is gone; the change is not settled: still taken.
+            drop(stdin);
+            child.wait().unwrap();
+            std::fs::write(format!("{guard}/armed"), "sleeper").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            assert_eq!(
+                busy().as_deref(),
+                Some("pid 1 on ctl"),
+                "no_flock={no_flock}"
+            );
+            // Disarmed: free within a second or two.
+            std::fs::remove_dir_all(&guard).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while busy().is_some() {
+                assert!(std::time::Instant::now() < deadline, "no_flock={no_flock}");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        // Never armed: let go after the grace; rolled back: let go at once.
+        let dir = tempfile::tempdir().unwrap();
+        let lock = |wait, who: &str| HostLock {
+            path: dir.path().join("kf.lock").to_str().unwrap().into(),
+            wait,
+            holder: who.into(),
+        };
+        let write = Script {
+            actions: vec![Action::run("true")],
+            ..Default::default()
+        };
+        let busy = || {
+            let out = sh(write.render_with(Some(&lock(0, "pid 2"))));
+            parse(&write, &out).unwrap().lock_busy
+        };
+        for (grace, rolled_back) in [(1, false), (600, true)] {
+            let guard = dir
+                .path()
+                .join(format!("g{grace}"))
+                .to_str()
+                .unwrap()
+                .to_string();
+            let (mut child, mut stdin, _) =
+                holder(Script::default().render_holder(&lock(5, "pid 1 on ctl")));
+            stdin
+                .write_all(RunLock::keep_command(&guard, 600, grace).as_bytes())
+                .unwrap();
+            drop(stdin);
+            child.wait().unwrap();
+            assert!(std::path::Path::new(&guard).is_dir());
+            if rolled_back {
+                std::fs::write(format!("{guard}/armed"), "").unwrap();
+                assert!(busy().is_some());
+                std::fs::write(format!("{guard}/rolled-back"), "ok").unwrap();
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while busy().is_some() {
+                assert!(std::time::Instant::now() < deadline, "grace {grace}");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
     }
 
     #[test]

@@ -6,13 +6,13 @@
 //! channel's stdin; nothing is copied with scp/sftp.
 
 use crate::connection::{
-    announce_waits, become_failure, Become, ConnectOptions, Connection, ConnectionError,
-    ScriptOutput,
+    announce_waits, become_failure, take_lines, Become, Channel, ConnectOptions, Connection,
+    ConnectionError, HeldLocks, ScriptOutput,
 };
 use crate::inventory::ConnectionSpec;
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,13 +30,101 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 pub struct SshConnection {
     name: String,
-    session: Option<Session>,
+    session: Option<Arc<Session>>,
     become_: Become,
     /// The login user is root: no sudo needed.
     root: bool,
     timeout: Option<Duration>,
     invocations: u32,
     lock: Option<crate::remote::HostLock>,
+    /// Run locks held on channels of this connection's master.
+    locks: HeldLocks,
+}
+
+/// A remote shell on a channel of its own over the host's master connection (see
+/// [`Channel`]). Dropping it closes the channel's input: the shell ends.
+struct SshChannel {
+    host: String,
+    child: Option<openssh::Child<Arc<Session>>>,
+    stdin: Option<openssh::ChildStdin>,
+    stdout: openssh::ChildStdout,
+    pending: Vec<u8>,
+    /// How long one read may wait, and the limits it stands for (see
+    /// [`ConnectionError::Timeout`]).
+    timeout: Option<(Duration, u64, u64)>,
+}
+
+impl Channel for SshChannel {
+    fn send(&mut self, text: &[u8]) -> Result<(), ConnectionError> {
+        let host = self.host.clone();
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| ConnectionError::Io(format!("{host}: the channel's input is closed")))?;
+        runtime()
+            .block_on(async {
+                stdin.write_all(text).await?;
+                stdin.flush().await
+            })
+            .map_err(|e| ConnectionError::Io(format!("{host}: {e}")))
+    }
+
+    fn read_until(&mut self, marker: &[u8]) -> Result<(Vec<u8>, bool), ConnectionError> {
+        let mut out = Vec::new();
+        let host = self.host.clone();
+        let (stdout, pending) = (&mut self.stdout, &mut self.pending);
+        let work = async {
+            let mut chunk = vec![0u8; 65536];
+            loop {
+                if take_lines(&host, pending, &mut out, marker) {
+                    return Ok(true);
+                }
+                let n = stdout.read(&mut chunk).await?;
+                if n == 0 {
+                    out.append(pending);
+                    return Ok::<_, std::io::Error>(false);
+                }
+                pending.extend_from_slice(&chunk[..n]);
+            }
+        };
+        let done = match self.timeout {
+            Some((t, secs, wait)) => runtime()
+                .block_on(async { tokio::time::timeout(t, work).await })
+                .map_err(|_| ConnectionError::Timeout {
+                    host: host.clone(),
+                    secs,
+                    lock_wait: Some(wait),
+                })?,
+            None => runtime().block_on(work),
+        }
+        .map_err(|e| ConnectionError::Io(format!("{host}: {e}")))?;
+        Ok((out, done))
+    }
+
+    fn errors(&mut self) -> String {
+        let Some(child) = self.child.as_mut() else {
+            return String::new();
+        };
+        let Some(mut err) = child.stderr().take() else {
+            return String::new();
+        };
+        let mut e = Vec::new();
+        let _ = runtime().block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), err.read_to_end(&mut e)).await
+        });
+        String::from_utf8_lossy(&e).into_owned()
+    }
+}
+
+impl Drop for SshChannel {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if let Some(child) = self.child.take() {
+            let _ = runtime().block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), child.wait()).await
+            });
+        }
+    }
 }
 
 /// Why a connection failed, in words a sysadmin can act on.
@@ -149,12 +237,13 @@ impl SshConnection {
         let root = spec.user.as_deref() == Some("root");
         Ok(SshConnection {
             name: name.to_string(),
-            session: Some(session),
+            session: Some(Arc::new(session)),
             become_: become_.clone(),
             root,
             timeout: opts.command_timeout.map(Duration::from_secs),
             invocations: 0,
             lock: opts.lock.clone(),
+            locks: HeldLocks::default(),
         })
     }
 }
@@ -258,6 +347,7 @@ impl Connection for SshConnection {
         let input = [preamble, script.as_bytes().to_vec()].concat();
         let timeout = self.timeout;
         let name = self.name.clone();
+        let session = &**session;
         let result = runtime().block_on(async {
             let work = async {
                 let mut cmd = session.command(&argv[0]);
@@ -307,7 +397,13 @@ impl Connection for SshConnection {
             }
         });
         let out = match result {
-            Err(()) => return Err(ConnectionError::Timeout(timeout.map_or(0, |t| t.as_secs()))),
+            Err(()) => {
+                return Err(ConnectionError::Timeout {
+                    host: name,
+                    secs: timeout.map_or(0, |t| t.as_secs()),
+                    lock_wait: None,
+                })
+            }
             Ok(Err(e)) => {
                 // The channel failed: find out whether the master connection is gone.
                 let alive = runtime().block_on(session.check()).is_ok();
@@ -344,12 +440,75 @@ impl Connection for SshConnection {
     fn host_lock(&self) -> Option<&crate::remote::HostLock> {
         self.lock.as_ref()
     }
+
+    fn as_root(&self, become_: bool) -> bool {
+        become_ || self.root
+    }
+
+    fn held_locks(&self) -> Option<&HeldLocks> {
+        Some(&self.locks)
+    }
+
+    fn held_locks_mut(&mut self) -> Option<&mut HeldLocks> {
+        Some(&mut self.locks)
+    }
+
+    fn open_channel(
+        &mut self,
+        become_: bool,
+        allowance: Duration,
+    ) -> Result<Box<dyn Channel>, ConnectionError> {
+        self.invocations += 1;
+        let session = self.session.clone().ok_or_else(|| {
+            ConnectionError::Unreachable(format!("{}: connection closed", self.name))
+        })?;
+        let (argv, preamble) = self.become_.wrap(become_, self.root);
+        let spawned = runtime().block_on(async {
+            let mut cmd = Session::to_command(session.clone(), argv[0].clone());
+            cmd.args(&argv[1..])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().await
+        });
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let alive = runtime().block_on(session.check()).is_ok();
+                return Err(if alive {
+                    ConnectionError::Io(format!("{}: {e}", self.name))
+                } else {
+                    ConnectionError::Unreachable(format!("{}: connection lost ({e})", self.name))
+                });
+            }
+        };
+        let stdin = child.stdin().take().expect("piped stdin");
+        let stdout = child.stdout().take().expect("piped stdout");
+        let mut ch = SshChannel {
+            host: self.name.clone(),
+            child: Some(child),
+            stdin: Some(stdin),
+            stdout,
+            pending: Vec::new(),
+            timeout: self
+                .timeout
+                .map(|t| (t + allowance, t.as_secs(), allowance.as_secs())),
+        };
+        if !preamble.is_empty() {
+            ch.send(&preamble)?;
+        }
+        Ok(Box::new(ch))
+    }
 }
 
 impl Drop for SshConnection {
     fn drop(&mut self) {
+        // The run locks go first: their channels hold the master.
+        self.locks = HeldLocks::default();
         if let Some(s) = self.session.take() {
-            let _ = runtime().block_on(s.close());
+            if let Ok(s) = Arc::try_unwrap(s) {
+                let _ = runtime().block_on(s.close());
+            }
         }
     }
 }

@@ -124,29 +124,66 @@ fn bad_values_are_refused_before_any_host_is_contacted() {
             GOOD_PLAY.into(),
             "all:\n  hosts:\n    h1:\n      host: 192.0.2.1\n      connection: sshh\n".into(),
             "inventory.yaml",
-            vec!["host `h1`, variable `connection`", "(did you mean `ssh`?)"],
+            vec![
+                "inventory.yaml:5:19: host `h1`, variable `connection`",
+                "(did you mean `ssh`?)",
+            ],
         ),
         (
             GOOD_PLAY.into(),
             "all:\n  hosts:\n    h1:\n      host: 192.0.2.1\n      host_key_checking: stirct\n"
                 .into(),
             "inventory.yaml",
-            vec!["variable `host_key_checking`", "did you mean `strict`?"],
+            vec![
+                "inventory.yaml:5:26: host `h1`, variable `host_key_checking`",
+                "did you mean `strict`?",
+            ],
         ),
         (
             GOOD_PLAY.into(),
             "h1 ansible_host=192.0.2.1 ansible_port=70000\n".into(),
             "inventory.ini",
             vec![
-                "variable `ansible_port`",
+                "inventory.ini:1:40: host `h1`, variable `ansible_port`",
                 "`70000` is not a port number (1-65535)",
+            ],
+        ),
+        (
+            GOOD_PLAY.into(),
+            "[web]\nh1 ansible_host=192.0.2.1\n[web:vars]\nansible_port = 70000\n".into(),
+            "inventory.ini",
+            vec![
+                "inventory.ini:4:16: host `h1`, variable `ansible_port`",
+                "`70000` is not a port number (1-65535)",
+            ],
+        ),
+        (
+            GOOD_PLAY.into(),
+            "all:\n  vars:\n    ansible_connection: winrm\n  hosts:\n    h1:\n      host: 192.0.2.1\n"
+                .into(),
+            "inventory.yaml",
+            vec![
+                "inventory.yaml:3:25: host `h1`, variable `ansible_connection`",
+                "winrm",
+            ],
+        ),
+        (
+            GOOD_PLAY.into(),
+            "all:\n  hosts:\n    h1:\n      host: 192.0.2.1\n      ansible_become: maybe\n".into(),
+            "inventory.yaml",
+            vec![
+                "inventory.yaml:5:23: host `h1`, variable `ansible_become`",
+                "maybe",
             ],
         ),
         (
             GOOD_PLAY.into(),
             "h1 ansible_host=192.0.2.1 ansible_become=yse\n".into(),
             "inventory.ini",
-            vec!["variable `ansible_become`", "did you mean `yes`?"],
+            vec![
+                "inventory.ini:1:42: host `h1`, variable `ansible_become`",
+                "did you mean `yes`?",
+            ],
         ),
         (
             GOOD_PLAY.into(),
@@ -189,6 +226,38 @@ fn bad_values_are_refused_before_any_host_is_contacted() {
             }
         }
     }
+}
+
+/// A bad value in `group_vars/` or `host_vars/` is shown at its place in that file; a host's
+/// own value wins over its group's, and so does its place.
+#[test]
+fn bad_values_in_vars_files_name_their_file_line_and_column() {
+    let case = Case::new(GOOD_PLAY, GOOD_INVENTORY, "inventory.yaml");
+    let dir = case.dir.path();
+    std::fs::create_dir(dir.join("group_vars")).unwrap();
+    std::fs::write(
+        dir.join("group_vars/all.yaml"),
+        "# defaults\nansible_user: root\nansible_port: 70000\n",
+    )
+    .unwrap();
+    let out = case.kvmforge("validate", "inventory.yaml", &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("group_vars/all.yaml:3:15: host `h1`, variable `ansible_port`: `70000` is not a port number"),
+        "{err}"
+    );
+    std::fs::create_dir(dir.join("host_vars")).unwrap();
+    std::fs::write(dir.join("host_vars/h1.yaml"), "ansible_port: 0\n").unwrap();
+    let out = case.kvmforge("validate", "inventory.yaml", &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "host_vars/h1.yaml:1:15: host `h1`, variable `ansible_port`: `0` is not a port number"
+        ),
+        "{err}"
+    );
 }
 
 /// Command-line values: not numbers, out of range, not a choice. Exit 1 like any invalid

@@ -94,6 +94,23 @@ fn on(lab: &lab::Lab, host: &str, cmd: &str) -> String {
 }
 
 /// Wait until `cmd` on the host prints something (up to `limit`).
+/// The NIC carrying the host's lab address, and that address with its prefix.
+fn nic(lab: &lab::Lab, host: &str) -> (String, String) {
+    let addr = lab.addr(host).to_string();
+    let line = on(
+        lab,
+        host,
+        &format!(
+            "ip -o -4 addr show | awk '$4 ~ /^{}\\// {{print $2, $4}}'",
+            addr.replace('.', "\\.")
+        ),
+    );
+    let mut f = line.split_whitespace();
+    let (n, a) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+    assert!(!n.is_empty(), "no NIC with {addr} on {host}: {line}");
+    (n.to_string(), a.to_string())
+}
+
 fn wait_for(lab: &lab::Lab, host: &str, cmd: &str, limit: Duration) {
     let start = Instant::now();
     while on(lab, host, cmd).trim().is_empty() {
@@ -206,9 +223,10 @@ const LOCK_PLAY: &str = r#"
 "#;
 
 /// Two runs against one host at once: the second waits for the first one's changes, says so
-/// (naming the holder), and they never interleave; with a short `--lock-timeout` it gives up
-/// clearly and changes nothing. A run that changes nothing takes no lock and stays at one
-/// invocation.
+/// (naming the holder), and they never interleave; a run that observed before the other's
+/// changes observes again once it has the lock; a guarded network change keeps the lock until
+/// it is rolled back; with a short `--lock-timeout` it gives up clearly and changes nothing. A
+/// run that changes nothing takes no lock and stays at one invocation.
 #[test]
 fn two_runs_at_once_take_turns() {
     let Some(lab) = lab::Lab::up("e2e-fault-lock", 1, None) else {
@@ -241,6 +259,64 @@ fn two_runs_at_once_take_turns() {
         on(&lab, "h1", "cat /tmp/kf-order"),
         "A-start\nA-end\nB-start\nB-end\n"
     );
+
+    // Between its observation and its apply: the second run observes before the first one
+    // writes, waits for the lock, observes again under it, and finds nothing left to do.
+    on(&lab, "h1", "rm -f /tmp/kf-order /tmp/kf-shared");
+    let slow_then_write = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: slow\n      shell: \"echo A-start >> /tmp/kf-order; sleep 4; echo A-end >> /tmp/kf-order\"\n    - name: shared\n      copy: { dest: /tmp/kf-shared, content: \"same\\n\" }\n";
+    let write_only = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: shared\n      copy: { dest: /tmp/kf-shared, content: \"same\\n\" }\n";
+    let first = run.spawn(slow_then_write, &[]);
+    wait_for(
+        &lab,
+        "h1",
+        "cat /tmp/kf-order 2>/dev/null",
+        Duration::from_secs(30),
+    );
+    let second = run.kvmforge(write_only, &["--output", "json"]);
+    assert_eq!(code(&second), 0, "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("waiting for another kvmforge run on h1"),
+        "{}",
+        text(&second)
+    );
+    let shared = result_of(&second, "h1", "shared");
+    assert_eq!(
+        shared["status"], "ok",
+        "observed again under the lock: {shared}"
+    );
+    assert_eq!(code(&first.wait_with_output().unwrap()), 0);
+    assert_eq!(on(&lab, "h1", "cat /tmp/kf-order"), "A-start\nA-end\n");
+    assert_eq!(on(&lab, "h1", "cat /tmp/kf-shared"), "same\n");
+
+    // A guarded network change holds the lock until it is settled, though the controller
+    // confirms over new connections: here its check fails, so it is rolled back, and a run
+    // started meanwhile waits for all of that.
+    let (nic, addr) = nic(&lab, "h1");
+    let guarded = format!(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: bridge over the only NIC\n      \
+         netplan_bridge:\n        name: br0\n        interfaces: [{nic}]\n        addresses: [{addr}]\n        \
+         take_over: true\n      rollback_timeout: 15\n      verify: \"false\"\n"
+    );
+    on(&lab, "h1", "rm -f /tmp/kf-order");
+    let first = run.spawn(&guarded, &[]);
+    wait_for(
+        &lab,
+        "h1",
+        "ls /var/lib/kvmforge/guard/*/armed 2>/dev/null",
+        Duration::from_secs(60),
+    );
+    let during = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: during the guard\n      shell: \"if ls /var/lib/kvmforge/guard/*/armed >/dev/null 2>&1 && ! ls /var/lib/kvmforge/guard/*/rolled-back >/dev/null 2>&1; then echo B-during-guard; else echo B-after-guard; fi >> /tmp/kf-order\"\n";
+    let second = run.kvmforge(during, &[]);
+    assert_eq!(code(&second), 0, "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("waiting for another kvmforge run on h1"),
+        "{}",
+        text(&second)
+    );
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(code(&first), 2, "{}", text(&first));
+    assert!(text(&first).contains("rolled back;"), "{}", text(&first));
+    assert_eq!(on(&lab, "h1", "cat /tmp/kf-order"), "B-after-guard\n");
 
     // Giving up: a failure naming the holder, nothing done.
     let first = run.spawn(LOCK_PLAY, &["-e", "who=C"]);
@@ -315,7 +391,10 @@ fn network_cut_during_observation() {
     let r = result_of(&out, "h1", "observe");
     assert_eq!(r["status"], "unreachable", "{r}");
     assert!(
-        r["msg"].as_str().unwrap().contains("timed out after 6 s"),
+        r["msg"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 6 s (--timeout 6); raise the limit with --timeout SECONDS"),
         "{r}"
     );
     assert_eq!(result_of(&out, "h2", "observe")["status"], "changed");
@@ -551,7 +630,9 @@ fn vm_power_off_mid_play_and_power_loss_after_a_run() {
     let r = result_of(&out, "q1", "slow");
     assert_eq!(r["status"], "unreachable", "{r}");
     assert!(
-        r["msg"].as_str().unwrap().contains("timed out after 40 s"),
+        r["msg"].as_str().unwrap().contains(
+            "timed out after 40 s (--timeout 40); raise the limit with --timeout SECONDS"
+        ),
         "{r}"
     );
     let after = result_of(&out, "h1", "after");

@@ -16,6 +16,11 @@
 //!    rollback that fires at the same moment) and the new connection carries on. Not
 //!    confirmed: the controller waits for the rollback, reconnects at the old address, checks
 //!    the saved files are back byte for byte, and fails the task saying so.
+//!
+//! All of it happens under the run's host lock: before step 1 the lock's holder hands it to a
+//! keeper detached from the session, which holds it until the change is disarmed or rolled
+//! back, so another run cannot start changing the host while this change is unconfirmed, even
+//! when the change cuts the connection the holder lives on (see `remote::RunLock`).
 
 use super::{HostState, Options};
 use crate::connection::{self, ConnectOptions};
@@ -288,13 +293,19 @@ pub fn apply(
 
     // Steps 1-3 on the existing connection, bounded in time: a change that cuts the network
     // may leave that connection hanging rather than failing.
-    let conn = match state.connection(opts) {
-        Ok(_) => state.conn.take().expect("connected"),
+    // The run lock stays held until the change is settled, whatever happens to this
+    // connection (see `remote::RunLock`).
+    let grace = session_limit.as_secs() + 30;
+    let kept = state
+        .connection(opts)
+        .and_then(|c| c.keep_lock(&dir, remote::RunLock::keep_for(timeout), grace));
+    let conn = match kept {
+        Ok(()) => state.conn.take().expect("connected"),
         Err(e) => {
             return Outcome {
                 result: Guarded::Failed {
                     report: None,
-                    msg: format!("cannot connect to apply the network change: {e}"),
+                    msg: format!("cannot apply the network change (nothing was changed): {e}"),
                 },
                 steps,
             }

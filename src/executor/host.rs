@@ -593,6 +593,14 @@ impl<'s, 'a> HostPlay<'s, 'a> {
                 )
             }
         };
+        if plan.changed() && !self.shared.opts.check && self.needs_run_lock(become_) {
+            // The first change on this host: take the run lock, observe again under it, and plan
+            // again from that (see `remote::RunLock`).
+            if !self.take_run_lock(task, item, after, become_) || self.stopped() {
+                return Outcome::dropped();
+            }
+            return self.plan_item(task, item, after);
+        }
         self.reboot_pending |= plan.reboot_required;
         if !plan.changed() {
             let msg = plan.msg.clone();
@@ -638,6 +646,54 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         o.detail = o.plan.actions.iter().map(describe).collect();
         o.unsettled = Some(start..self.pending.len());
         o
+    }
+
+    /// The connection wants the run lock taken before a change with `become_`.
+    fn needs_run_lock(&self, become_: bool) -> bool {
+        self.state
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.needs_run_lock(become_))
+    }
+
+    /// Take the run lock for `become_` and observe, under it, what this item and the tasks
+    /// after it need: nothing observed before the lock is planned from. Returns false when the
+    /// host cannot go on.
+    fn take_run_lock(&mut self, task: &Task, item: &Item, after: &[Probe], become_: bool) -> bool {
+        if self.shared.interrupted.load(Ordering::SeqCst) {
+            return false;
+        }
+        // Changes pending under the other privilege's lock go out first.
+        if !self.pending.is_empty() {
+            let own = self.pending_become;
+            if !self.trip(Vec::new(), false, own, task) {
+                return false;
+            }
+        }
+        self.cache.clear();
+        let script = Script {
+            actions: Vec::new(),
+            probes: self.missing_probes(item.probes.iter().chain(after)),
+            facts: false,
+            become_,
+        };
+        let opts = self.shared.opts;
+        match self
+            .state
+            .connection(opts)
+            .and_then(|c| c.hold_lock(&script))
+        {
+            Ok(report) => {
+                for (p, o) in script.probes.iter().zip(report.observations) {
+                    self.cache.insert(p.clone(), o);
+                }
+                true
+            }
+            Err(e) => {
+                self.connection_failed(task, e);
+                false
+            }
+        }
     }
 
     /// A network change: applied on its own, with a rollback armed on the host, and confirmed

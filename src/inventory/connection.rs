@@ -84,6 +84,7 @@ pub fn is_secret_var(name: &str) -> bool {
 struct Vars<'a> {
     host: &'a str,
     vars: &'a Map<String, Value>,
+    origins: &'a super::Origins,
 }
 
 impl Vars<'_> {
@@ -95,8 +96,14 @@ impl Vars<'_> {
             .find_map(|n| self.vars.get(*n).filter(|v| !v.is_null()).map(|v| (*n, v)))
     }
 
+    /// An error about `var`, at the position of its value where it is known.
     fn err(&self, var: &str, msg: impl std::fmt::Display) -> Error {
-        Error::Inventory(format!("host `{}`, variable `{var}`: {msg}", self.host))
+        let at = self
+            .origins
+            .get(var)
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default();
+        Error::Inventory(format!("{at}host `{}`, variable `{var}`: {msg}", self.host))
     }
 
     /// A scalar setting as text, templates rendered.
@@ -138,6 +145,7 @@ impl Host {
         let v = Vars {
             host: &self.name,
             vars: &self.vars,
+            origins: &self.origins,
         };
         let kind = match v.text(&["connection", "ansible_connection"])? {
             None if self.name == "localhost" => ConnectionKind::Local,
@@ -485,6 +493,7 @@ mod tests {
             name: "h".into(),
             vars: vars.as_object().unwrap().clone(),
             groups: Default::default(),
+            origins: Default::default(),
         }
     }
 

@@ -95,12 +95,17 @@ pub(super) fn read(text: &str, data: &mut Data) -> Result<(), String> {
                             "expected key=value after the host name, got `{t}`"
                         )));
                     };
-                    vars.push((k.to_string(), pylit::ini_value(v)));
+                    // The value's column: where `KEY=` is written after the host's name.
+                    let from = raw.find(pattern.as_str()).map_or(0, |i| i + pattern.len());
+                    let col = raw[from..]
+                        .find(&format!("{k}="))
+                        .map_or(1, |i| from + i + k.len() + 2);
+                    vars.push((k.to_string(), pylit::ini_value(v), col));
                 }
                 for h in &names {
                     data.add_host(h, Some(&group), port);
-                    for (k, v) in &vars {
-                        data.set_host_var(h, k.clone(), v.clone());
+                    for (k, v, col) in &vars {
+                        data.set_host_var(h, k.clone(), v.clone(), (n, *col));
                     }
                 }
             }
@@ -110,8 +115,15 @@ pub(super) fn read(text: &str, data: &mut Data) -> Result<(), String> {
                         "expected key=value in [{group}:vars], got `{line}`"
                     )));
                 };
-                data.set_group_var(&group, k.trim().to_string(), pylit::ini_value(v.trim()))
-                    .map_err(&err)?;
+                let eq = raw.find('=').unwrap_or(0);
+                let col = eq + 2 + (raw[eq + 1..].len() - raw[eq + 1..].trim_start().len());
+                data.set_group_var(
+                    &group,
+                    k.trim().to_string(),
+                    pylit::ini_value(v.trim()),
+                    (n, col),
+                )
+                .map_err(&err)?;
             }
             _ => {
                 let child = child_name(line).ok_or_else(|| {

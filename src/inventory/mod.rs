@@ -41,6 +41,8 @@ pub struct Group {
     pub hosts: Vec<String>,
     /// Variables written for the group in the inventory (not from `group_vars/`).
     pub vars: Map<String, Value>,
+    /// Where each of `vars` was written: `FILE:LINE:COLUMN`.
+    pub origins: Origins,
     /// `ansible_group_priority`: among groups of equal depth, higher wins.
     pub priority: i64,
     /// Length of the longest path from `all` down to this group.
@@ -55,6 +57,7 @@ impl Group {
             children: Vec::new(),
             hosts: Vec::new(),
             vars: Map::new(),
+            origins: Origins::new(),
             priority: 1,
             depth: 0,
         }
@@ -68,7 +71,13 @@ pub struct Host {
     pub vars: Map<String, Value>,
     /// Every group the host belongs to, directly or through a child group, `all` included.
     pub groups: BTreeSet<String>,
+    /// Where each variable's value was written (`FILE:LINE:COLUMN`), where known: errors about
+    /// a variable point there.
+    pub origins: Origins,
 }
+
+/// Variable name to the position of its value, `FILE:LINE:COLUMN`.
+pub type Origins = BTreeMap<String, String>;
 
 /// The format a source was read as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +128,7 @@ fn set_var(vars: &mut Map<String, Value>, key: String, value: Value) {
 struct HostDef {
     name: String,
     vars: Map<String, Value>,
+    origins: Origins,
 }
 
 /// Inventory data while sources are read (Ansible's `InventoryData`).
@@ -128,6 +138,8 @@ struct Data {
     group_index: HashMap<String, usize>,
     hosts: Vec<HostDef>,
     host_index: HashMap<String, usize>,
+    /// The file being read, as shown in positions.
+    source: String,
 }
 
 impl Data {
@@ -137,6 +149,7 @@ impl Data {
             group_index: HashMap::new(),
             hosts: Vec::new(),
             host_index: HashMap::new(),
+            source: String::new(),
         };
         d.add_group("all");
         d.add_group("ungrouped");
@@ -171,6 +184,7 @@ impl Data {
             self.hosts.push(HostDef {
                 name: name.to_string(),
                 vars,
+                origins: Origins::new(),
             });
         }
         if let Some(g) = group {
@@ -181,12 +195,27 @@ impl Data {
         }
     }
 
-    fn set_host_var(&mut self, host: &str, key: String, value: Value) {
+    /// `FILE:LINE:COLUMN` of a position in the file being read.
+    fn at(&self, (line, col): (usize, usize)) -> String {
+        format!("{}:{line}:{col}", self.source)
+    }
+
+    /// Set a host's variable, whose value is at `pos` (line, column) of the file being read.
+    fn set_host_var(&mut self, host: &str, key: String, value: Value, pos: (usize, usize)) {
+        let at = self.at(pos);
         let i = self.host_index[host];
+        self.hosts[i].origins.insert(key.clone(), at);
         set_var(&mut self.hosts[i].vars, key, value);
     }
 
-    fn set_group_var(&mut self, group: &str, key: String, value: Value) -> Result<(), String> {
+    fn set_group_var(
+        &mut self,
+        group: &str,
+        key: String,
+        value: Value,
+        pos: (usize, usize),
+    ) -> Result<(), String> {
+        let at = self.at(pos);
         let g = self.group(group);
         if key == "ansible_group_priority" {
             g.priority = match &value {
@@ -202,6 +231,7 @@ impl Data {
             };
             return Ok(());
         }
+        g.origins.insert(key.clone(), at);
         set_var(&mut g.vars, key, value);
         Ok(())
     }
@@ -399,10 +429,35 @@ pub fn load_vars_file(path: &Path) -> Result<Map<String, Value>, Error> {
     })
 }
 
+/// A variables file's variables and where each value is in it.
+fn load_vars_file_with_origins(path: &Path) -> Result<VarsWithOrigins, Error> {
+    let vars = load_vars_file(path)?;
+    let mut origins = Origins::new();
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    if let Ok(node) = yaml11::parse(&text) {
+        if let yaml11::Yaml::Map(pairs) = &node.value {
+            for (k, v) in pairs {
+                if let Some(name) = k.key_text() {
+                    let m = if v.value == yaml11::Yaml::Null {
+                        k.mark
+                    } else {
+                        v.mark
+                    };
+                    origins.insert(name, format!("{}:{}:{}", path.display(), m.line, m.col));
+                }
+            }
+        }
+    }
+    Ok((vars, origins))
+}
+
 /// Each `group_vars/NAME` (or `host_vars/NAME`) is looked up and read once however many hosts
 /// use it.
 #[derive(Default)]
-struct VarsCache(HashMap<(&'static str, String), Map<String, Value>>);
+struct VarsCache(HashMap<(&'static str, String), VarsWithOrigins>);
+
+/// Variables and where each value is written.
+type VarsWithOrigins = (Map<String, Value>, Origins);
 
 impl VarsCache {
     /// The variables of `SUB/NAME` in each folder, in order.
@@ -411,17 +466,22 @@ impl VarsCache {
         dirs: &[PathBuf],
         sub: &'static str,
         name: &str,
-    ) -> Result<Map<String, Value>, Error> {
+    ) -> Result<VarsWithOrigins, Error> {
         let key = (sub, name.to_string());
         if let Some(v) = self.0.get(&key) {
             return Ok(v.clone());
         }
-        let mut out = Map::new();
+        let mut out = (Map::new(), Origins::new());
         for d in dirs {
             let base = d.join(sub);
             if base.is_dir() {
                 for f in vars_files(&base, name)? {
-                    out.extend(load_vars_file(&f)?);
+                    let (vars, origins) = load_vars_file_with_origins(&f)?;
+                    for k in vars.keys() {
+                        out.1.remove(k);
+                    }
+                    out.0.extend(vars);
+                    out.1.extend(origins);
                 }
             }
         }
@@ -503,7 +563,6 @@ impl Inventory {
             .map(|g| (g.name.clone(), g.clone()))
             .collect();
         let mut cache = VarsCache::default();
-        let all_inline = groups["all"].vars.clone();
         let all_files = cache.get(&var_dirs, "group_vars", "all")?;
         let mut hosts = Vec::new();
         for name in order {
@@ -522,20 +581,37 @@ impl Inventory {
             sorted.sort_by(|a, b| {
                 (a.depth, a.priority, &a.name).cmp(&(b.depth, b.priority, &b.name))
             });
-            let mut vars = all_inline.clone();
+            // Lowest precedence first; a later layer's value and position win.
+            let mut vars = Map::new();
+            let mut origins = Origins::new();
+            let mut layer = |v: &Map<String, Value>, o: &Origins| {
+                for k in v.keys() {
+                    origins.remove(k);
+                }
+                vars.extend(v.clone());
+                origins.extend(
+                    o.iter()
+                        .filter(|(k, _)| v.contains_key(*k))
+                        .map(|(k, p)| (k.clone(), p.clone())),
+                );
+            };
+            layer(&groups["all"].vars, &groups["all"].origins);
             for g in &sorted {
-                vars.extend(g.vars.clone());
+                layer(&g.vars, &g.origins);
             }
-            vars.extend(all_files.clone());
+            layer(&all_files.0, &all_files.1);
             for g in &sorted {
-                vars.extend(cache.get(&var_dirs, "group_vars", &g.name)?);
+                let (v, o) = cache.get(&var_dirs, "group_vars", &g.name)?;
+                layer(&v, &o);
             }
-            vars.extend(def.vars.clone());
-            vars.extend(cache.get(&var_dirs, "host_vars", &name)?);
+            layer(&def.vars, &def.origins);
+            let (v, o) = cache.get(&var_dirs, "host_vars", &name)?;
+            layer(&v, &o);
             hosts.push(Host {
                 name,
                 vars,
                 groups: member,
+                origins,
             });
         }
         Ok(Inventory {
@@ -557,22 +633,27 @@ impl Inventory {
         if name != "localhost" {
             return None;
         }
-        let mut vars = self
+        let (mut vars, mut origins) = self
             .groups
             .get("all")
-            .map(|g| g.vars.clone())
+            .map(|g| (g.vars.clone(), g.origins.clone()))
             .unwrap_or_default();
         let mut cache = VarsCache::default();
-        vars.extend(
-            cache
-                .get(&self.var_dirs, "group_vars", "all")
-                .unwrap_or_default(),
-        );
+        let (v, o) = cache
+            .get(&self.var_dirs, "group_vars", "all")
+            .unwrap_or_default();
+        for k in v.keys() {
+            origins.remove(k);
+        }
+        vars.extend(v);
+        origins.extend(o);
         vars.insert("connection".into(), Value::String("local".into()));
+        origins.remove("connection");
         Some(Host {
             name: "localhost".into(),
             vars,
             groups: ["all".to_string()].into(),
+            origins,
         })
     }
 }
@@ -618,6 +699,7 @@ fn read_file(
     sources: &mut Vec<Source>,
 ) -> Result<(), Error> {
     let shown = path.display();
+    data.source = shown.to_string();
     if text.starts_with("#!") && is_executable(path) {
         return Err(Error::Inventory(format!(
             "{shown}: this is an executable inventory script; kvmforge reads static inventories \
@@ -914,6 +996,46 @@ all:
         let i = Inventory::parse("all:\n  hosts:\n    a:\n", Path::new("i")).unwrap();
         let h = i.select("localhost").unwrap();
         assert_eq!(h[0].connection().unwrap().kind, ConnectionKind::Local);
+    }
+
+    /// A bad connection value is shown where it is written, whichever layer it won from.
+    #[test]
+    fn variable_errors_point_at_the_winning_value() {
+        let conn_err = |text: &str, name: &str| {
+            let inv = Inventory::parse(text, Path::new(name)).unwrap();
+            inv.host("h1")
+                .unwrap()
+                .connection()
+                .unwrap_err()
+                .to_string()
+        };
+        let e = conn_err(
+            "all:\n  vars:\n    ansible_port: 22\n  children:\n    kvm:\n      vars:\n        ansible_port: 70000\n      hosts:\n        h1:\n",
+            "inv.yaml",
+        );
+        assert!(
+            e.contains("inv.yaml:7:23: host `h1`, variable `ansible_port`: "),
+            "{e}"
+        );
+        let e = conn_err(
+            "all:\n  hosts:\n    h1:\n      host_key_checking: stirct\n",
+            "inv.yaml",
+        );
+        assert!(
+            e.contains("inv.yaml:4:26: host `h1`, variable `host_key_checking`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `strict`?"), "{e}");
+        let e = conn_err("[g]\nh1 ansible_connection=winrm\n", "hosts.ini");
+        assert!(
+            e.contains("hosts.ini:2:23: host `h1`, variable `ansible_connection`"),
+            "{e}"
+        );
+        let e = conn_err("[g]\nh1\n[g:vars]\nansible_become =  maybe\n", "hosts.ini");
+        assert!(
+            e.contains("hosts.ini:4:19: host `h1`, variable `ansible_become`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -74,7 +74,8 @@ fn read_group(name: &str, node: &Node, data: &mut Data) -> Result<(), String> {
                         .key_text()
                         .ok_or_else(|| at(vk.mark, "a variable name must be a string"))?;
                     let value = vv.map(Node::to_json).unwrap_or(Value::Null);
-                    data.set_group_var(name, var, value)
+                    let m = vv.map_or(vk.mark, |n| n.mark);
+                    data.set_group_var(name, var, value, (m.line, m.col))
                         .map_err(|e| at(vk.mark, e))?;
                 }
             }
@@ -119,7 +120,7 @@ fn read_group(name: &str, node: &Node, data: &mut Data) -> Result<(), String> {
                             let var = vk
                                 .key_text()
                                 .ok_or_else(|| at(vk.mark, "a variable name must be a string"))?;
-                            data.set_host_var(h, var, vv.to_json());
+                            data.set_host_var(h, var, vv.to_json(), (vv.mark.line, vv.mark.col));
                         }
                     }
                 }
