@@ -328,7 +328,7 @@ impl Script {
                 }
             }
         }
-        render_command_outputs(&mut s, &self.probes);
+        render_command_outputs(s, &self.probes);
         if self.facts {
             s.push_str(facts::SCRIPT);
         }

@@ -132,9 +132,11 @@ fn fleet_over_ssh() {
     for h in &names[1..] {
         assert!(r["hosts"][h]["changed"].as_u64().unwrap() > 0, "{h}: {r}");
         assert_eq!(r["hosts"][h]["failed"], 0, "{h}: {r}");
-        // Seven tasks, six of them changing: changes travel together with observations.
+        // Seven tasks, six of them changing: changes travel together with observations. One
+        // invocation of these is the channel that holds the host lock and observes again
+        // under it before the first change.
         assert!(
-            r["hosts"][h]["invocations"].as_u64().unwrap() <= 4,
+            r["hosts"][h]["invocations"].as_u64().unwrap() <= 5,
             "{h}: {r}"
         );
     }
