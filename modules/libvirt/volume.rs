@@ -463,15 +463,23 @@ mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, Observation};
     use crate::modules::facts::fixture;
+    use crate::modules::facts::libvirt::testing;
     use crate::modules::testing::{arg_error, req, runs};
     use serde_json::json;
 
     const IMAGES: &str = "/var/lib/libvirt/images";
 
+    /// The pool probe's output for `images`, running (its `pool-info` as in the dir-active
+    /// fixture, or inactive as in the fs one) with the volumes of a volumes fixture.
     fn seen(pool_file: &str) -> Observed {
         let out = |f: &str| Observation::Command(CommandOutput::ok(&fixture(f)));
+        let info = match pool_file.ends_with("inactive.txt") {
+            true => "libvirt_pool/fs.txt",
+            false => "libvirt_pool/dir-active.txt",
+        };
+        let pool = testing::pool(&fixture(info), &fixture(pool_file));
         Observed::new()
-            .with_fact::<LibvirtVolumes>("images", out(pool_file))
+            .with_fact::<LibvirtVolumes>("images", Observation::Command(CommandOutput::ok(&pool)))
             .with_fact::<LibvirtDomainDisks>(&(), out("libvirt_domain_disks/two-domains.txt"))
     }
 
