@@ -3,7 +3,8 @@
 //!
 //! Decided from the network's persistent definition and `net-info` ([`LibvirtNetwork`]) and,
 //! for `state: active`, the definition it runs with ([`LibvirtNetworkLive`]), so a restart left
-//! pending by an earlier run is still seen. The wanted definition is rendered as XML and both
+//! pending by an earlier run is still seen; all from the network's one probe, with the guests
+//! on it ([`LibvirtNetworkGuests`]). The wanted definition is rendered as XML and both
 //! are brought to a canonical form before they are compared, so what libvirt fills in by itself
 //! (the uuid, the bridge's generated MAC, `stp='on' delay='0'`, a netmask for a prefix) is never
 //! a difference. A difference only in DHCP hosts and ranges or DNS hosts is applied with
@@ -32,8 +33,10 @@ const VIRSH: &str = "virsh -c qemu:///system";
 static SPEC: ModuleSpec = ModuleSpec {
     name: "libvirt_network",
     summary: "Manage a libvirt virtual network: NAT, routed, bridged or isolated, its DHCP and DNS",
-    description: "Observes the network with `virsh net-dumpxml --inactive` and `net-info` \
-(`-c qemu:///system`). The definition is rendered from the typed parameters (or taken whole from \
+    description: "Observes the network with one `virsh` (`-c qemu:///system`) running \
+`net-dumpxml --inactive`, `net-info`, `net-dumpxml` (the running definition) and `list --id`, and, \
+when domains run, one more with `domname` and `domiflist` of each (the guests a restart would \
+disconnect). The definition is rendered from the typed parameters (or taken whole from \
 `xml`) and compared with the persistent definition after both are canonicalised: the uuid, the \
 bridge's MAC address libvirt generates, a bridge name libvirt chose when `bridge` is not given, \
 `stp='on' delay='0'` defaults, a netmask written as a prefix, and the order of elements are not \
@@ -46,8 +49,7 @@ their connectivity. Any other difference redefines the network; a running networ
 configuration until it is restarted, which disconnects its guests, so that is done only with \
 `restart: true` (`net-destroy` + `net-start`). Without it the task reports the restart as \
 pending in its message and in the result's `restart_pending`, and the new definition is used the \
-next time the network starts. The running definition is read too (`net-dumpxml` without \
-`--inactive`), so the restart stays pending on later runs until it is done, and `restart: true` \
+next time the network starts. Since the running definition is read too, the restart stays pending on later runs until it is done, and `restart: true` \
 on a later run still applies it.\n\n\
 `autostart` is managed whatever the state. `state: inactive` stops a running network (guests \
 lose connectivity), `absent` stops and undefines it. `forward: bridge` attaches guests to an \

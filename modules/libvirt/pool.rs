@@ -3,7 +3,7 @@
 //!
 //! Decided from three readings: the pool's persistent definition and state ([`LibvirtPool`]),
 //! its volumes ([`LibvirtVolumes`], so that nothing holding guests' disks is redefined or deleted
-//! by accident), and whether its target exists (the directory, or for a logical pool the volume
+//! by accident; both from the pool's one probe), and whether its target exists (the directory, or for a logical pool the volume
 //! group), which is when `pool-build` is needed. Data is never deleted unless asked with
 //! `delete: true`.
 
@@ -24,9 +24,10 @@ pub struct LibvirtPoolModule;
 static SPEC: ModuleSpec = ModuleSpec {
     name: "libvirt_pool",
     summary: "Manage a libvirt storage pool (dir, fs, netfs, logical): define, build, start, autostart, remove",
-    description: "Observes the pool with `virsh pool-dumpxml --inactive` and `pool-info`, its volumes \
-with `vol-list`, and whether its target exists (the directory; for a logical pool the volume group, \
-with `vgs`). Everything runs with `virsh -c qemu:///system`.\n\n\
+    description: "Observes the pool with one `virsh` running `pool-dumpxml --inactive`, `pool-info` \
+and `vol-list` (and, when it lists volumes, one more with the `vol-dumpxml` of each), and whether \
+its target exists (the directory; for a logical pool the volume group, with `vgs`). Everything \
+runs with `virsh -c qemu:///system`.\n\n\
 The wanted definition (type, target path, source, and the target directory's permissions) \
 is compared with the persistent one after leaving out what libvirt adds itself (uuid, sizes, the \
 permissions and source format when not given). A missing pool is defined with `virsh pool-define` \

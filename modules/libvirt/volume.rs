@@ -22,8 +22,9 @@ pub struct LibvirtVolume;
 static SPEC: ModuleSpec = ModuleSpec {
     name: "libvirt_volume",
     summary: "Manage a storage volume (VM disk image) in a libvirt pool: create, grow, delete",
-    description: "Observes the pool with `virsh pool-info`, `vol-list` and `vol-dumpxml` of each \
-volume (`-c qemu:///system`). The pool must exist and be running: a missing or inactive pool \
+    description: "Observes the pool with one `virsh` running `pool-dumpxml --inactive`, `pool-info` \
+and `vol-list`, and, when it lists volumes, one more with the `vol-dumpxml` of each \
+(`-c qemu:///system`; the same reading as libvirt_pool's, made once for both). The pool must exist and be running: a missing or inactive pool \
 fails the task.\n\n\
 `state: present` creates a missing volume with `virsh vol-create-as` (`--backing-vol` for a \
 copy-on-write image on top of `backing`). An existing volume is compared, never recreated: \
