@@ -676,7 +676,11 @@ mod tests {
     fn probes_run_with_the_virsh_test_driver() {
         use super::super::libvirt_volume::LibvirtVolumes;
         use crate::modules::libvirt::network::{LibvirtNetworkGuests, LibvirtNetworkLive};
-        if std::process::Command::new("virsh").arg("--version").output().is_err() {
+        if std::process::Command::new("virsh")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("virsh is not installed: skipped");
             return;
         }
@@ -699,12 +703,20 @@ mod tests {
         let wrapper = dir.join("virsh");
         std::fs::write(
             &wrapper,
-            format!("#!/bin/sh\necho x >> '{}'\nexec {} \"$@\"\n", log.display(), real.trim()),
+            format!(
+                "#!/bin/sh\necho x >> '{}'\nexec {} \"$@\"\n",
+                log.display(),
+                real.trim()
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let started = || {
             let n = std::fs::read_to_string(&log).map_or(0, |l| l.lines().count());
             let _ = std::fs::remove_file(&log);
@@ -726,7 +738,10 @@ mod tests {
             })
         };
         let shells = ["sh", "bash"].into_iter().filter(|s| {
-            std::process::Command::new(s).args(["-c", "true"]).status().is_ok()
+            std::process::Command::new(s)
+                .args(["-c", "true"])
+                .status()
+                .is_ok()
         });
         started();
         for shell in shells {
@@ -740,24 +755,50 @@ mod tests {
             assert_eq!(started(), 2);
             // A pool without volumes, a network on a host without domains: one virsh each.
             let seen = run(LibvirtVolumes::probe("cold"), &node, shell);
-            assert_eq!(LibvirtVolumes::parse("cold", &seen).unwrap().0.unwrap().volumes, []);
+            assert_eq!(
+                LibvirtVolumes::parse("cold", &seen)
+                    .unwrap()
+                    .0
+                    .unwrap()
+                    .volumes,
+                []
+            );
             assert_eq!(started(), 1);
             let seen = run(LibvirtNetworkLive::probe("lab net"), &node, shell);
-            let live = LibvirtNetworkLive::parse("lab net", &seen).unwrap().0.unwrap();
+            let live = LibvirtNetworkLive::parse("lab net", &seen)
+                .unwrap()
+                .0
+                .unwrap();
             assert!(live.contains("<name>lab net</name>"), "{live}");
-            assert_eq!(LibvirtNetworkGuests::parse("lab net", &seen).unwrap().0, [] as [&str; 0]);
+            assert_eq!(
+                LibvirtNetworkGuests::parse("lab net", &seen).unwrap().0,
+                [] as [&str; 0]
+            );
             assert_eq!(started(), 1);
             // test:///default runs domain `test` with an interface on `default`: a second
             // virsh for the domains.
-            let seen = run(LibvirtNetworkGuests::probe("default"), "test:///default", shell);
+            let seen = run(
+                LibvirtNetworkGuests::probe("default"),
+                "test:///default",
+                shell,
+            );
             let g = LibvirtNetworkGuests::parse("default", &seen).unwrap();
             assert_eq!(g.0, ["test"], "{seen:?}");
             assert_eq!(started(), 2);
             let seen = run(LibvirtNetwork::probe("nosuch"), "test:///default", shell);
-            assert_eq!(LibvirtNetwork::parse("nosuch", &seen).unwrap(), LibvirtNetwork(None));
+            assert_eq!(
+                LibvirtNetwork::parse("nosuch", &seen).unwrap(),
+                LibvirtNetwork(None)
+            );
             let seen = run(LibvirtPool::probe("nosuch"), "test:///default", shell);
-            assert_eq!(LibvirtPool::parse("nosuch", &seen).unwrap(), LibvirtPool(None));
-            assert_eq!(LibvirtVolumes::parse("nosuch", &seen).unwrap(), LibvirtVolumes(None));
+            assert_eq!(
+                LibvirtPool::parse("nosuch", &seen).unwrap(),
+                LibvirtPool(None)
+            );
+            assert_eq!(
+                LibvirtVolumes::parse("nosuch", &seen).unwrap(),
+                LibvirtVolumes(None)
+            );
             started();
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -942,7 +983,10 @@ mod tests {
             stdout: fixture("libvirt_network/test-driver-nosuch.txt"),
             stderr: fixture("libvirt_network/test-driver-nosuch.stderr"),
         });
-        assert_eq!(LibvirtNetwork::parse("nosuch", &seen), Ok(LibvirtNetwork(None)));
+        assert_eq!(
+            LibvirtNetwork::parse("nosuch", &seen),
+            Ok(LibvirtNetwork(None))
+        );
         // Another error leaves the section empty too, but is one.
         let Observation::Command(mut other) = seen else {
             unreachable!()

@@ -491,7 +491,9 @@ impl Fact for LibvirtNetworkLive {
             return Err(virsh_failure(out, "<network> document"));
         };
         let end = live.rfind("</network>").unwrap_or(0) + "</network>".len();
-        Ok(LibvirtNetworkLive(Some(live[..end].trim_start().to_string())))
+        Ok(LibvirtNetworkLive(Some(
+            live[..end].trim_start().to_string(),
+        )))
     }
 }
 
@@ -1103,7 +1105,8 @@ mod tests {
     /// `live`, with the domains of `domains` (what `list --id` and the domain sections print).
     fn running(name: &str, text: &str, live: &str, domains: &str) -> Observed {
         let out = testing::network(text, Some(live), domains);
-        Observed::new().with_fact::<LibvirtNetwork>(name, Observation::Command(CommandOutput::ok(&out)))
+        Observed::new()
+            .with_fact::<LibvirtNetwork>(name, Observation::Command(CommandOutput::ok(&out)))
     }
 
     fn plan(args: serde_json::Value, file: &str) -> Plan {
@@ -1150,8 +1153,14 @@ mod tests {
         )));
         let g = LibvirtNetworkGuests::parse("default", &seen).unwrap();
         assert_eq!(g.0, ["test"]);
-        assert_eq!(LibvirtNetworkGuests::parse("other", &seen).unwrap().0, [] as [&str; 0]);
-        let live = LibvirtNetworkLive::parse("default", &seen).unwrap().0.unwrap();
+        assert_eq!(
+            LibvirtNetworkGuests::parse("other", &seen).unwrap().0,
+            [] as [&str; 0]
+        );
+        let live = LibvirtNetworkLive::parse("default", &seen)
+            .unwrap()
+            .0
+            .unwrap();
         assert!(live.starts_with("<network>") && live.ends_with("</network>"));
         assert!(live.contains("<name>default</name>"));
         // A source with spaces, and rows that are not on networks.

@@ -968,7 +968,13 @@ mod tests {
         )
     }
     fn active_empty() -> Observed {
-        seen(both("libvirt_pool/dir-active.txt", "libvirt_volumes/inactive.txt"), true)
+        seen(
+            both(
+                "libvirt_pool/dir-active.txt",
+                "libvirt_volumes/inactive.txt",
+            ),
+            true,
+        )
     }
     fn plan(args: serde_json::Value, o: &Observed) -> Result<Plan, ModuleError> {
         LibvirtPoolModule.plan(&req(&LibvirtPoolModule, args), o)
@@ -1090,7 +1096,10 @@ mod tests {
         );
         // fs pool, inactive, no autostart: enabling it alone does not start it.
         let o = Observed::new()
-            .with_fact::<LibvirtPool>("fsdata", both("libvirt_pool/fs.txt", "libvirt_volumes/inactive.txt"))
+            .with_fact::<LibvirtPool>(
+                "fsdata",
+                both("libvirt_pool/fs.txt", "libvirt_volumes/inactive.txt"),
+            )
             .with_file("/srv/vmdata", FileState::dir());
         let p = plan(
             json!({"name": "fsdata", "type": "fs", "target": "/srv/vmdata", "source_device": ["/dev/vdb1"],
@@ -1178,8 +1187,10 @@ mod tests {
             "stop, delete the storage of and undefine storage pool images"
         );
         // An inactive pool's volumes cannot be listed.
-        let o = Observed::new()
-            .with_fact::<LibvirtPool>("vg0", both("libvirt_pool/logical.txt", "libvirt_volumes/inactive.txt"));
+        let o = Observed::new().with_fact::<LibvirtPool>(
+            "vg0",
+            both("libvirt_pool/logical.txt", "libvirt_volumes/inactive.txt"),
+        );
         let e = host_error(
             json!({"name": "vg0", "type": "logical", "state": "absent", "delete": true}),
             &o,
@@ -1329,7 +1340,10 @@ mod tests {
     #[test]
     fn logical_and_netfs_fixtures() {
         let o = Observed::new()
-            .with_fact::<LibvirtPool>("vg0", both("libvirt_pool/logical.txt", "libvirt_volumes/inactive.txt"))
+            .with_fact::<LibvirtPool>(
+                "vg0",
+                both("libvirt_pool/logical.txt", "libvirt_volumes/inactive.txt"),
+            )
             .with_command(&vg_command("vg0"), CommandOutput::ok("  vg0\n"));
         let p = plan(
             json!({"name": "vg0", "type": "logical", "source_device": "/dev/sdb",
@@ -1350,7 +1364,10 @@ mod tests {
         .unwrap();
         assert_eq!(runs(&p), [format!("{V} pool-build vg0 --no-overwrite")]);
         let o = Observed::new()
-            .with_fact::<LibvirtPool>("nfsimages", both("libvirt_pool/netfs.txt", "libvirt_volumes/inactive.txt"))
+            .with_fact::<LibvirtPool>(
+                "nfsimages",
+                both("libvirt_pool/netfs.txt", "libvirt_volumes/inactive.txt"),
+            )
             .with_file("/mnt/nfsimages", FileState::dir());
         let p = plan(
             json!({"name": "nfsimages", "type": "netfs", "target": "/mnt/nfsimages", "source_host": "nas.example",
