@@ -141,10 +141,22 @@ fn networks_pools_volumes_and_config_on_a_real_libvirtd() {
     );
     assert!(nets.contains("host-bridge"), "{nets}");
 
-    // Nothing to do the second time, and libvirtd is left alone.
+    // Nothing to do the second time, and libvirtd is left alone. Each network and the pool are
+    // read by one `virsh` (no domain runs; the pool's three volumes take one more): counted by a
+    // `virsh` that logs its starts, first in the PATH kvmforge's scripts set.
+    on(
+        &lab,
+        "printf '%s\\n' '#!/bin/sh' 'echo x >> /tmp/virsh-starts' 'exec /usr/bin/virsh \"$@\"' \
+         > /usr/local/sbin/virsh && chmod 755 /usr/local/sbin/virsh && rm -f /tmp/virsh-starts",
+    );
     let out = run(&lab, dir.path(), &setup, &["--detailed-exitcode"]);
+    let starts = on(
+        &lab,
+        "cat /tmp/virsh-starts; rm -f /usr/local/sbin/virsh /tmp/virsh-starts",
+    );
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(libvirtd_pid(), pid1);
+    assert_eq!(starts.lines().count(), 3 + 2, "{starts}");
 
     // A fixed lease added: changed live, the network's bridge is not recreated.
     let ifindex = on(&lab, "cat /sys/class/net/virbr0/ifindex");

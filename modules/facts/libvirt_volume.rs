@@ -1,10 +1,12 @@
 //! libvirt storage volumes: every volume of one pool with its definition, and the disks every
 //! defined domain uses.
 //!
-//! [`LibvirtVolumes`] is keyed by the pool's name and read by one probe: `virsh pool-info` (does
-//! the pool exist, is it running), then, for a running pool, `vol-list` and one `vol-dumpxml`
-//! per volume, each after a `== volume NAME` line. An inactive pool lists no volumes (libvirt
-//! cannot), which the fact says rather than reporting an empty pool.
+//! [`LibvirtVolumes`] is keyed by the pool's name and read from the pool's probe
+//! ([`super::libvirt::pool_probe`], shared with [`super::libvirt::LibvirtPool`]): `pool-info`
+//! (does the pool exist, is it running) and, for a pool that lists volumes, one `vol-dumpxml`
+//! per volume, each after a `KF-SEP volume NAME` line, all of them in one more `virsh`. An
+//! inactive pool lists no volumes (libvirt cannot), which the fact says rather than reporting an
+//! empty pool.
 //!
 //! [`LibvirtDomainDisks`] is host-wide: `virsh list --all --name`, then for each domain, after a
 //! `== domain NAME` line, its live and its inactive `dumpxml` (a running domain may have disks
@@ -14,8 +16,9 @@
 //! Like [`super::libvirt`], `virsh` runs with `-c qemu:///system` and `LC_ALL=C`. Sizes are in
 //! bytes; libvirt prints `unit='bytes'`, but any unit libvirt accepts in XML is converted.
 
+use super::libvirt::{info_lines, pool_probe, section, sections, virsh_failure};
 use crate::module::fact::{command_output, stdout_of, Fact};
-use crate::module::{shell_quote, Observation, Probe};
+use crate::module::{Observation, Probe};
 use roxmltree::{Document, Node};
 
 const VIRSH: &str = "LC_ALL=C virsh -c qemu:///system";
@@ -124,39 +127,35 @@ impl Fact for LibvirtVolumes {
     const NAME: &'static str = "libvirt volumes";
     type Key = str;
     fn probe(pool: &str) -> Probe {
-        let p = shell_quote(pool);
-        Probe::Command(format!(
-            "info=$({VIRSH} pool-info --pool {p}) || exit; printf '%s\\n' \"$info\"; \
-             printf '%s\\n' \"$info\" | grep -q '^State: *running$' || exit 0; \
-             vols=$({VIRSH} vol-list --pool {p}) || exit; \
-             printf '%s\\n' \"$vols\" | sed '1,2d; /^ *$/d; s/^ //; s/   .*//' | \
-             while IFS= read -r v; do printf '== volume %s\\n' \"$v\"; \
-             {VIRSH} vol-dumpxml --pool {p} \"$v\" || exit; done"
-        ))
+        pool_probe(pool)
     }
     fn parse(pool: &str, seen: &Observation) -> Result<Self, String> {
         let out = command_output(seen)?;
-        if out.rc == 127 {
-            return Err("virsh not found: libvirt-clients is not installed".into());
-        }
-        if out.rc != 0 && out.stderr.contains("Storage pool not found") {
-            return Ok(LibvirtVolumes(None));
-        }
-        let stdout = stdout_of(seen)?;
-        let mut sections = stdout.split("\n== volume ");
-        let info = sections.next().unwrap_or("");
-        let state = info
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim() == "State")
-            .map(|(_, v)| v.trim().to_string())
+        let all = sections(&out.stdout);
+        let Some(info) = section(&all, "info", "State:") else {
+            if out.rc != 127 && out.stderr.contains("Storage pool not found") {
+                return Ok(LibvirtVolumes(None));
+            }
+            return Err(virsh_failure(out, "`pool-info`"));
+        };
+        let state = info_lines(info)
+            .get("State")
+            .map(|s| s.to_string())
             .ok_or("no State: in `virsh pool-info`")?;
-        let volumes = sections
-            .map(|s| {
-                let (name, xml) = s.split_once('\n').unwrap_or((s, ""));
-                parse_volume(name, xml.trim())
-            })
-            .collect::<Result<_, _>>()?;
+        // Only a running pool's list is complete (libvirt lists none for an inactive one).
+        let volumes = if state == "running" {
+            all.iter()
+                .filter_map(|(l, xml)| Some((l.strip_prefix("volume ")?, *xml)))
+                .map(|(name, xml)| {
+                    if !xml.contains("</volume>") {
+                        return Err(format!("volume {name}: {}", virsh_failure(out, "XML")));
+                    }
+                    parse_volume(name, xml.trim())
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(LibvirtVolumes(Some(PoolVolumes {
             pool: pool.to_string(),
             state,
@@ -311,11 +310,20 @@ mod tests {
     use super::*;
     use crate::module::{CommandOutput, ModuleError, Observed};
     use crate::modules::facts::fixture;
+    use crate::modules::facts::libvirt::testing;
 
+    /// The pool probe's output with `pool-info` of a pool fixture and the volumes of a volumes
+    /// fixture.
+    fn volumes_of(pool: &str, file: &str) -> PoolVolumes {
+        let text = testing::pool(
+            &fixture(&format!("libvirt_pool/{pool}")),
+            &fixture(&format!("libvirt_volumes/{file}")),
+        );
+        let v = LibvirtVolumes::parse("images", &Observation::Command(CommandOutput::ok(&text)));
+        v.unwrap().0.expect("pool exists")
+    }
     fn volumes(file: &str) -> PoolVolumes {
-        let out = CommandOutput::ok(&fixture(&format!("libvirt_volumes/{file}")));
-        let v = LibvirtVolumes::parse("images", &Observation::Command(out)).unwrap();
-        v.0.expect("pool exists")
+        volumes_of("dir-active.txt", file)
     }
 
     const IMAGES: &str = "/var/lib/libvirt/images";
@@ -355,11 +363,32 @@ mod tests {
         assert!(vm1.xml.starts_with("<volume type='file'>") && vm1.xml.ends_with("</volume>"));
     }
 
+    /// The probe's output with virsh's test driver: a pool with two volumes, one with a space
+    /// and a quote in its name, read by a second virsh.
+    #[test]
+    fn pool_with_two_volumes() {
+        let out = CommandOutput::ok(&fixture("libvirt_volumes/test-driver-two-volumes.txt"));
+        let p = LibvirtVolumes::parse("vm 'images\"", &Observation::Command(out));
+        let p = p.unwrap().0.unwrap();
+        assert!(p.running());
+        let v = p.volume("it's a disk.raw").unwrap();
+        assert_eq!((v.capacity, v.format.as_deref()), (512 << 20, Some("raw")));
+        assert_eq!(
+            v.path.as_deref(),
+            Some("/var/lib/libvirt/images/it's a disk.raw")
+        );
+        assert_eq!(p.volume("base.qcow2").unwrap().capacity, 1 << 30);
+        assert_eq!(p.volumes.len(), 2);
+    }
+
     #[test]
     fn inactive_and_missing_pools() {
-        let p = volumes("inactive.txt");
+        let p = volumes_of("fs.txt", "inactive.txt");
         assert_eq!((p.state.as_str(), p.volumes.len()), ("inactive", 0));
         assert!(!p.running());
+        // Only a running pool's volumes are read.
+        let p = volumes_of("fs.txt", "images.txt");
+        assert_eq!((p.state.as_str(), p.volumes.len()), ("inactive", 0));
         let o = Observed::new()
             .with_fact::<LibvirtVolumes>(
                 "nosuch",
@@ -442,13 +471,7 @@ mod tests {
         let v = "LC_ALL=C virsh -c qemu:///system";
         assert_eq!(
             LibvirtVolumes::probe("my pool"),
-            Probe::Command(format!(
-                "info=$({v} pool-info --pool 'my pool') || exit; printf '%s\\n' \"$info\"; \
-                 printf '%s\\n' \"$info\" | grep -q '^State: *running$' || exit 0; \
-                 vols=$({v} vol-list --pool 'my pool') || exit; printf '%s\\n' \"$vols\" | \
-                 sed '1,2d; /^ *$/d; s/^ //; s/   .*//' | while IFS= read -r v; do \
-                 printf '== volume %s\\n' \"$v\"; {v} vol-dumpxml --pool 'my pool' \"$v\" || exit; done"
-            ))
+            crate::modules::facts::libvirt::LibvirtPool::probe("my pool")
         );
         assert_eq!(
             LibvirtDomainDisks::probe(&()),

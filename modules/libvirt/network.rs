@@ -3,20 +3,23 @@
 //!
 //! Decided from the network's persistent definition and `net-info` ([`LibvirtNetwork`]) and,
 //! for `state: active`, the definition it runs with ([`LibvirtNetworkLive`]), so a restart left
-//! pending by an earlier run is still seen. The wanted definition is rendered as XML and both
+//! pending by an earlier run is still seen; all from the network's one probe, with the guests
+//! on it ([`LibvirtNetworkGuests`]). The wanted definition is rendered as XML and both
 //! are brought to a canonical form before they are compared, so what libvirt fills in by itself
 //! (the uuid, the bridge's generated MAC, `stp='on' delay='0'`, a netmask for a prefix) is never
 //! a difference. A difference only in DHCP hosts and ranges or DNS hosts is applied with
 //! `net-update` (guests keep their connectivity); any other difference redefines the network,
 //! and a running network takes a new definition only when restarted.
 
-use crate::module::fact::{command_output, stdout_of};
+use crate::module::fact::command_output;
 use crate::module::{
     shell_quote, Action, ArgError, Change, Fact, Module, ModuleError, ModuleSpec, Observation,
     Observed, Plan, PlanContext, Probe,
 };
 use crate::modules::args::{inside, ip_bits, mac_address};
-use crate::modules::facts::libvirt::LibvirtNetwork;
+use crate::modules::facts::libvirt::{
+    network_probe, section, sections, virsh_failure, LibvirtNetwork,
+};
 use crate::params::{Args, ParamKind, ParamSpec};
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,8 +33,10 @@ const VIRSH: &str = "virsh -c qemu:///system";
 static SPEC: ModuleSpec = ModuleSpec {
     name: "libvirt_network",
     summary: "Manage a libvirt virtual network: NAT, routed, bridged or isolated, its DHCP and DNS",
-    description: "Observes the network with `virsh net-dumpxml --inactive` and `net-info` \
-(`-c qemu:///system`). The definition is rendered from the typed parameters (or taken whole from \
+    description: "Observes the network with one `virsh` (`-c qemu:///system`) running \
+`net-dumpxml --inactive`, `net-info`, `net-dumpxml` (the running definition) and `list --id`, and, \
+when domains run, one more with `domname` and `domiflist` of each (the guests a restart would \
+disconnect). The definition is rendered from the typed parameters (or taken whole from \
 `xml`) and compared with the persistent definition after both are canonicalised: the uuid, the \
 bridge's MAC address libvirt generates, a bridge name libvirt chose when `bridge` is not given, \
 `stp='on' delay='0'` defaults, a netmask written as a prefix, and the order of elements are not \
@@ -44,8 +49,7 @@ their connectivity. Any other difference redefines the network; a running networ
 configuration until it is restarted, which disconnects its guests, so that is done only with \
 `restart: true` (`net-destroy` + `net-start`). Without it the task reports the restart as \
 pending in its message and in the result's `restart_pending`, and the new definition is used the \
-next time the network starts. The running definition is read too (`net-dumpxml` without \
-`--inactive`), so the restart stays pending on later runs until it is done, and `restart: true` \
+next time the network starts. Since the running definition is read too, the restart stays pending on later runs until it is done, and `restart: true` \
 on a later run still applies it.\n\n\
 `autostart` is managed whatever the state. `state: inactive` stops a running network (guests \
 lose connectivity), `absent` stops and undefines it. `forward: bridge` attaches guests to an \
@@ -280,12 +284,9 @@ impl Module for LibvirtNetworkModule {
     }
 
     fn probes(&self, req: &Request) -> Vec<Probe> {
-        let mut probes = vec![LibvirtNetwork::probe(&req.name)];
-        if req.state == NetState::Active {
-            probes.push(LibvirtNetworkLive::probe(&req.name));
-            probes.push(LibvirtNetworkGuests::probe(&req.name));
-        }
-        probes
+        // The network's probe also reads its running definition and guests
+        // (`LibvirtNetworkLive`, `LibvirtNetworkGuests` share it).
+        vec![LibvirtNetwork::probe(&req.name)]
     }
 
     fn plan(&self, req: &Request, observed: &Observed) -> Result<Plan, ModuleError> {
@@ -469,7 +470,8 @@ impl Module for LibvirtNetworkModule {
 
 /// The definition a network runs with (`net-dumpxml` without `--inactive`; for a network that
 /// is not running, its persistent one): after a redefinition without restart it is the old one
-/// until the network is restarted. `None` when libvirt has no network of that name.
+/// until the network is restarted. `None` when libvirt has no network of that name. Read from
+/// the network's probe, with [`LibvirtNetwork`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LibvirtNetworkLive(pub Option<String>);
 
@@ -477,28 +479,27 @@ impl Fact for LibvirtNetworkLive {
     const NAME: &'static str = "running libvirt network";
     type Key = str;
     fn probe(name: &str) -> Probe {
-        Probe::Command(format!(
-            "LC_ALL=C {VIRSH} net-dumpxml --network {}",
-            shell_quote(name)
-        ))
+        network_probe(name)
     }
     fn parse(_: &str, seen: &Observation) -> Result<Self, String> {
         let out = command_output(seen)?;
-        if out.rc != 0 && out.stderr.contains("Network not found") {
-            return Ok(LibvirtNetworkLive(None));
-        }
-        let stdout = stdout_of(seen)?;
-        let end = stdout
-            .rfind("</network>")
-            .ok_or("no <network> document in virsh's output")?;
+        let all = sections(&out.stdout);
+        let Some(live) = section(&all, "live", "</network>") else {
+            if out.rc != 127 && out.stderr.contains("Network not found") {
+                return Ok(LibvirtNetworkLive(None));
+            }
+            return Err(virsh_failure(out, "<network> document"));
+        };
+        let end = live.rfind("</network>").unwrap_or(0) + "</network>".len();
         Ok(LibvirtNetworkLive(Some(
-            stdout[..end + "</network>".len()].trim_start().to_string(),
+            live[..end].trim_start().to_string(),
         )))
     }
 }
 
 /// The running domains with an interface on a network (`domiflist`: type `network`, source the
-/// network's name): the guests a restart of the network disconnects.
+/// network's name): the guests a restart of the network disconnects. Read from the network's
+/// probe, with [`LibvirtNetwork`]: a `domname` and a `domiflist` of each running domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LibvirtNetworkGuests(pub Vec<String>);
 
@@ -506,23 +507,45 @@ impl Fact for LibvirtNetworkGuests {
     const NAME: &'static str = "guests on a libvirt network";
     type Key = str;
     fn probe(name: &str) -> Probe {
-        Probe::Command(format!(
-            "export LC_ALL=C; {VIRSH} -q list --name | while read -r d; do [ -n \"$d\" ] || continue; \
-             {VIRSH} -q domiflist \"$d\" | awk -v n={} '$2 == \"network\" && $3 == n {{ f = 1 }} END {{ exit !f }}' \
-             && printf '%s\\n' \"$d\"; done; true",
-            shell_quote(name)
-        ))
+        network_probe(name)
     }
-    fn parse(_: &str, seen: &Observation) -> Result<Self, String> {
-        Ok(LibvirtNetworkGuests(
-            stdout_of(seen)?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-        ))
+    fn parse(name: &str, seen: &Observation) -> Result<Self, String> {
+        let out = command_output(seen)?;
+        if out.rc == 127 {
+            return Err(virsh_failure(out, "domains"));
+        }
+        let guests = sections(&out.stdout)
+            .into_iter()
+            .filter(|(l, _)| l.starts_with("domain "))
+            .filter_map(|(_, text)| {
+                // `domname`'s line, then `domiflist`'s table; a domain that stopped in between
+                // printed neither.
+                let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+                let domain = lines.next()?.trim();
+                let rows = lines.skip_while(|l| !l.starts_with("---")).skip(1);
+                rows.filter_map(interface_row)
+                    .any(|(kind, source)| kind == "network" && source == name)
+                    .then(|| domain.to_string())
+            })
+            .collect();
+        Ok(LibvirtNetworkGuests(guests))
     }
+}
+
+/// The type and source of a `domiflist` row (`vnet0   network   my net   virtio   52:54:...`):
+/// the source is what lies between the type and the last two columns, spaces and all.
+fn interface_row(row: &str) -> Option<(&str, &str)> {
+    fn first(s: &str) -> Option<(&str, &str)> {
+        s.trim_start().split_once(char::is_whitespace)
+    }
+    fn last(s: &str) -> Option<(&str, &str)> {
+        s.trim_end().rsplit_once(char::is_whitespace)
+    }
+    let (_iface, rest) = first(row)?;
+    let (kind, rest) = first(rest)?;
+    let (rest, _mac) = last(rest)?;
+    let (source, _model) = last(rest)?;
+    Some((kind, source.trim()))
 }
 
 fn finish(plan: Plan, req: &Request, pending: bool) -> Plan {
@@ -1058,34 +1081,32 @@ mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, Observation};
     use crate::modules::facts::fixture;
+    use crate::modules::facts::libvirt::testing;
     use crate::modules::testing::{arg_error, req, runs};
     use serde_json::json;
 
     const M: LibvirtNetworkModule = LibvirtNetworkModule;
 
     /// The reading of a network, and its running definition (the same, as on a host where
-    /// nothing is pending).
+    /// nothing is pending), no domain running.
     fn seen(name: &str, file: &str) -> Observed {
         let text = fixture(&format!("libvirt_network/{file}"));
         if file.ends_with(".stderr") {
-            let out = || Observation::Command(CommandOutput::failed(1, &text));
-            return Observed::new()
-                .with_fact::<LibvirtNetwork>(name, out())
-                .with_fact::<LibvirtNetworkLive>(name, out())
-                .with_fact::<LibvirtNetworkGuests>(
-                    name,
-                    Observation::Command(CommandOutput::ok("")),
-                );
+            return Observed::new().with_fact::<LibvirtNetwork>(
+                name,
+                Observation::Command(CommandOutput::failed(1, &text)),
+            );
         }
         let live = &text[..text.find("</network>").unwrap() + "</network>".len()];
-        running(name, &text, live)
+        running(name, &text, live, "\n")
     }
 
-    fn running(name: &str, text: &str, live: &str) -> Observed {
+    /// A network defined as in `text` (a fixture of the definition and `net-info`), running
+    /// `live`, with the domains of `domains` (what `list --id` and the domain sections print).
+    fn running(name: &str, text: &str, live: &str, domains: &str) -> Observed {
+        let out = testing::network(text, Some(live), domains);
         Observed::new()
-            .with_fact::<LibvirtNetwork>(name, Observation::Command(CommandOutput::ok(text)))
-            .with_fact::<LibvirtNetworkLive>(name, Observation::Command(CommandOutput::ok(live)))
-            .with_fact::<LibvirtNetworkGuests>(name, Observation::Command(CommandOutput::ok("")))
+            .with_fact::<LibvirtNetwork>(name, Observation::Command(CommandOutput::ok(&out)))
     }
 
     fn plan(args: serde_json::Value, file: &str) -> Plan {
@@ -1109,22 +1130,49 @@ mod tests {
     #[test]
     fn probe_is_the_network_fact() {
         let r = req(&M, json!({"name": "default"}));
+        assert_eq!(M.probes(&r), vec![LibvirtNetwork::probe("default")]);
+        // The running definition and the guests are read by the same probe.
         assert_eq!(
-            M.probes(&r),
-            vec![
-                LibvirtNetwork::probe("default"),
-                LibvirtNetworkLive::probe("default"),
-                LibvirtNetworkGuests::probe("default")
-            ]
+            LibvirtNetworkLive::probe("my net"),
+            LibvirtNetwork::probe("my net")
+        );
+        assert_eq!(
+            LibvirtNetworkGuests::probe("my net"),
+            LibvirtNetwork::probe("my net")
         );
         let r = req(&M, json!({"name": "my net", "state": "absent"}));
         assert_eq!(M.probes(&r), vec![LibvirtNetwork::probe("my net")]);
+    }
+
+    /// One running domain with an interface on the network, as the probe printed it with
+    /// virsh's test driver (domain `test` on network `default`).
+    #[test]
+    fn guests_on_a_network() {
+        let seen = Observation::Command(CommandOutput::ok(&fixture(
+            "libvirt_network/test-driver-default.txt",
+        )));
+        let g = LibvirtNetworkGuests::parse("default", &seen).unwrap();
+        assert_eq!(g.0, ["test"]);
         assert_eq!(
-            LibvirtNetworkLive::probe("my net"),
-            Probe::Command(
-                "LC_ALL=C virsh -c qemu:///system net-dumpxml --network 'my net'".into()
-            )
+            LibvirtNetworkGuests::parse("other", &seen).unwrap().0,
+            [] as [&str; 0]
         );
+        let live = LibvirtNetworkLive::parse("default", &seen)
+            .unwrap()
+            .0
+            .unwrap();
+        assert!(live.starts_with("<network>") && live.ends_with("</network>"));
+        assert!(live.contains("<name>default</name>"));
+        // A source with spaces, and rows that are not on networks.
+        assert_eq!(
+            interface_row(" vnet3       network   lab net   virtio   52:54:00:6b:3c:58"),
+            Some(("network", "lab net"))
+        );
+        assert_eq!(
+            interface_row(" vnet4       bridge    br0       virtio   52:54:00:6b:3c:59"),
+            Some(("bridge", "br0"))
+        );
+        assert_eq!(interface_row(""), None);
     }
 
     #[test]
@@ -1230,7 +1278,12 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let r = req(&M, json!({"name": "nat1", "xml": xml}));
-        let obs = running("nat1", &fx, &fx[..fx.find("</network>").unwrap() + 10]);
+        let obs = running(
+            "nat1",
+            &fx,
+            &fx[..fx.find("</network>").unwrap() + 10],
+            "\n",
+        );
         let p = M.plan(&r, &obs).unwrap();
         assert_eq!(
             runs(&p),
@@ -1288,7 +1341,7 @@ mod tests {
         let p = M
             .plan(
                 &req(&M, want.clone()),
-                &running("isolated", &defined, &live),
+                &running("isolated", &defined, &live, "\n"),
             )
             .unwrap();
         assert!(!p.changed());
@@ -1300,10 +1353,23 @@ mod tests {
             .unwrap()
             .contains("no running guest is attached"));
         // The guests a restart would cut off are named.
-        let with_guests = running("isolated", &defined, &live).with_fact::<LibvirtNetworkGuests>(
-            "isolated",
-            Observation::Command(CommandOutput::ok("okd-bootstrap\nokd-master-0\n")),
+        // Two running domains, each with an interface on the network, a third on another one:
+        // the test driver's domain section, renamed and moved onto `isolated`.
+        let test = fixture("libvirt_network/test-driver-default.txt");
+        let domain = &test[test.find("KF-SEP domain 1").unwrap()..];
+        let on = |id: &str, name: &str, net: &str| {
+            domain
+                .replace("domain 1", &format!("domain {id}"))
+                .replace("\ntest\n", &format!("\n{name}\n"))
+                .replace("network   default", &format!("network   {net}"))
+        };
+        let domains = format!(
+            "3\n4\n7\n{}{}{}",
+            on("3", "okd-bootstrap", "isolated"),
+            on("4", "other-net", "default"),
+            on("7", "okd-master-0", "isolated")
         );
+        let with_guests = running("isolated", &defined, &live, &domains);
         let p = M.plan(&req(&M, want.clone()), &with_guests).unwrap();
         assert!(
             p.msg
@@ -1317,7 +1383,7 @@ mod tests {
         let p = M
             .plan(
                 &req(&M, with(want, json!({"restart": true}))),
-                &running("isolated", &defined, &live),
+                &running("isolated", &defined, &live, "\n"),
             )
             .unwrap();
         assert_eq!(
@@ -1329,7 +1395,7 @@ mod tests {
         );
         // Attached guests alone are no difference.
         let p = M
-            .plan(&req(&M, isolated()), &running("isolated", &fx, &live))
+            .plan(&req(&M, isolated()), &running("isolated", &fx, &live, "\n"))
             .unwrap();
         assert!(!p.changed() && p.data["restart_pending"] == json!(false));
     }
@@ -1373,7 +1439,7 @@ mod tests {
         let p = M
             .plan(
                 &req(&M, a),
-                &running("wsfbr0", &format!("{xml}\n{info}"), &xml),
+                &running("wsfbr0", &format!("{xml}\n{info}"), &xml, "\n"),
             )
             .unwrap();
         assert!(!p.changed(), "{:?}", p.changes);

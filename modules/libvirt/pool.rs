@@ -3,7 +3,7 @@
 //!
 //! Decided from three readings: the pool's persistent definition and state ([`LibvirtPool`]),
 //! its volumes ([`LibvirtVolumes`], so that nothing holding guests' disks is redefined or deleted
-//! by accident), and whether its target exists (the directory, or for a logical pool the volume
+//! by accident; both from the pool's one probe), and whether its target exists (the directory, or for a logical pool the volume
 //! group), which is when `pool-build` is needed. Data is never deleted unless asked with
 //! `delete: true`.
 
@@ -24,9 +24,10 @@ pub struct LibvirtPoolModule;
 static SPEC: ModuleSpec = ModuleSpec {
     name: "libvirt_pool",
     summary: "Manage a libvirt storage pool (dir, fs, netfs, logical): define, build, start, autostart, remove",
-    description: "Observes the pool with `virsh pool-dumpxml --inactive` and `pool-info`, its volumes \
-with `vol-list`, and whether its target exists (the directory; for a logical pool the volume group, \
-with `vgs`). Everything runs with `virsh -c qemu:///system`.\n\n\
+    description: "Observes the pool with one `virsh` running `pool-dumpxml --inactive`, `pool-info` \
+and `vol-list` (and, when it lists volumes, one more with the `vol-dumpxml` of each), and whether \
+its target exists (the directory; for a logical pool the volume group, with `vgs`). Everything \
+runs with `virsh -c qemu:///system`.\n\n\
 The wanted definition (type, target path, source, and the target directory's permissions) \
 is compared with the persistent one after leaving out what libvirt adds itself (uuid, sizes, the \
 permissions and source format when not given). A missing pool is defined with `virsh pool-define` \
@@ -444,11 +445,8 @@ impl Module for LibvirtPoolModule {
     }
 
     fn probes(&self, req: &Request) -> Vec<Probe> {
-        let mut probes = vec![
-            LibvirtPool::probe(&req.name),
-            LibvirtVolumes::probe(&req.name),
-            target_probe(req),
-        ];
+        // The pool's probe reads its volumes too (`LibvirtVolumes` shares it).
+        let mut probes = vec![LibvirtPool::probe(&req.name), target_probe(req)];
         if formats(req) {
             probes.extend(req.def.devices.iter().map(|d| BlockSignature::probe(d)));
         }
@@ -932,20 +930,25 @@ mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, FileState, Observation};
     use crate::modules::facts::fixture;
+    use crate::modules::facts::libvirt::testing;
     use crate::modules::testing::{arg_error, req, runs};
     use serde_json::json;
 
     const V: &str = "virsh -c qemu:///system";
 
-    fn out(f: &str) -> Observation {
-        Observation::Command(CommandOutput::ok(&fixture(f)))
-    }
     fn missing(f: &str) -> Observation {
         Observation::Command(CommandOutput::failed(1, &fixture(f)))
     }
 
+    /// The pool probe's output: a pool fixture's definition and `pool-info` with the volumes
+    /// of a volumes fixture.
+    fn both(pool: &str, volumes: &str) -> Observation {
+        let text = testing::pool(&fixture(pool), &fixture(volumes));
+        Observation::Command(CommandOutput::ok(&text))
+    }
+
     /// `images` as in the dir-active fixture, with the volumes of the volume fixture (or none).
-    fn seen(pool: Observation, volumes: Observation, target_exists: bool) -> Observed {
+    fn seen(pool: Observation, target_exists: bool) -> Observed {
         let target = if target_exists {
             FileState::dir()
         } else {
@@ -953,28 +956,25 @@ mod tests {
         };
         Observed::new()
             .with_fact::<LibvirtPool>("images", pool)
-            .with_fact::<LibvirtVolumes>("images", volumes)
             .with_file("/tmp/kf-images", target)
     }
     fn nothing() -> Observed {
-        seen(
-            missing("libvirt_pool/not-found.stderr"),
-            missing("libvirt_volumes/not-found.stderr"),
-            false,
-        )
+        seen(missing("libvirt_pool/not-found.stderr"), false)
     }
     fn active_with_volumes() -> Observed {
         seen(
-            out("libvirt_pool/dir-active.txt"),
-            out("libvirt_volumes/images.txt"),
+            both("libvirt_pool/dir-active.txt", "libvirt_volumes/images.txt"),
             true,
         )
     }
     fn active_empty() -> Observed {
-        let empty = Observation::Command(CommandOutput::ok(
-            "Name:           images\nState:          running\nPersistent:     yes\nAutostart:      yes\n",
-        ));
-        seen(out("libvirt_pool/dir-active.txt"), empty, true)
+        seen(
+            both(
+                "libvirt_pool/dir-active.txt",
+                "libvirt_volumes/inactive.txt",
+            ),
+            true,
+        )
     }
     fn plan(args: serde_json::Value, o: &Observed) -> Result<Plan, ModuleError> {
         LibvirtPoolModule.plan(&req(&LibvirtPoolModule, args), o)
@@ -1002,7 +1002,6 @@ mod tests {
             LibvirtPoolModule.probes(&r),
             [
                 LibvirtPool::probe("images"),
-                LibvirtVolumes::probe("images"),
                 Probe::File("/tmp/kf-images".into())
             ]
         );
@@ -1011,7 +1010,7 @@ mod tests {
             json!({"name": "vg0", "type": "logical"}),
         );
         assert_eq!(
-            LibvirtPoolModule.probes(&r)[2],
+            LibvirtPoolModule.probes(&r)[1],
             Probe::Command("LC_ALL=C vgs --noheadings -o vg_name -- vg0".into())
         );
     }
@@ -1051,11 +1050,7 @@ mod tests {
             "define storage pool images (dir, /tmp/kf-images)"
         );
         // The directory already there: no build.
-        let o = seen(
-            missing("libvirt_pool/not-found.stderr"),
-            missing("libvirt_volumes/not-found.stderr"),
-            true,
-        );
+        let o = seen(missing("libvirt_pool/not-found.stderr"), true);
         let p = plan(
             with(images(), json!({"autostart": false, "state": "inactive"})),
             &o,
@@ -1101,8 +1096,10 @@ mod tests {
         );
         // fs pool, inactive, no autostart: enabling it alone does not start it.
         let o = Observed::new()
-            .with_fact::<LibvirtPool>("fsdata", out("libvirt_pool/fs.txt"))
-            .with_fact::<LibvirtVolumes>("fsdata", out("libvirt_volumes/inactive.txt"))
+            .with_fact::<LibvirtPool>(
+                "fsdata",
+                both("libvirt_pool/fs.txt", "libvirt_volumes/inactive.txt"),
+            )
             .with_file("/srv/vmdata", FileState::dir());
         let p = plan(
             json!({"name": "fsdata", "type": "fs", "target": "/srv/vmdata", "source_device": ["/dev/vdb1"],
@@ -1190,9 +1187,10 @@ mod tests {
             "stop, delete the storage of and undefine storage pool images"
         );
         // An inactive pool's volumes cannot be listed.
-        let o = Observed::new()
-            .with_fact::<LibvirtPool>("vg0", out("libvirt_pool/logical.txt"))
-            .with_fact::<LibvirtVolumes>("vg0", out("libvirt_volumes/inactive.txt"));
+        let o = Observed::new().with_fact::<LibvirtPool>(
+            "vg0",
+            both("libvirt_pool/logical.txt", "libvirt_volumes/inactive.txt"),
+        );
         let e = host_error(
             json!({"name": "vg0", "type": "logical", "state": "absent", "delete": true}),
             &o,
@@ -1262,11 +1260,8 @@ mod tests {
     fn transient_pool_is_made_persistent() {
         let text = fixture("libvirt_pool/dir-active.txt")
             .replace("Persistent:     yes", "Persistent:     no");
-        let o = seen(
-            Observation::Command(CommandOutput::ok(&text)),
-            out("libvirt_volumes/images.txt"),
-            true,
-        );
+        let text = testing::pool(&text, &fixture("libvirt_volumes/images.txt"));
+        let o = seen(Observation::Command(CommandOutput::ok(&text)), true);
         let p = plan(images(), &o).unwrap();
         assert_eq!(
             p.changes[0].summary,
@@ -1289,7 +1284,6 @@ mod tests {
         let base = |sig: &str| {
             Observed::new()
                 .with_fact::<LibvirtPool>("vg0", missing("libvirt_pool/not-found.stderr"))
-                .with_fact::<LibvirtVolumes>("vg0", missing("libvirt_volumes/not-found.stderr"))
                 .with_command(
                     &vg_command("vg0"),
                     CommandOutput::failed(5, "  Volume group \"vg0\" not found\n"),
@@ -1346,8 +1340,10 @@ mod tests {
     #[test]
     fn logical_and_netfs_fixtures() {
         let o = Observed::new()
-            .with_fact::<LibvirtPool>("vg0", out("libvirt_pool/logical.txt"))
-            .with_fact::<LibvirtVolumes>("vg0", out("libvirt_volumes/inactive.txt"))
+            .with_fact::<LibvirtPool>(
+                "vg0",
+                both("libvirt_pool/logical.txt", "libvirt_volumes/inactive.txt"),
+            )
             .with_command(&vg_command("vg0"), CommandOutput::ok("  vg0\n"));
         let p = plan(
             json!({"name": "vg0", "type": "logical", "source_device": "/dev/sdb",
@@ -1368,8 +1364,10 @@ mod tests {
         .unwrap();
         assert_eq!(runs(&p), [format!("{V} pool-build vg0 --no-overwrite")]);
         let o = Observed::new()
-            .with_fact::<LibvirtPool>("nfsimages", out("libvirt_pool/netfs.txt"))
-            .with_fact::<LibvirtVolumes>("nfsimages", out("libvirt_volumes/inactive.txt"))
+            .with_fact::<LibvirtPool>(
+                "nfsimages",
+                both("libvirt_pool/netfs.txt", "libvirt_volumes/inactive.txt"),
+            )
             .with_file("/mnt/nfsimages", FileState::dir());
         let p = plan(
             json!({"name": "nfsimages", "type": "netfs", "target": "/mnt/nfsimages", "source_host": "nas.example",

@@ -22,8 +22,9 @@ pub struct LibvirtVolume;
 static SPEC: ModuleSpec = ModuleSpec {
     name: "libvirt_volume",
     summary: "Manage a storage volume (VM disk image) in a libvirt pool: create, grow, delete",
-    description: "Observes the pool with `virsh pool-info`, `vol-list` and `vol-dumpxml` of each \
-volume (`-c qemu:///system`). The pool must exist and be running: a missing or inactive pool \
+    description: "Observes the pool with one `virsh` running `pool-dumpxml --inactive`, `pool-info` \
+and `vol-list`, and, when it lists volumes, one more with the `vol-dumpxml` of each \
+(`-c qemu:///system`; the same reading as libvirt_pool's, made once for both). The pool must exist and be running: a missing or inactive pool \
 fails the task.\n\n\
 `state: present` creates a missing volume with `virsh vol-create-as` (`--backing-vol` for a \
 copy-on-write image on top of `backing`). An existing volume is compared, never recreated: \
@@ -463,15 +464,23 @@ mod tests {
     use super::*;
     use crate::module::{ArgErrorKind, CommandOutput, Observation};
     use crate::modules::facts::fixture;
+    use crate::modules::facts::libvirt::testing;
     use crate::modules::testing::{arg_error, req, runs};
     use serde_json::json;
 
     const IMAGES: &str = "/var/lib/libvirt/images";
 
+    /// The pool probe's output for `images`, running (its `pool-info` as in the dir-active
+    /// fixture, or inactive as in the fs one) with the volumes of a volumes fixture.
     fn seen(pool_file: &str) -> Observed {
         let out = |f: &str| Observation::Command(CommandOutput::ok(&fixture(f)));
+        let info = match pool_file.ends_with("inactive.txt") {
+            true => "libvirt_pool/fs.txt",
+            false => "libvirt_pool/dir-active.txt",
+        };
+        let pool = testing::pool(&fixture(info), &fixture(pool_file));
         Observed::new()
-            .with_fact::<LibvirtVolumes>("images", out(pool_file))
+            .with_fact::<LibvirtVolumes>("images", Observation::Command(CommandOutput::ok(&pool)))
             .with_fact::<LibvirtDomainDisks>(&(), out("libvirt_domain_disks/two-domains.txt"))
     }
 
