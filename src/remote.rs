@@ -323,9 +323,7 @@ impl Script {
                     writeln!(s, "kf_file p{i} {}", shell_quote(path)).unwrap()
                 }
                 Probe::File(_) => {}
-                Probe::Command(cmd) => {
-                    writeln!(s, "kf_probe p{i} {}", shell_quote(cmd)).unwrap()
-                }
+                Probe::Command(cmd) => writeln!(s, "kf_probe p{i} {}", shell_quote(cmd)).unwrap(),
             }
         }
         render_command_outputs(s, &self.probes);
@@ -511,7 +509,8 @@ fn parse_file_batch(
     streamed.extend(read_by_shell);
     // A file that changed size between `find` and `cat` shifts every later one: then none of
     // the streamed contents can be trusted.
-    let consistent = all_read && tail.is_empty()
+    let consistent = all_read
+        && tail.is_empty()
         && streamed
             .iter()
             .all(|(_, st)| st.content.is_some() || st.size > MAX_CONTENT);
@@ -1169,7 +1168,10 @@ mod tests {
         };
         assert_eq!(out(0).stdout, "no newline");
         assert_eq!(out(1), CommandOutput::ok(""));
-        assert_eq!((out(2).rc, out(2).stdout.as_str(), out(2).stderr.as_str()), (2, "a\0b", "E"));
+        assert_eq!(
+            (out(2).rc, out(2).stdout.as_str(), out(2).stderr.as_str()),
+            (2, "a\0b", "E")
+        );
         let seq: String = (1..=20000).map(|n| format!("{n}\n")).collect();
         assert_eq!(out(3).stdout, seq);
         assert_eq!(out(5).stdout, "last\n");
@@ -1183,7 +1185,10 @@ mod tests {
         };
         assert!(parse(&one, reply.as_bytes()).is_err());
         // No `KF out` at all (the script was cut short): no answer, not an empty one.
-        assert!(parse(&one, b"KF p0 cmd 0 @\n").unwrap().observations.is_empty());
+        assert!(parse(&one, b"KF p0 cmd 0 @\n")
+            .unwrap()
+            .observations
+            .is_empty());
     }
 
     /// The facts fragment, run by this machine's shell, says what the machine says.
@@ -1194,7 +1199,12 @@ mod tests {
             ..Default::default()
         });
         let f = r.facts.expect("facts");
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
         let sh = |c: &str| {
             let o = Command::new("sh").arg("-c").arg(c).output().unwrap();
             String::from_utf8_lossy(&o.stdout).trim().to_string()
@@ -1376,7 +1386,10 @@ mod tests {
         assert_eq!(text(8).as_deref(), Some(hostname.as_str()));
         // A long many-line one, of the script's own shell.
         let mounts = text(9).unwrap();
-        assert!(mounts.lines().count() > 3 && mounts.ends_with('\n'), "{mounts}");
+        assert!(
+            mounts.lines().count() > 3 && mounts.ends_with('\n'),
+            "{mounts}"
+        );
         assert!(s.render().contains("kf_rd /proc/sys/kernel/ostype"));
         assert_eq!(
             r.observations[6],
@@ -1392,7 +1405,8 @@ mod tests {
         let probes = vec![Probe::File("/a".into()), Probe::File("/proc/x".into())];
         let rec = |p: &str, s: &str| format!("{p}\0f\0644\0root\0root\0{s}\0");
         for tail in ["7\0Linux\n", "x\0", "", "6\0Linux\nmore"] {
-            let stream = rec("/a", "3") + &rec("/proc/x", "0") + "KF-DATA\0\0\0\0\0\0" + "abc" + tail;
+            let stream =
+                rec("/a", "3") + &rec("/proc/x", "0") + "KF-DATA\0\0\0\0\0\0" + "abc" + tail;
             let mut out = vec![None, None];
             parse_file_batch(&probes, "m1r", stream.as_bytes(), &mut out).unwrap();
             assert!(
@@ -1403,7 +1417,9 @@ mod tests {
         let good = rec("/a", "3") + &rec("/proc/x", "0") + "KF-DATA\0\0\0\0\0\0abc6\0Linux\n";
         let mut out = vec![None, None];
         parse_file_batch(&probes, "m1r", good.as_bytes(), &mut out).unwrap();
-        assert!(matches!(&out[1], Some(Observation::File(st)) if st.content.as_deref() == Some(&b"Linux\n"[..])));
+        assert!(
+            matches!(&out[1], Some(Observation::File(st)) if st.content.as_deref() == Some(&b"Linux\n"[..]))
+        );
     }
 
     #[test]

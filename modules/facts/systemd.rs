@@ -5,7 +5,8 @@ use crate::module::{shell_quote, Observation, Probe};
 use std::collections::BTreeMap;
 
 /// The properties the probe asks for.
-const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,TriggeredBy";
+const PROPERTIES: &str =
+    "Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,TriggeredBy";
 
 /// ActiveStates in which a unit counts as running (systemd ≥ 254 adds `refreshing`).
 const RUNNING: &[&str] = &["active", "activating", "reloading", "refreshing"];
@@ -145,13 +146,17 @@ mod tests {
                  *TriggeredBy*) cat '{}' ;;\n\
                  *) cat '{}' ;;\nesac\n",
                 log.display(),
-                crate::modules::facts::fixture_path(&format!("systemd_unit/{unit_state}")).display(),
+                crate::modules::facts::fixture_path(&format!("systemd_unit/{unit_state}"))
+                    .display(),
                 crate::modules::facts::fixture_path("systemd_unit/libvirtd-sockets.txt").display(),
             ),
         )
         .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let Probe::Command(cmd) = UnitState::probe(unit) else { panic!() };
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let Probe::Command(cmd) = UnitState::probe(unit) else {
+            panic!()
+        };
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&cmd)
@@ -163,12 +168,17 @@ mod tests {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
-        (UnitState::parse(unit, &seen).unwrap(), std::fs::read_to_string(&log).unwrap())
+        (
+            UnitState::parse(unit, &seen).unwrap(),
+            std::fs::read_to_string(&log).unwrap(),
+        )
     }
 
     #[test]
     fn probe_is_one_quoted_show_and_asks_for_sockets_only_when_idle() {
-        let Probe::Command(c) = UnitState::probe("getty@tty1") else { panic!() };
+        let Probe::Command(c) = UnitState::probe("getty@tty1") else {
+            panic!()
+        };
         assert!(c.starts_with(
             "kf_u=$(systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState,NeedDaemonReload,TriggeredBy -- getty@tty1)"
         ));
@@ -182,7 +192,10 @@ mod tests {
         assert_eq!(u.active_state, "inactive");
         assert_eq!(u.listening_triggers, ["libvirtd.socket"]);
         assert!(u.on_demand() && !u.running());
-        assert_eq!(u.properties["Id"], "libvirtd.service", "the unit's block only");
+        assert_eq!(
+            u.properties["Id"], "libvirtd.service",
+            "the unit's block only"
+        );
         // Running: one call, no sockets.
         let (u, calls) = probe_with("ssh-running-enabled.txt", "ssh");
         assert_eq!(calls.lines().count(), 1);

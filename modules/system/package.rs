@@ -405,8 +405,11 @@ mod tests {
             NOW - 5000,
             NOW - 50
         );
-        let p = plan(json!({"name": "ovmf", "update_cache": true, "cache_valid_time": 100}), &out)
-            .unwrap();
+        let p = plan(
+            json!({"name": "ovmf", "update_cache": true, "cache_valid_time": 100}),
+            &out,
+        )
+        .unwrap();
         assert_eq!(runs(&p), vec![format!("{INSTALL} ovmf")]);
     }
 

@@ -344,7 +344,11 @@ mod tests {
         let idle = fixture("systemd_unit/libvirtd-idle.txt")
             + "\n"
             + &fixture("systemd_unit/libvirtd-sockets.txt");
-        let p = plan(json!({"name": "libvirtd", "state": "started", "enabled": true}), &idle).unwrap();
+        let p = plan(
+            json!({"name": "libvirtd", "state": "started", "enabled": true}),
+            &idle,
+        )
+        .unwrap();
         assert!(!p.changed(), "{p:?}");
         assert_eq!(
             p.msg.as_deref(),
