@@ -260,6 +260,47 @@ fn fleet_over_ssh() {
         "{all}"
     );
     assert!(all.contains("ok: [h2]"), "{all}");
+
+    // The hosts of a later play are connected to while the first play runs: v1's login
+    // (through the jump host) is accepted before h1's three-second play has ended.
+    let plays = r#"
+- name: first
+  hosts: h1
+  tasks:
+    - command: sleep 3
+    - shell: date +%s.%N > /tmp/first-play-end
+- name: second
+  hosts: v1
+  tasks:
+    - command: "true"
+"#;
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let out = run.kvmforge(plays, &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let end: f64 = remote(&lab, "h1", "cat /tmp/first-play-end")
+        .trim()
+        .parse()
+        .unwrap();
+    let log = remote(
+        &lab,
+        "v1",
+        &format!(
+            "journalctl -q -o short-unix --since=@{} | grep 'Accepted publickey'",
+            t0 as u64
+        ),
+    );
+    let logins: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .filter(|t| *t >= t0)
+        .collect();
+    assert!(
+        logins.first().is_some_and(|t| *t < end),
+        "v1 logins {logins:?}, first play ended at {end}: {log}"
+    );
 }
 
 #[test]

@@ -377,6 +377,8 @@ struct HostState {
     out: bool,
     /// The address a confirmed network change moved the host to (`confirm_address`).
     address: Option<String>,
+    /// A play has reached it (the recap lists only these).
+    played: bool,
 }
 
 impl HostState {
@@ -421,7 +423,12 @@ fn hostvars_after_plays(base: &Value, states: &BTreeMap<String, Mutex<HostState>
     let mut hv = base.clone();
     if let Value::Object(hosts) = &mut hv {
         for (name, st) in states {
-            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            // A host being connected to ahead of its play has nothing to add yet.
+            let st = match st.try_lock() {
+                Ok(st) => st,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+            };
             if let Some(Value::Object(vars)) = hosts.get_mut(name) {
                 if let Some(f) = &st.facts {
                     vars.insert("facts".into(), f.clone());
@@ -433,62 +440,35 @@ fn hostvars_after_plays(base: &Value, states: &BTreeMap<String, Mutex<HostState>
     hv
 }
 
-/// Run a validated playbook.
-pub fn run(
-    pb: &Playbook,
-    inv: &Inventory,
-    opts: &Options,
-    reporter: &dyn Reporter,
-    interrupted: &AtomicBool,
-) -> Result<Summary, Error> {
-    let targets = validate(pb, inv, opts)?;
-    let mut states: BTreeMap<String, Mutex<HostState>> = BTreeMap::new();
-    let shared = Shared {
-        pb,
-        opts,
-        reporter,
-        abort: AtomicBool::new(false),
-        hosts_done: Default::default(),
-        hosts_total: Default::default(),
-        interrupted,
-        hostvars: Mutex::new(None),
-    };
-    for target in &targets {
+/// The plays, one after the other.
+fn run_plays(targets: &[PlayTarget], states: &BTreeMap<String, Mutex<HostState>>, shared: &Shared) {
+    for target in targets {
         *shared.hostvars.lock().unwrap() = target
             .hostvars
             .as_ref()
-            .map(|base| hostvars_after_plays(base, &states));
+            .map(|base| hostvars_after_plays(base, states));
         let names: Vec<String> = target.hosts.iter().map(|h| h.name.clone()).collect();
-        reporter.report(&Event::Play {
+        shared.reporter.report(&Event::Play {
             name: &target.play.name,
             hosts: &names,
-            check: opts.check,
+            check: shared.opts.check,
         });
-        for h in &target.hosts {
-            states.entry(h.name.clone()).or_insert_with(|| {
-                Mutex::new(HostState {
-                    host: h.clone(),
-                    conn: None,
-                    facts: None,
-                    registered: Map::new(),
-                    stats: HostStats::default(),
-                    out: false,
-                    address: None,
-                })
-            });
-        }
         let active: Vec<&Mutex<HostState>> = target
             .hosts
             .iter()
             .map(|h| &states[&h.name])
-            .filter(|s| !s.lock().unwrap().out)
+            .filter(|s| {
+                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                st.played = true;
+                !st.out
+            })
             .collect();
         shared.hosts_done.store(0, Ordering::SeqCst);
         shared.hosts_total.store(active.len(), Ordering::SeqCst);
         let mut start = 0;
         let mut batch_no = 0;
         while start < active.len() {
-            if shared.abort.load(Ordering::SeqCst) || interrupted.load(Ordering::SeqCst) {
+            if shared.abort.load(Ordering::SeqCst) || shared.interrupted.load(Ordering::SeqCst) {
                 break;
             }
             let size = match target.play.serial.as_slice() {
@@ -496,9 +476,9 @@ pub fn run(
                 s => s[batch_no.min(s.len() - 1)].size(active.len()),
             };
             let batch = &active[start..(start + size).min(active.len())];
-            workers::for_each(batch.to_vec(), opts.forks, |st| {
+            workers::for_each(batch.to_vec(), shared.opts.forks, |st| {
                 let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
-                HostPlay::new(&shared, target, &mut st).run();
+                HostPlay::new(shared, target, &mut st).run();
                 shared.hosts_done.fetch_add(1, Ordering::SeqCst);
             });
             let failed = batch.iter().filter(|s| s.lock().unwrap().out).count();
@@ -510,16 +490,89 @@ pub fn run(
             start += size;
             batch_no += 1;
         }
-        if shared.abort.load(Ordering::SeqCst) || interrupted.load(Ordering::SeqCst) {
+        if shared.abort.load(Ordering::SeqCst) || shared.interrupted.load(Ordering::SeqCst) {
             break;
         }
     }
+}
+
+/// Connect to the hosts that only later plays use while the first play runs: their SSH
+/// handshakes (through a jump host that the first play configures, say) then overlap with it
+/// instead of following it. A host whose connection fails here is connected to again when its
+/// play reaches it, which reports the failure. The first play's hosts connect as it starts.
+fn preconnect(
+    targets: &[PlayTarget],
+    states: &BTreeMap<String, Mutex<HostState>>,
+    opts: &Options,
+    interrupted: &AtomicBool,
+) {
+    let first: HashSet<&str> = targets
+        .first()
+        .map(|t| t.hosts.iter().map(|h| h.name.as_str()).collect())
+        .unwrap_or_default();
+    let later: Vec<&Mutex<HostState>> = states
+        .iter()
+        .filter(|(name, _)| !first.contains(name.as_str()))
+        .map(|(_, st)| st)
+        .collect();
+    workers::for_each(later, opts.forks, |st| {
+        if interrupted.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.played && !st.out {
+            let _ = st.connection(opts);
+        }
+    });
+}
+
+/// Run a validated playbook.
+pub fn run(
+    pb: &Playbook,
+    inv: &Inventory,
+    opts: &Options,
+    reporter: &dyn Reporter,
+    interrupted: &AtomicBool,
+) -> Result<Summary, Error> {
+    let targets = validate(pb, inv, opts)?;
+    // Every host of the run has its state from the start, so that the hosts of later plays can
+    // be connected to while the first play runs (see `preconnect`).
+    let mut states: BTreeMap<String, Mutex<HostState>> = BTreeMap::new();
+    for h in targets.iter().flat_map(|t| &t.hosts) {
+        states.entry(h.name.clone()).or_insert_with(|| {
+            Mutex::new(HostState {
+                host: h.clone(),
+                conn: None,
+                facts: None,
+                registered: Map::new(),
+                stats: HostStats::default(),
+                out: false,
+                address: None,
+                played: false,
+            })
+        });
+    }
+    let shared = Shared {
+        pb,
+        opts,
+        reporter,
+        abort: AtomicBool::new(false),
+        hosts_done: Default::default(),
+        hosts_total: Default::default(),
+        interrupted,
+        hostvars: Mutex::new(None),
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| preconnect(&targets, &states, opts, interrupted));
+        run_plays(&targets, &states, &shared);
+    });
     let finished: Vec<(String, HostState)> = states
         .into_iter()
         .map(|(name, st)| (name, st.into_inner().unwrap_or_else(|e| e.into_inner())))
         .collect();
     let stats = finished
         .iter()
+        .filter(|(_, st)| st.played)
         .map(|(name, st)| {
             let mut stats = st.stats.clone();
             stats.invocations = st.conn.as_ref().map_or(0, |c| c.invocations());
