@@ -408,8 +408,15 @@ def bench_n(args, n, venv, kex, work, log=print):
                     raise RuntimeError(f"{t.name}: first run reported no change")
                 settle = verify(lab)
                 noop = lab.measured(t.run)
-                if noop["changed"]:
+                if noop["changed"] and t.name == "kvmforge":
                     raise RuntimeError(f"{t.name}: no-op run reported changes:\n{noop['out'][-3000:]}")
+                if noop["changed"]:
+                    # A peer's false change is its own behaviour (e.g. starting a libvirtd that
+                    # exited after its idle timeout while a long first run went on): recorded, and
+                    # stated in the results, not an error of the benchmark.
+                    log(f"   {t.name:9} rep {rep + 1}: the no-op run reported changes")
+                    (work / f"c{n}" / f"{t.name}-noop-changed.log").write_text(noop["out"])
+                noop["reported_changes"] = noop["changed"]
                 lab.fanout({lab.kvm[0][0]: DRIFT})
                 drift = lab.measured(t.run)
                 if not drift["changed"]:
