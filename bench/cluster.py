@@ -544,6 +544,12 @@ def markdown(results):
                 cells.append(("—" if not o else (f"{statistics.median(f):.1f} / " if f else "") +
                               f"{statistics.median(o):.2f} s"))
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    false = [f"{NAMES[t]} at {n} KVM hosts ({sum(1 for r in runs[t]['noop'] if r.get('reported_changes'))} of "
+             f"{len(runs[t]['noop'])})" for n, runs in results["runs"].items() for t in ("pyinfra", "ansible")
+             if any(r.get("reported_changes") for r in runs.get(t, {}).get("noop", []))]
+    if false:
+        lines += ["", "No-op runs that reported changes on hosts already in their configured state: "
+                  + "; ".join(false) + "."]
     if results.get("load"):
         lines += ["", "Load average (1 min) when each size started / ended: " + "; ".join(
             f"{n}: {l['before'][0]:.1f} / {l['after'][0]:.1f}" for n, l in results["load"].items()) + "."]
