@@ -542,14 +542,18 @@ impl Drop for LocalChannel {
     }
 }
 
-impl Connection for LocalConnection {
-    fn run_script(&mut self, script: &str, become_: bool) -> Result<ScriptOutput, ConnectionError> {
+impl LocalConnection {
+    /// A shell for one invocation (through sudo for `become_` when not root), with the input
+    /// that must precede the script. Its own process group: a Ctrl-C at the terminal stops the
+    /// run from starting new work, but lets the script in flight finish.
+    fn spawn_shell(
+        &mut self,
+        become_: bool,
+    ) -> Result<(std::process::Child, Vec<u8>), ConnectionError> {
         self.invocations += 1;
         let root = nix::unistd::geteuid().is_root();
         let (argv, preamble) = self.become_.wrap(become_, root);
-        // Its own process group: a Ctrl-C at the terminal stops the run from starting new
-        // work, but lets the script in flight finish.
-        let mut child = Command::new(&argv[0])
+        let child = Command::new(&argv[0])
             .args(&argv[1..])
             .process_group(0)
             .stdin(Stdio::piped())
@@ -557,6 +561,13 @@ impl Connection for LocalConnection {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| ConnectionError::Io(format!("cannot start {}: {e}", argv[0])))?;
+        Ok((child, preamble))
+    }
+}
+
+impl Connection for LocalConnection {
+    fn run_script(&mut self, script: &str, become_: bool) -> Result<ScriptOutput, ConnectionError> {
+        let (mut child, preamble) = self.spawn_shell(become_)?;
         let mut stdin = child.stdin.take().expect("piped");
         let input = [preamble, script.as_bytes().to_vec()].concat();
         let writer = std::thread::spawn(move || stdin.write_all(&input));
@@ -625,17 +636,7 @@ impl Connection for LocalConnection {
         become_: bool,
         _allowance: std::time::Duration,
     ) -> Result<Box<dyn Channel>, ConnectionError> {
-        self.invocations += 1;
-        let root = nix::unistd::geteuid().is_root();
-        let (argv, preamble) = self.become_.wrap(become_, root);
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| ConnectionError::Io(format!("cannot start {}: {e}", argv[0])))?;
+        let (mut child, preamble) = self.spawn_shell(become_)?;
         let stdout = child.stdout.take().expect("piped");
         let stdin = child.stdin.take().expect("piped");
         let mut ch = LocalChannel {
