@@ -366,7 +366,10 @@ def med(rs, key="wall"):
     return statistics.median(r[key] for r in rs) if rs else None
 
 
-def save(results, out):
+def save(results, out, markdown=None, plot=None):
+    """results.json, results.md and plot.png under `out`; the workload's own table and plot
+    when given (the cluster workload's), this workload's otherwise."""
+    markdown, plot = markdown or globals()["markdown"], plot or globals()["plot"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(markdown(results))

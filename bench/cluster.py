@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from bench import LAB, REPO, HERE, measure
+from bench import LAB, REPO, HERE, measure, med, save
 
 W = HERE / "workload" / "cluster"
 PLAYBOOK = REPO / "playbooks" / "jumphost-cluster.yaml"
@@ -470,23 +470,8 @@ def bench(args):
         before = os.getloadavg()
         results["runs"][str(n)] = bench_n(args, n, venv, kex, Path(args.work), log=lambda m: print(m, flush=True))
         results["load"][str(n)] = {"before": before, "after": os.getloadavg()}
-        save(results, out)
+        save(results, out, markdown, plot)
     return results
-
-
-def med(rs, key="wall"):
-    import statistics
-    return statistics.median(r[key] for r in rs) if rs else None
-
-
-def save(results, out):
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(markdown(results))
-    try:
-        plot(results, out / "plot.png")
-    except Exception as e:  # the table matters more than the picture
-        print(f"plot failed: {e}")
 
 
 def markdown(results):
