@@ -674,11 +674,7 @@ mod tests {
     #[test]
     fn the_run_lock_is_held_until_the_connection_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = |wait, who: &str| remote::HostLock {
-            path: dir.path().join("kf.lock").to_str().unwrap().into(),
-            wait,
-            holder: who.into(),
-        };
+        let lock = |wait, who: &str| remote::HostLock::in_dir(dir.path(), wait, who);
         let target = dir.path().join("f").to_str().unwrap().to_string();
         let mut a = LocalConnection::new(Become::default()).with_lock(lock(5, "pid 1"));
         assert!(a.needs_run_lock(false));

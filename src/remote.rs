@@ -100,6 +100,16 @@ pub struct HostLock {
 }
 
 impl HostLock {
+    /// A lock file `kf.lock` in `dir`, for tests.
+    #[cfg(test)]
+    pub fn in_dir(dir: &std::path::Path, wait: u64, holder: &str) -> HostLock {
+        HostLock {
+            path: dir.join("kf.lock").to_str().unwrap().into(),
+            wait,
+            holder: holder.into(),
+        }
+    }
+
     /// The default lock file.
     pub const PATH: &'static str = "/run/kvmforge.lock";
 
@@ -1544,11 +1554,7 @@ mod tests {
     #[test]
     fn changing_scripts_take_the_host_lock_and_wait_for_it() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = |wait, who: &str| HostLock {
-            path: dir.path().join("kf.lock").to_str().unwrap().into(),
-            wait,
-            holder: who.into(),
-        };
+        let lock = |wait, who: &str| HostLock::in_dir(dir.path(), wait, who);
         let target = dir.path().join("t").to_str().unwrap().to_string();
         let first = Script {
             actions: vec![Action::run("sleep 2")],
@@ -1606,11 +1612,7 @@ mod tests {
     #[test]
     fn without_flock_the_lock_is_a_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = |wait, who: &str| HostLock {
-            path: dir.path().join("kf.lock").to_str().unwrap().into(),
-            wait,
-            holder: who.into(),
-        };
+        let lock = |wait, who: &str| HostLock::in_dir(dir.path(), wait, who);
         let lockdir = dir.path().join("kf.lock.d");
         let script = |cmd: &str| Script {
             actions: vec![Action::run(cmd)],
@@ -1698,11 +1700,7 @@ mod tests {
     #[test]
     fn a_holder_keeps_the_lock_until_its_input_closes() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = |wait, who: &str| HostLock {
-            path: dir.path().join("kf.lock").to_str().unwrap().into(),
-            wait,
-            holder: who.into(),
-        };
+        let lock = |wait, who: &str| HostLock::in_dir(dir.path(), wait, who);
         let target = dir.path().join("t").to_str().unwrap().to_string();
         std::fs::write(&target, "before\n").unwrap();
         let observe = Script {
@@ -1753,11 +1751,7 @@ mod tests {
     fn a_keeper_holds_the_lock_until_the_guarded_change_settles() {
         for no_flock in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let lock = |wait, who: &str| HostLock {
-                path: dir.path().join("kf.lock").to_str().unwrap().into(),
-                wait,
-                holder: who.into(),
-            };
+            let lock = |wait, who: &str| HostLock::in_dir(dir.path(), wait, who);
             let render = |t: String| {
                 if no_flock {
                     t.replace("command -v flock", "command -v kf-no-flock")
@@ -1807,11 +1801,7 @@ mod tests {
         }
         // Never armed: let go after the grace; rolled back: let go at once.
         let dir = tempfile::tempdir().unwrap();
-        let lock = |wait, who: &str| HostLock {
-            path: dir.path().join("kf.lock").to_str().unwrap().into(),
-            wait,
-            holder: who.into(),
-        };
+        let lock = |wait, who: &str| HostLock::in_dir(dir.path(), wait, who);
         let write = Script {
             actions: vec![Action::run("true")],
             ..Default::default()
