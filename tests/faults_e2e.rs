@@ -93,24 +93,8 @@ fn on(lab: &lab::Lab, host: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Wait until `cmd` on the host prints something (up to `limit`).
-/// The NIC carrying the host's lab address, and that address with its prefix.
-fn nic(lab: &lab::Lab, host: &str) -> (String, String) {
-    let addr = lab.addr(host).to_string();
-    let line = on(
-        lab,
-        host,
-        &format!(
-            "ip -o -4 addr show | awk '$4 ~ /^{}\\// {{print $2, $4}}'",
-            addr.replace('.', "\\.")
-        ),
-    );
-    let mut f = line.split_whitespace();
-    let (n, a) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
-    assert!(!n.is_empty(), "no NIC with {addr} on {host}: {line}");
-    (n.to_string(), a.to_string())
-}
 
+/// Wait until `cmd` on the host prints something (up to `limit`).
 fn wait_for(lab: &lab::Lab, host: &str, cmd: &str, limit: Duration) {
     let start = Instant::now();
     while on(lab, host, cmd).trim().is_empty() {
@@ -291,7 +275,7 @@ fn two_runs_at_once_take_turns() {
     // A guarded network change holds the lock until it is settled, though the controller
     // confirms over new connections: here its check fails, so it is rolled back, and a run
     // started meanwhile waits for all of that.
-    let (nic, addr) = nic(&lab, "h1");
+    let (nic, addr) = lab.nic("h1");
     let guarded = format!(
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: bridge over the only NIC\n      \
          netplan_bridge:\n        name: br0\n        interfaces: [{nic}]\n        addresses: [{addr}]\n        \

@@ -54,21 +54,6 @@ fn lab_env(lab: &lab::Lab, key: &str) -> String {
         .to_string()
 }
 
-/// The NIC carrying `addr` on `host`, and the address with its prefix.
-fn nic(lab: &lab::Lab, host: &str, addr: &str) -> (String, String) {
-    let line = on(
-        lab,
-        host,
-        &format!(
-            "ip -o -4 addr show | awk '$4 ~ /^{}\\// {{print $2, $4}}'",
-            addr.replace('.', "\\.")
-        ),
-    );
-    let mut f = line.split_whitespace();
-    let (n, a) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
-    assert!(!n.is_empty(), "no NIC with {addr} on {host}: {line}");
-    (n.to_string(), a.to_string())
-}
 
 /// `ssh -p PORT root@JUMP hostname` from this machine, checking the host key of `behind`: only
 /// a tunnel that lands on that host succeeds. Polled for up to `secs` seconds (a tunnel retries
@@ -155,9 +140,9 @@ fn jumphost_cluster_playbook_converges_and_holds() {
     let jump_vm = lab_env(&lab, "LAB_JUMP_VM_ADDR");
     let vm_net = lab_env(&lab, "LAB_VM_NET");
     let net = vm_net.trim_end_matches(".0/24").to_string();
-    let (jump_nic, _) = nic(&lab, "jump", &jump_vm);
+    let (jump_nic, _) = lab.nic_with("jump", &jump_vm);
     let kvm = ["v1", "v2"];
-    let nics: Vec<(String, String)> = kvm.iter().map(|h| nic(&lab, h, lab.addr(h))).collect();
+    let nics: Vec<(String, String)> = kvm.iter().map(|h| lab.nic(h)).collect();
     let ports = [12111u16, 12112];
 
     // The outside: a web server on the front network, which the KVM hosts cannot reach directly.

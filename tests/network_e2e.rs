@@ -48,22 +48,6 @@ fn on(lab: &lab::Lab, host: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&lab.exec(host, cmd).stdout).into_owned()
 }
 
-/// The host's NIC on the lab network and its address with prefix.
-fn nic(lab: &lab::Lab, host: &str) -> (String, String) {
-    let addr = lab.addr(host).to_string();
-    let line = on(
-        lab,
-        host,
-        &format!(
-            "ip -o -4 addr show | awk '$4 ~ /^{}\\// {{print $2, $4}}'",
-            addr.replace('.', "\\.")
-        ),
-    );
-    let mut f = line.split_whitespace();
-    let (n, a) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
-    assert!(!n.is_empty(), "no NIC with {addr} on {host}: {line}");
-    (n.to_string(), a.to_string())
-}
 
 fn bridge_play(nic: &str, address: &str, extra: &str) -> String {
     format!(
@@ -82,7 +66,7 @@ fn netplan_files(lab: &lab::Lab, host: &str) -> String {
 /// own back. `become` runs the play as another user through sudo, with the password given.
 fn rolled_back(lab: &lab::Lab, dir: &std::path::Path, hosts: &[&str], become_as: Option<&str>) {
     let before: Vec<String> = hosts.iter().map(|h| netplan_files(lab, h)).collect();
-    let nics: Vec<String> = hosts.iter().map(|h| nic(lab, h).0).collect();
+    let nics: Vec<String> = hosts.iter().map(|h| lab.nic(h).0).collect();
     assert!(
         nics.iter().all(|n| n == &nics[0]),
         "hosts differ in NIC names: {nics:?}"
@@ -169,7 +153,7 @@ fn netplan_bridge_over_the_ssh_nic_confirmed_or_rolled_back() {
     rolled_back(&lab, dir.path(), &["v1"], Some("kf"));
 
     // The same address on a bridge over the NIC: converges, the host stays reachable.
-    let (nic, addr) = nic(&lab, "h1");
+    let (nic, addr) = lab.nic("h1");
     let play = bridge_play(&nic, &addr, "");
     let out = kvmforge(&lab, dir.path(), "h1", &play, &["--detailed-exitcode"]);
     assert_eq!(code(&out), 8, "{}", text(&out));
@@ -204,7 +188,7 @@ fn netplan_bridge_over_the_ssh_nic_confirmed_or_rolled_back() {
 /// Turn a lab host into a NetworkManager host: its NIC in a NetworkManager profile with the
 /// same address (done without ssh, since the NIC changes hands).
 fn make_networkmanager_host(lab: &lab::Lab, host: &str) -> String {
-    let (nic, addr) = nic(lab, host);
+    let (nic, addr) = lab.nic(host);
     let out = lab.exec(
         host,
         &format!(
@@ -297,7 +281,7 @@ fn a_change_that_moves_the_address_is_confirmed_at_the_new_one() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (nic, _) = nic(&lab, "h1");
+    let (nic, _) = lab.nic("h1");
     let old = lab.addr("h1").to_string();
     let new = {
         let mut parts: Vec<&str> = old.split('.').collect();

@@ -490,6 +490,27 @@ impl Lab {
         self.lab_sh(&["exec", host, "sh", "-c", cmd])
     }
 
+    /// The NIC carrying `addr` on the host, and that address with its prefix (`10.0.0.5/24`).
+    pub fn nic_with(&self, host: &str, addr: &str) -> (String, String) {
+        let out = self.exec(
+            host,
+            &format!(
+                "ip -o -4 addr show | awk '$4 ~ /^{}\\// {{print $2, $4}}'",
+                addr.replace('.', "\\.")
+            ),
+        );
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut f = line.split_whitespace();
+        let (n, a) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+        assert!(!n.is_empty(), "no NIC with {addr} on {host}: {line}");
+        (n.to_string(), a.to_string())
+    }
+
+    /// The NIC carrying the host's lab address, and that address with its prefix.
+    pub fn nic(&self, host: &str) -> (String, String) {
+        self.nic_with(host, self.addr(host))
+    }
+
     /// Stop sshd on the host (connections are then refused).
     pub fn stop_sshd(&self, host: &str) {
         self.lab_sh_ok(&["stop-sshd", host]);
