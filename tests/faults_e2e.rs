@@ -93,7 +93,6 @@ fn on(lab: &lab::Lab, host: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-
 /// Wait until `cmd` on the host prints something (up to `limit`).
 fn wait_for(lab: &lab::Lab, host: &str, cmd: &str, limit: Duration) {
     let start = Instant::now();

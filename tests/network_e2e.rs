@@ -48,7 +48,6 @@ fn on(lab: &lab::Lab, host: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&lab.exec(host, cmd).stdout).into_owned()
 }
 
-
 fn bridge_play(nic: &str, address: &str, extra: &str) -> String {
     format!(
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: bridge over the only NIC\n      \
