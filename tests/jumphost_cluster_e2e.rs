@@ -347,7 +347,8 @@ fn jumphost_cluster_playbook_converges_and_holds() {
         text(&idle).lines().any(|l| l
             .contains(r#""host":"v1","task":"libvirtd runs now and at boot""#)
             && l.contains(r#""status":"ok""#)
-            && l.contains("libvirtd.service is idle and starts on demand (libvirtd.socket")),
+            && l.contains("libvirtd.service is idle and starts on demand (")
+            && l.contains("libvirtd.socket")),
         "{}",
         text(&idle)
     );

@@ -98,11 +98,15 @@ impl Fact for UnitState {
             ));
         }
         let listening_triggers = if active_state == "inactive" {
-            blocks
+            // Sorted: systemd lists a unit's triggers in no fixed order, and the names end
+            // up in messages that should read the same on every run.
+            let mut ids: Vec<String> = blocks
                 .filter(|b| b.lines().any(|l| l.trim() == "ActiveState=active"))
                 .filter_map(|b| b.lines().find_map(|l| l.trim().strip_prefix("Id=")))
                 .map(String::from)
-                .collect()
+                .collect();
+            ids.sort();
+            ids
         } else {
             Vec::new()
         };
@@ -136,6 +140,10 @@ mod tests {
     /// The probe with a stand-in `systemctl` that answers as a Debian host whose libvirtd
     /// exited after its idle timeout (its sockets listening), or as one where it runs.
     fn probe_with(unit_state: &str, unit: &str) -> (UnitState, String) {
+        probe_with_sockets(unit_state, unit, "libvirtd-sockets.txt")
+    }
+
+    fn probe_with_sockets(unit_state: &str, unit: &str, sockets: &str) -> (UnitState, String) {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("calls");
         let fake = dir.path().join("systemctl");
@@ -148,7 +156,7 @@ mod tests {
                 log.display(),
                 crate::modules::facts::fixture_path(&format!("systemd_unit/{unit_state}"))
                     .display(),
-                crate::modules::facts::fixture_path("systemd_unit/libvirtd-sockets.txt").display(),
+                crate::modules::facts::fixture_path(&format!("systemd_unit/{sockets}")).display(),
             ),
         )
         .unwrap();
@@ -192,6 +200,17 @@ mod tests {
         assert_eq!(u.active_state, "inactive");
         assert_eq!(u.listening_triggers, ["libvirtd.socket"]);
         assert!(u.on_demand() && !u.running());
+        // All three listening (systemd lists them in no fixed order): named sorted.
+        let (u, _) =
+            probe_with_sockets("libvirtd-idle.txt", "libvirtd", "libvirtd-sockets-all.txt");
+        assert_eq!(
+            u.listening_triggers,
+            [
+                "libvirtd-admin.socket",
+                "libvirtd-ro.socket",
+                "libvirtd.socket"
+            ]
+        );
         assert_eq!(
             u.properties["Id"], "libvirtd.service",
             "the unit's block only"
