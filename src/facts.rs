@@ -4,35 +4,106 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Shell fragment printing one `KF facts =BASE64` record: a NUL-separated stream of keys, each
-/// followed by its value (`\0KEY\0VALUE...`), encoded by one `base64`. Reads only /proc, /sys,
-/// /etc/os-release and a few standard commands; every read tolerates absence. What the shell can
-/// read itself (sysfs attributes, symlink targets through `cd -P`, /proc/cmdline) is read with
-/// builtins: on a host with many PCI devices this is the difference between a handful of
-/// programs and five per device. It runs as a pipeline stage, so its `cd` and `set --` stay in
-/// that subshell.
-pub const SCRIPT: &str = r#"kf_k() { printf '\0%s\0' "$1"; }
-printf 'KF facts ='; {
-kf_k hostname; { [ -r /proc/sys/kernel/hostname ] && read -r kf_v </proc/sys/kernel/hostname && printf %s "$kf_v"; } 2>/dev/null || hostname 2>/dev/null
-kf_k os_release; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null
-set -- $(uname -rm); kf_k kernel; printf %s "$1"; kf_k arch; printf %s "$2"
-kf_k cpu_flags; grep -m1 -E '^flags' /proc/cpuinfo 2>/dev/null
-kf_k cpus; nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo
-kf_k meminfo; grep -E '^(MemTotal|HugePages_Total|Hugepagesize):' /proc/meminfo 2>/dev/null
-kf_k links; ip -o link show 2>/dev/null
-kf_k addrs; ip -o addr show 2>/dev/null
-kf_k route; ip route show default 2>/dev/null
-kf_k pci; for d in /sys/bus/pci/devices/*; do [ -e "$d/vendor" ] || continue; kf_ve=; kf_de=; kf_cl=; kf_dr=-; kf_g=-; read -r kf_ve <"$d/vendor"; read -r kf_de <"$d/device"; read -r kf_cl <"$d/class"; [ -L "$d/driver" ] && cd -P "$d/driver" && kf_dr=${PWD##*/}; [ -L "$d/iommu_group" ] && cd -P "$d/iommu_group" && kf_g=${PWD##*/}; echo "${d##*/} $kf_ve $kf_de $kf_cl $kf_dr $kf_g"; done 2>/dev/null
-kf_k iommu_groups; set -- /sys/kernel/iommu_groups/*; if [ -e "$1" ]; then echo $#; else echo 0; fi
-kf_k cmdline; [ -r /proc/cmdline ] && read -r kf_v </proc/cmdline && printf %s "$kf_v"
-kf_k pkg_mgr; if command -v apt-get >/dev/null 2>&1; then echo apt; elif command -v dnf >/dev/null 2>&1; then echo dnf; elif command -v yum >/dev/null 2>&1; then echo yum; fi
-kf_k init; if [ -d /run/systemd/system ]; then echo systemd; elif [ -r /proc/1/comm ]; then read -r kf_v </proc/1/comm && printf %s "$kf_v"; fi
-kf_k virt; systemd-detect-virt 2>/dev/null
-kf_k kvm; [ -e /dev/kvm ] && echo yes
-kf_k user; printf %s "${SUDO_USER:-$(id -un 2>/dev/null)}"
-kf_k grub; { command -v update-grub || command -v grub2-mkconfig || command -v grub-mkconfig; } >/dev/null 2>&1 && echo yes
-kf_k end; } | kf_b64; echo
-"#;
+/// The readings the facts are made of: a key in the `KF facts` stream, the shell that prints
+/// it, and the `facts.*` fields made from it. Reads only /proc, /sys, /etc/os-release and a few
+/// standard commands; every read tolerates absence. What the shell can read itself (sysfs
+/// attributes, symlink targets through `cd -P`, /proc/cmdline) is read with builtins: on a host
+/// with many PCI devices this is the difference between a handful of programs and five per
+/// device. Only the readings a run's templates use are taken (see [`Wanted`]).
+const READINGS: &[(&str, &str, &[&str])] = &[
+    ("hostname", r#"{ [ -r /proc/sys/kernel/hostname ] && read -r kf_v </proc/sys/kernel/hostname && printf %s "$kf_v"; } 2>/dev/null || hostname 2>/dev/null"#, &["hostname"]),
+    ("os_release", "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null", &["os_family", "distribution", "distribution_version", "distribution_codename"]),
+    ("kernel", r#"set -- $(uname -rm); printf %s "$1"; kf_k arch; printf %s "$2""#, &["kernel", "arch"]),
+    ("cpu_flags", "grep -m1 -E '^flags' /proc/cpuinfo 2>/dev/null", &["virtualization_flag"]),
+    ("cpus", "nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo", &["cpus"]),
+    ("meminfo", "grep -E '^(MemTotal|HugePages_Total|Hugepagesize):' /proc/meminfo 2>/dev/null", &["memory_mb", "hugepages_total", "hugepage_size_kb"]),
+    ("links", "ip -o link show 2>/dev/null; kf_k addrs; ip -o addr show 2>/dev/null", &["interfaces"]),
+    ("route", "ip route show default 2>/dev/null", &["default_interface", "default_gateway"]),
+    ("pci", r#"for d in /sys/bus/pci/devices/*; do [ -e "$d/vendor" ] || continue; kf_ve=; kf_de=; kf_cl=; kf_dr=-; kf_g=-; read -r kf_ve <"$d/vendor"; read -r kf_de <"$d/device"; read -r kf_cl <"$d/class"; [ -L "$d/driver" ] && cd -P "$d/driver" && kf_dr=${PWD##*/}; [ -L "$d/iommu_group" ] && cd -P "$d/iommu_group" && kf_g=${PWD##*/}; echo "${d##*/} $kf_ve $kf_de $kf_cl $kf_dr $kf_g"; done 2>/dev/null"#, &["pci_devices"]),
+    ("iommu_groups", r#"set -- /sys/kernel/iommu_groups/*; if [ -e "$1" ]; then echo $#; else echo 0; fi"#, &["iommu_enabled"]),
+    ("cmdline", r#"[ -r /proc/cmdline ] && read -r kf_v </proc/cmdline && printf %s "$kf_v""#, &["cmdline"]),
+    ("pkg_mgr", "if command -v apt-get >/dev/null 2>&1; then echo apt; elif command -v dnf >/dev/null 2>&1; then echo dnf; elif command -v yum >/dev/null 2>&1; then echo yum; fi", &["pkg_mgr"]),
+    ("init", r#"if [ -d /run/systemd/system ]; then echo systemd; elif [ -r /proc/1/comm ]; then read -r kf_v </proc/1/comm && printf %s "$kf_v"; fi"#, &["init_system"]),
+    ("virt", "systemd-detect-virt 2>/dev/null", &["virtualization_type"]),
+    ("kvm", "[ -e /dev/kvm ] && echo yes", &["kvm_available"]),
+    ("user", r#"printf %s "${SUDO_USER:-$(id -un 2>/dev/null)}""#, &["user"]),
+    ("grub", "{ command -v update-grub || command -v grub2-mkconfig || command -v grub-mkconfig; } >/dev/null 2>&1 && echo yes", &["grub_available"]),
+];
+
+/// Which readings to take: the facts a run's templates refer to. Gathering every fact costs a
+/// dozen programs on each host (`systemd-detect-virt`, three `ip`, `uname`, `nproc`, ...) where
+/// a playbook that only asks `facts.os_family` needs one `cat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted(u32);
+
+impl Wanted {
+    pub const NONE: Wanted = Wanted(0);
+    pub const ALL: Wanted = Wanted((1 << READINGS.len()) - 1);
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn union(self, other: Wanted) -> Wanted {
+        Wanted(self.0 | other.0)
+    }
+
+    /// The readings for the field `facts.NAME`, or None for a name that is not a fact.
+    pub fn field(name: &str) -> Option<Wanted> {
+        READINGS
+            .iter()
+            .position(|(_, _, fields)| fields.contains(&name))
+            .map(|i| Wanted(1 << i))
+    }
+
+    /// What `text` (a template, or anything a template may be in) needs: each `facts.NAME`
+    /// adds that fact; `facts` any other way (`{{ facts }}`, `get 'facts' ...`, an unknown
+    /// name) needs them all.
+    pub fn in_text(text: &str) -> Wanted {
+        let mut w = Wanted::NONE;
+        let mut rest = text;
+        while let Some(at) = rest.find("facts") {
+            let before = rest[..at].chars().next_back();
+            let after = &rest[at + "facts".len()..];
+            rest = after;
+            // `gather_facts`, `my_facts`: another word.
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = after
+                .strip_prefix('.')
+                .map(|n| {
+                    n.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect()
+                })
+                .unwrap_or_default();
+            match Wanted::field(&name) {
+                Some(f) => w = w.union(f),
+                None => return Wanted::ALL,
+            }
+        }
+        w
+    }
+
+    /// Shell fragment printing one `KF facts =BASE64` record with the wanted readings: a
+    /// NUL-separated stream of keys, each followed by its value (`\0KEY\0VALUE...`), encoded by
+    /// one `base64`. It runs as a pipeline stage, so its `cd` and `set --` stay in that subshell.
+    pub fn script(self) -> String {
+        let mut s = String::from("kf_k() { printf '\\0%s\\0' \"$1\"; }\nprintf 'KF facts ='; {\n");
+        for (i, (key, shell, _)) in READINGS.iter().enumerate() {
+            if self.0 & (1 << i) != 0 {
+                s.push_str("kf_k ");
+                s.push_str(key);
+                s.push_str("; ");
+                s.push_str(shell);
+                s.push('\n');
+            }
+        }
+        s.push_str("kf_k end; } | kf_b64; echo\n");
+        s
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Interface {
@@ -214,7 +285,7 @@ fn pci(text: &str) -> Vec<PciDevice> {
 }
 
 /// Build facts from the `(key, value)` pairs the script printed.
-/// The pairs of a `KF facts` stream (see [`SCRIPT`]).
+/// The pairs of a `KF facts` stream (see [`Wanted::script`]).
 pub fn pairs(stream: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(stream);
     let mut fields = text.split('\0').skip(1);
@@ -295,6 +366,51 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn only_the_facts_templates_read_are_gathered() {
+        let w = Wanted::in_text("{{#if (eq facts.os_family \"Debian\")}}x{{/if}}");
+        assert_eq!(w, Wanted::field("distribution").unwrap());
+        let script = w.script();
+        assert!(
+            script.contains("kf_k os_release; cat /etc/os-release"),
+            "{script}"
+        );
+        assert!(!script.contains("systemd-detect-virt") && !script.contains("uname"));
+        // Two facts from one reading, and one from another fact's reading.
+        let w = Wanted::in_text("facts.kernel facts.arch hostvars.h1.facts.default_gateway");
+        let script = w.script();
+        assert!(script.contains("uname -rm") && script.contains("ip route show default"));
+        assert!(!script.contains("ip -o link"));
+        // Other words that contain the name are not facts.
+        assert!(Wanted::in_text("gather_facts: my_facts.x").is_empty());
+        // `facts` any other way, or a name that is not a fact: all of them.
+        for t in [
+            "{{ facts }}",
+            "{{get 'facts' 'cpus'}}",
+            "facts.[cpus]",
+            "facts.cpu",
+        ] {
+            assert_eq!(Wanted::in_text(t), Wanted::ALL, "{t}");
+        }
+        // Every field of Facts belongs to a reading.
+        let all = serde_json::to_value(Facts::default()).unwrap();
+        for name in all.as_object().unwrap().keys() {
+            assert!(Wanted::field(name).is_some(), "{name}");
+        }
+        assert!(Wanted::ALL.script().contains("kf_k addrs; ip -o addr show"));
+    }
+
+    /// A reading not taken leaves its facts empty, the others are whole.
+    #[test]
+    fn facts_from_some_readings() {
+        let f = parse(&pairs(&[("os_release", "ID=debian\nVERSION_ID=12\n")]));
+        assert_eq!(
+            (f.os_family.as_str(), f.distribution_version.as_str()),
+            ("Debian", "12")
+        );
+        assert_eq!((f.kernel.as_str(), f.cpus), ("", 0));
     }
 
     #[test]

@@ -76,7 +76,8 @@ trap 'kf_clean; trap - EXIT; exit 1' HUP INT TERM PIPE
 pub struct Script {
     pub actions: Vec<Action>,
     pub probes: Vec<Probe>,
-    pub facts: bool,
+    /// The facts to gather (none: no facts record).
+    pub facts: facts::Wanted,
     /// Run as root (through sudo when the login user is not root).
     pub become_: bool,
 }
@@ -266,7 +267,7 @@ impl RunLock {
 
 impl Script {
     pub fn is_empty(&self) -> bool {
-        self.actions.is_empty() && self.probes.is_empty() && !self.facts
+        self.actions.is_empty() && self.probes.is_empty() && self.facts.is_empty()
     }
 
     /// The shell text to send.
@@ -337,8 +338,8 @@ impl Script {
             }
         }
         render_command_outputs(s, &self.probes);
-        if self.facts {
-            s.push_str(facts::SCRIPT);
+        if !self.facts.is_empty() {
+            s.push_str(&self.facts.script());
         }
     }
 }
@@ -1008,7 +1009,7 @@ pub fn parse(script: &Script, stdout: &[u8]) -> Result<Report, ProtocolError> {
                 .ok_or_else(|| ProtocolError::Malformed(format!("unexpected {id}")))? = Some(obs);
         }
     }
-    if script.facts && report.complete {
+    if !script.facts.is_empty() && report.complete {
         report.facts = Some(facts::parse(&fact_lines));
     }
     if report.complete || observations.iter().all(Option::is_some) {
@@ -1205,7 +1206,7 @@ mod tests {
     #[test]
     fn facts_are_gathered_with_builtins_and_agree_with_the_machine() {
         let r = run(&Script {
-            facts: true,
+            facts: facts::Wanted::ALL,
             ..Default::default()
         });
         let f = r.facts.expect("facts");

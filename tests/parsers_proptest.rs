@@ -156,7 +156,7 @@ fn sample_script() -> Script {
             Probe::File("rel".into()),
             Probe::Command("uname -r".into()),
         ],
-        facts: true,
+        facts: kvmforge::facts::Wanted::ALL,
         become_: false,
     }
 }

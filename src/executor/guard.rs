@@ -279,7 +279,7 @@ pub fn apply(
     let apply_script = Script {
         actions: actions.to_vec(),
         probes: Vec::new(),
-        facts: false,
+        facts: crate::facts::Wanted::NONE,
         become_: false,
     };
     let timeout = settings.timeout;
@@ -613,7 +613,7 @@ mod tests {
         let apply = Script {
             actions: actions.clone(),
             probes: vec![],
-            facts: false,
+            facts: crate::facts::Wanted::NONE,
             become_: false,
         };
         if nix::unistd::getuid().as_raw() != 0 {

@@ -83,7 +83,7 @@ pub(super) struct HostPlay<'s, 'a> {
     login_root: bool,
     /// Check mode found a change on this host in this play: later tasks may depend on it.
     would_change: bool,
-    gather_facts: bool,
+    gather_facts: crate::facts::Wanted,
     /// Actions planned but not applied yet, all under `pending_become`.
     pending: Vec<Action>,
     pending_become: bool,
@@ -223,7 +223,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
     }
 
     fn need_facts(&self) -> bool {
-        self.gather_facts && self.state.facts.is_none()
+        !self.gather_facts.is_empty() && self.state.facts.is_none()
     }
 
     /// Collect the probes of tasks from `i` on (until `become` changes) and observe them, with
@@ -314,7 +314,11 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         let script = Script {
             actions: std::mem::take(&mut self.pending),
             probes,
-            facts,
+            facts: if facts {
+                self.gather_facts
+            } else {
+                crate::facts::Wanted::NONE
+            },
             become_,
         };
         if script.is_empty() {
@@ -674,7 +678,7 @@ impl<'s, 'a> HostPlay<'s, 'a> {
         let script = Script {
             actions: Vec::new(),
             probes: self.missing_probes(item.probes.iter().chain(after)),
-            facts: false,
+            facts: crate::facts::Wanted::NONE,
             become_,
         };
         let opts = self.shared.opts;

@@ -23,6 +23,7 @@ pub use host::describe;
 
 use crate::connection::{self, Become, Connection, ConnectionError};
 use crate::error::Error;
+use crate::facts;
 use crate::inventory::{Host, Inventory};
 use crate::output::{Event, HostStats, Reporter};
 use crate::playbook::{Play, Playbook};
@@ -94,8 +95,8 @@ pub struct PlayTarget<'a> {
     pub play: &'a Play,
     pub hosts: Vec<Host>,
     pub vars_files: Map<String, Value>,
-    /// Gather facts (with the first observation of each host).
-    pub gather_facts: bool,
+    /// The facts to gather with the first observation of each host (none: no facts).
+    pub gather_facts: facts::Wanted,
     /// The `groups` variable (every group's hosts), when the play refers to it: it is as big as
     /// the inventory, and copying it into every task's context on every host would make a run
     /// cost grow with the square of the hosts.
@@ -131,40 +132,72 @@ fn play_mentions(
     hosts: &[Host],
     extra: &Map<String, Value>,
 ) -> bool {
+    play_texts(target, pb, hosts, extra, &mut |t| {
+        t.is_none_or(|t| t.contains(name))
+    })
+}
+
+/// Show `f` every text of the play a template may be in (task arguments and conditions,
+/// variables, the files the tasks render), `None` for one that cannot be read; stops at the
+/// first for which `f` says true, and says whether there was one.
+fn play_texts(
+    target: (&Play, &Map<String, Value>),
+    pb: &Playbook,
+    hosts: &[Host],
+    extra: &Map<String, Value>,
+    f: &mut dyn FnMut(Option<&str>) -> bool,
+) -> bool {
     let (play, vars_files) = target;
-    let mentions = |v: &Value| -> bool {
-        fn walk(v: &Value, name: &str) -> bool {
-            match v {
-                Value::String(s) => s.contains(name),
-                Value::Array(a) => a.iter().any(|x| walk(x, name)),
-                Value::Object(m) => m.iter().any(|(k, x)| k.contains(name) || walk(x, name)),
-                _ => false,
-            }
+    fn walk(v: &Value, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        match v {
+            Value::String(s) => f(Some(s)),
+            Value::Array(a) => a.iter().any(|x| walk(x, f)),
+            Value::Object(m) => m.iter().any(|(k, x)| f(Some(k)) || walk(x, f)),
+            _ => false,
         }
-        walk(v, name)
-    };
-    let vars = |m: &Map<String, Value>| m.values().any(mentions);
+    }
+    fn vars(m: &Map<String, Value>, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        m.values().any(|v| walk(v, f))
+    }
     play.tasks.iter().chain(&play.handlers).any(|t| {
         let rendered = match t.args.as_object() {
             Some(raw) => match t.module.rendered_files(raw, &pb.dir) {
                 Some(files) => files
                     .iter()
-                    .any(|p| std::fs::read_to_string(p).map_or(true, |text| text.contains(name))),
-                None => true,
+                    .any(|p| f(std::fs::read_to_string(p).ok().as_deref())),
+                None => f(None),
             },
             None => false,
         };
         rendered
-            || mentions(&t.args)
+            || walk(&t.args, f)
             || [&t.when, &t.loop_, &t.changed_when, &t.failed_when]
                 .into_iter()
                 .flatten()
-                .any(mentions)
-            || vars(&t.vars)
-    }) || vars(&play.vars)
-        || vars(vars_files)
-        || vars(extra)
-        || hosts.iter().any(|h| vars(&h.vars))
+                .any(|v| walk(v, f))
+            || vars(&t.vars, f)
+    }) || vars(&play.vars, f)
+        || vars(vars_files, f)
+        || vars(extra, f)
+        || hosts.iter().any(|h| vars(&h.vars, f))
+}
+
+/// The facts the play's templates refer to (see [`facts::Wanted::in_text`]).
+fn play_facts(
+    target: (&Play, &Map<String, Value>),
+    pb: &Playbook,
+    hosts: &[Host],
+    extra: &Map<String, Value>,
+) -> facts::Wanted {
+    let mut wanted = facts::Wanted::NONE;
+    play_texts(target, pb, hosts, extra, &mut |t| {
+        wanted = match t {
+            Some(t) => wanted.union(facts::Wanted::in_text(t)),
+            None => facts::Wanted::ALL,
+        };
+        wanted == facts::Wanted::ALL
+    });
+    wanted
 }
 
 /// `inventory_hostname`, `group_names`, and `groups` when the play uses it.
@@ -248,6 +281,7 @@ pub fn validate<'a>(
     let mut targets = Vec::new();
     let mut problems: Vec<(String, Vec<String>)> = Vec::new();
     let mut registers: BTreeSet<String> = BTreeSet::new();
+    let mut run_facts = facts::Wanted::NONE;
     for play in &pb.plays {
         let mut hosts = inv
             .select(&play.hosts)
@@ -328,9 +362,15 @@ pub fn validate<'a>(
             }
             rendered.insert(host.name.clone(), prepared);
         }
-        let gather_facts = play.gather_facts.unwrap_or_else(|| {
-            play_mentions("facts", (play, &vars_files), pb, &hosts, &opts.extra_vars)
-        });
+        // Facts are gathered once per host, and reach later plays through `hostvars`: what
+        // every play reads is gathered (set below, when all are known).
+        let reads = play_facts((play, &vars_files), pb, &hosts, &opts.extra_vars);
+        run_facts = run_facts.union(reads);
+        let gather_facts = match play.gather_facts {
+            Some(true) => facts::Wanted::ALL,
+            Some(false) => facts::Wanted::NONE,
+            None => reads,
+        };
         targets.push(PlayTarget {
             play,
             hosts,
@@ -340,6 +380,11 @@ pub fn validate<'a>(
             hostvars,
             rendered,
         });
+    }
+    for t in &mut targets {
+        if !t.gather_facts.is_empty() {
+            t.gather_facts = t.gather_facts.union(run_facts);
+        }
     }
     if !problems.is_empty() {
         return Err(Error::Invalid(
@@ -619,6 +664,44 @@ mod tests {
             },
         );
         assert_eq!(s.exit_code(true), 6);
+    }
+
+    /// Facts are gathered once per host and read by later plays through `hostvars`: every
+    /// play that gathers takes what any play reads; a play that reads none gathers none.
+    #[test]
+    fn facts_gathered_are_those_the_run_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = Playbook::parse(
+            r#"
+- hosts: a
+  tasks:
+    - copy: { dest: /tmp/x, content: "{{ facts.kernel }}" }
+- hosts: b
+  tasks:
+    - copy: { dest: /tmp/x, content: "{{ hostvars.a.facts.os_family }}" }
+      when: eq facts.distribution "debian"
+- hosts: a
+  tasks:
+    - copy: { dest: /tmp/x, content: "nothing" }
+- hosts: b
+  gather_facts: true
+  tasks:
+    - copy: { dest: /tmp/x, content: "nothing" }
+"#,
+            &dir.path().join("p.yaml"),
+        )
+        .unwrap();
+        let inv = Inventory::parse(
+            "all:\n  hosts:\n    a: { connection: local }\n    b: { connection: local }\n",
+            &dir.path().join("i.yaml"),
+        )
+        .unwrap();
+        let targets = validate(&pb, &inv, &Options::default()).unwrap();
+        let both = facts::Wanted::field("kernel")
+            .unwrap()
+            .union(facts::Wanted::field("os_family").unwrap());
+        let got: Vec<facts::Wanted> = targets.iter().map(|t| t.gather_facts).collect();
+        assert_eq!(got, [both, both, facts::Wanted::NONE, facts::Wanted::ALL]);
     }
 
     #[test]
