@@ -41,7 +41,7 @@ impl Fact for SshKey {
             "command -v ssh-keygen >/dev/null 2>&1 || {{ echo 'ssh-keygen not found: install the OpenSSH client' >&2; exit 3; }}; \
 if [ ! -e {p} ] && [ ! -L {p} ]; then echo absent; exit 0; fi; \
 stat -L -c 'mode %a %F' -- {p}; \
-if [ -f {p} ]; then ssh-keygen -y -P '' -f {p} </dev/null 2>&1 | sed 's/^/line /'; fi"
+if [ -f {p} ]; then ssh-keygen -y -P '' -f {p} </dev/null 2>&1; fi"
         ))
     }
 
@@ -68,7 +68,8 @@ if [ -f {p} ]; then ssh-keygen -y -P '' -f {p} </dev/null 2>&1 | sed 's/^/line /
                 "unexpected output reading the key {path}: {first:?}"
             ));
         };
-        let said: Vec<&str> = lines.filter_map(|l| l.strip_prefix("line ")).collect();
+        // Every line after the first is ssh-keygen's (its key, or why it gave none).
+        let said: Vec<&str> = lines.collect();
         let public = said
             .iter()
             .find(|l| is_key_type(l.split(' ').next()))
@@ -107,7 +108,7 @@ mod tests {
     fn absent_present_and_unreadable_keys() {
         assert_eq!(parse("absent\n"), SshKey::Absent);
         assert_eq!(
-            parse("mode 600 regular file\nline ssh-ed25519 AAAAC3Nz kvmforge-tunnel-v1\n"),
+            parse("mode 600 regular file\nssh-ed25519 AAAAC3Nz kvmforge-tunnel-v1\n"),
             SshKey::Present {
                 mode: 0o600,
                 kind: "regular file".into(),
@@ -116,7 +117,7 @@ mod tests {
             }
         );
         let SshKey::Present { problem, .. } = parse(
-            "mode 644 regular file\nline Load key \"/k\": incorrect passphrase supplied to decrypt private key\n",
+            "mode 644 regular file\nLoad key \"/k\": incorrect passphrase supplied to decrypt private key\n",
         ) else {
             panic!()
         };

@@ -615,7 +615,7 @@ mod tests {
             .with_fact::<UnitState>(&u.unit, show("active"))
             .with_fact::<SshKey>(
                 &r.key,
-                key_seen(&format!("mode 600 regular file\nline {PUBLIC}\n")),
+                key_seen(&format!("mode 600 regular file\n{PUBLIC}\n")),
             )
     }
 
@@ -737,13 +737,13 @@ mod tests {
         let r = req(&SshTunnel, seed());
         let o = done(&r, FIXTURE).with_fact::<SshKey>(
             &r.key,
-            key_seen("mode 644 regular file\nline Load key \"x\": incorrect passphrase supplied to decrypt private key\n"),
+            key_seen("mode 644 regular file\nLoad key \"x\": incorrect passphrase supplied to decrypt private key\n"),
         );
         let e = SshTunnel.plan(&r, &o).unwrap_err();
         assert!(e.to_string().contains("without a passphrase"), "{e}");
         let o = done(&r, FIXTURE).with_fact::<SshKey>(
             &r.key,
-            key_seen(&format!("mode 644 regular file\nline {PUBLIC}\n")),
+            key_seen(&format!("mode 644 regular file\n{PUBLIC}\n")),
         );
         let p = SshTunnel.plan(&r, &o).unwrap();
         assert_eq!(
