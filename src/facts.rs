@@ -5,7 +5,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The readings the facts are made of: a key in the `KF facts` stream, the shell that prints
-/// it, and the `facts.*` fields made from it. Reads only /proc, /sys, /etc/os-release and a few
+/// its value, and the `facts.*` fields made from it. Two readings print a second key from the
+/// same command's output or alongside it (`kernel` then `arch`, `links` then `addrs`). Reads only /proc, /sys, /etc/os-release and a few
 /// standard commands; every read tolerates absence. What the shell can read itself (sysfs
 /// attributes, symlink targets through `cd -P`, /proc/cmdline) is read with builtins: on a host
 /// with many PCI devices this is the difference between a handful of programs and five per

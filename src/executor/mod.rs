@@ -121,10 +121,9 @@ impl PlayTarget<'_> {
     }
 }
 
-/// Whether anything a play renders may refer to the variable `name` (`facts`, `groups`): its
-/// tasks and handlers, its variables and `vars_files`, the variables of its hosts and the
-/// command line, and the files its tasks render as templates (as each module declares them). A false positive only costs
-/// providing a variable that is not used.
+/// Whether anything a play renders may refer to the variable `name` (`hostvars`, `groups`):
+/// any of its texts ([`play_texts`]). A false positive only costs providing a variable that is
+/// not used.
 fn play_mentions(
     name: &str,
     target: (&Play, &Map<String, Value>),
@@ -137,9 +136,11 @@ fn play_mentions(
     })
 }
 
-/// Show `f` every text of the play a template may be in (task arguments and conditions,
-/// variables, the files the tasks render), `None` for one that cannot be read; stops at the
-/// first for which `f` says true, and says whether there was one.
+/// Show `f` every text of the play a template may be in: its tasks' and handlers' arguments
+/// and conditions, its variables and `vars_files`, the variables of its hosts and the command
+/// line, and the files its tasks render as templates (as each module declares them), `None` for
+/// one that cannot be read. Stops at the first for which `f` says true, and says whether there
+/// was one.
 fn play_texts(
     target: (&Play, &Map<String, Value>),
     pb: &Playbook,
